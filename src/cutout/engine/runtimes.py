@@ -1,0 +1,188 @@
+"""Inference runtimes: OpenVINO and onnxruntime behind one small interface.
+
+``auto`` picks the fastest runtime present: onnxruntime with CUDA when a GPU is usable, else
+OpenVINO (bf16 on CPUs with AVX-512 BF16 or AMX, f32 otherwise), else onnxruntime on the CPU.
+A runtime is compiled once per process and shared by threads; each concurrent caller borrows
+its own OpenVINO infer request from a small pool, so callers never share mutable state.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import queue
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cutout.errors import ConfigError, EngineError
+
+log = logging.getLogger(__name__)
+
+
+class Runtime(Protocol):
+    @property
+    def name(self) -> str:
+        """``openvino/bf16``, ``openvino/f32``, ``onnxruntime/cpu`` or ``onnxruntime/cuda``."""
+        ...
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """Run one forward pass on an NCHW float32 tensor; return the selected output."""
+        ...
+
+
+def openvino_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def cpu_has_bf16() -> bool:
+    """True when OpenVINO reports native bf16 support (AVX512_BF16 or AMX) on this CPU."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVINORuntime:
+    """A model compiled by OpenVINO for the CPU, pruned to the one output we read."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_name: str | None,
+        output_name: str | None,
+        precision: str,
+        threads: int,
+        slots: int,
+        cache_dir: Path | None,
+    ) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        model = core.read_model(str(path))
+        output = model.output(output_name) if output_name else model.outputs[0]
+        if len(model.outputs) > 1:
+            # ISNet returns six side outputs too; keeping them makes OpenVINO compute and
+            # copy them. A model with a single result lets the compiler drop those branches.
+            model = ov.Model([output.node], model.get_parameters(), "pruned")
+        self.precision = "bf16" if precision == "auto" and cpu_has_bf16() else precision
+        if self.precision == "auto":
+            self.precision = "f32"
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": self.precision,
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = core.compile_model(model, "CPU", config)
+        self._input = input_name or self._compiled.inputs[0].get_any_name()
+        self._output = self._compiled.outputs[0]
+        self._requests: queue.Queue[Any] = queue.Queue()
+        for _ in range(slots):
+            self._requests.put(self._compiled.create_infer_request())
+
+    @property
+    def name(self) -> str:
+        return f"openvino/{self.precision}"
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        request = self._requests.get()
+        try:
+            result = request.infer({self._input: tensor})
+            # the request owns the output buffer and reuses it on the next call: copy it out
+            return np.array(result[self._output], copy=True)
+        finally:
+            self._requests.put(request)
+
+
+class OnnxRuntime:
+    """onnxruntime on CUDA when available (and wanted), otherwise on the CPU."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_name: str | None,
+        output_name: str | None,
+        threads: int,
+        use_cuda: bool,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if use_cuda
+            else ["CPUExecutionProvider"]
+        )
+        self._session = ort.InferenceSession(str(path), options, providers=providers)
+        self._device = "cuda" if "CUDAExecutionProvider" in self._session.get_providers() else "cpu"
+        self._input = input_name or self._session.get_inputs()[0].name
+        self._output = output_name or self._session.get_outputs()[0].name
+
+    @property
+    def name(self) -> str:
+        return f"onnxruntime/{self._device}"
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        # onnxruntime's Run is safe to call from several threads on one session
+        result: np.ndarray = self._session.run([self._output], {self._input: tensor})[0]
+        return result
+
+
+def load_runtime(
+    path: Path,
+    *,
+    choice: str = "auto",
+    precision: str = "auto",
+    threads: int = 0,
+    slots: int = 1,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    cache_dir: Path | None = None,
+) -> Runtime:
+    """Compile the model at *path* on *choice*: ``auto``, ``openvino`` or ``onnxruntime``."""
+    if choice == "auto":
+        choice = "onnxruntime" if cuda_available() or not openvino_available() else "openvino"
+    try:
+        runtime: Runtime
+        if choice == "openvino":
+            if not openvino_available():
+                raise ConfigError("CUTOUT_RUNTIME=openvino but the openvino package is missing.")
+            runtime = OpenVINORuntime(
+                path,
+                input_name=input_name,
+                output_name=output_name,
+                precision=precision,
+                threads=threads,
+                slots=slots,
+                cache_dir=cache_dir,
+            )
+        elif choice == "onnxruntime":
+            runtime = OnnxRuntime(
+                path,
+                input_name=input_name,
+                output_name=output_name,
+                threads=threads,
+                use_cuda=cuda_available(),
+            )
+        else:
+            raise ConfigError(f"Unknown runtime {choice!r}; use auto, openvino or onnxruntime.")
+    except (ConfigError, EngineError):
+        raise
+    except Exception as exc:  # a corrupt or incompatible model file
+        raise EngineError(f"Could not load the model {path.name} on {choice}: {exc}") from exc
+    log.info("model %s loaded on %s", path.name, runtime.name)
+    return runtime

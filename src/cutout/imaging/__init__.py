@@ -1,0 +1,1 @@
+"""Imaging: decode untrusted bytes, bring masks to full size, compose and encode outputs."""

@@ -1,0 +1,150 @@
+"""Decode untrusted image bytes into an oriented sRGB photo, or refuse them clearly.
+
+The format is decided by content (Pillow's sniffing), never by file name or Content-Type. The
+byte limit is checked before decoding and the pixel limit after reading only the header, so a
+decompression bomb is refused before a single pixel is allocated.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from cutout.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
+
+log = logging.getLogger(__name__)
+
+try:  # HEIC/HEIF: what phones save by default
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover - it is a declared dependency
+    log.warning("pillow-heif is not installed: HEIC/HEIF photos will be refused")
+
+Image.init()  # register every plugin now, so ``Image.open(formats=...)`` knows all names
+
+#: Pillow format names we accept (the JPEG opener also yields MPO, as many phones save).
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF")
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_pixels: int
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A decoded photo: ``rgb`` is 8-bit sRGB, upright; ``alpha`` is its own transparency."""
+
+    rgb: Image.Image
+    alpha: Image.Image | None
+    format: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.size
+
+
+def load_image(data: bytes, limits: Limits) -> Photo:
+    """Decode *data* as a photo; raise :class:`InvalidInput` subclasses for anything unusable."""
+    if not data:
+        raise InvalidImage("The file is empty.")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(
+            f"The file is {_mb(len(data))}; the largest accepted is {_mb(limits.max_bytes)}."
+        )
+    image = _open(data)
+    fmt = str(image.format)
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} ({width * height / 1e6:.1f} MP); the largest "
+            f"accepted is {limits.max_pixels / 1e6:.1f} MP."
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb, alpha = _split(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"The image data is corrupt or truncated ({exc}).") from None
+    return Photo(rgb=rgb, alpha=alpha, format=fmt)
+
+
+def _open(data: bytes) -> Image.Image:
+    with warnings.catch_warnings():
+        # Our own pixel limit (checked by the caller) replaces Pillow's global warning.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data), formats=FORMATS)
+        except Image.DecompressionBombError:
+            raise ImageTooLarge("The image has far too many pixels to process.") from None
+        except UnidentifiedImageError:
+            fmt = _format_of(data)
+            if fmt:
+                raise UnsupportedFormat(
+                    f"{fmt} images are not supported. Use JPEG, PNG, WebP, HEIC, AVIF, TIFF, "
+                    "BMP or GIF."
+                ) from None
+            raise InvalidImage(
+                "The file is not an image we can read (JPEG, PNG, WebP, HEIC, AVIF, TIFF, BMP, "
+                "GIF)."
+            ) from None
+
+
+def _format_of(data: bytes) -> str | None:
+    """Name the format when Pillow knows it but we do not accept it (e.g. PDF, ICO)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data)) as other:
+                return other.format
+        except Exception:  # anything at all means "not an image"
+            return None
+
+
+def _split(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """Return (8-bit sRGB image, its alpha or None) for any Pillow mode."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _to_8bit(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    alpha = None
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        alpha = image.getchannel("A")
+        if alpha.getextrema() == (255, 255):
+            alpha = None  # an alpha channel that hides nothing
+    return _to_srgb(image), alpha
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale 16-bit and float grayscale to 8 bits (Pillow's convert would clip instead)."""
+    values = np.asarray(image, dtype=np.float32)
+    top = float(values.max())
+    scale = 255.0 if image.mode == "F" and top <= 1.0 else (65535.0 if top > 255 else 255.0)
+    return Image.fromarray(np.clip(values * (255.0 / scale), 0, 255).astype(np.uint8), "L")
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """Convert to RGB, honouring an embedded ICC profile (CMYK, Adobe RGB, Display P3)."""
+    icc = image.info.get("icc_profile")
+    if icc and image.mode in ("RGB", "RGBA", "CMYK"):
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            base = image.convert("RGB") if image.mode == "RGBA" else image
+            converted = ImageCms.profileToProfile(base, source, _SRGB, outputMode="RGB")
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            log.info("ignoring an unusable ICC profile")
+    return image.convert("RGB")
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"

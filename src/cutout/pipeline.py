@@ -1,0 +1,59 @@
+"""The background-removal use case, shared by the CLI and the web app (no Flask here)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from PIL import Image, ImageChops
+
+from cutout.engine.base import Engine
+from cutout.imaging.compose import Encoded, OutputOptions, compose
+from cutout.imaging.decode import Limits, Photo, load_image
+from cutout.imaging.refine import refine_alpha
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """The result of one removal: the decoded input, the encoded output, and provenance."""
+
+    photo: Photo
+    output: Encoded
+    engine: str
+    model: str
+    runtime: str
+    seconds: float
+
+
+def remove_background(
+    data: bytes, engine: Engine, *, limits: Limits, options: OutputOptions
+) -> Cutout:
+    """Decode *data*, find the subject with *engine*, and encode the cut-out per *options*.
+
+    :raises InvalidInput: the bytes are not an acceptable image.
+    :raises EngineError: the engine failed (or is busy).
+    """
+    started = time.perf_counter()
+    photo = load_image(data, limits)
+    alpha = cutout_alpha(photo, engine)
+    output = compose(photo, alpha, options)
+    return Cutout(
+        photo=photo,
+        output=output,
+        engine=engine.name,
+        model=engine.model,
+        runtime=engine.runtime,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def cutout_alpha(photo: Photo, engine: Engine) -> Image.Image:
+    """The full-size alpha for *photo*: the engine's mask, refined, within the photo's own alpha."""
+    model_input = photo.rgb
+    if photo.alpha is not None:
+        # Pixels the input already hides may hold any colour; show the model plain white there.
+        model_input = Image.composite(photo.rgb, Image.new("RGB", photo.size, "white"), photo.alpha)
+    alpha = refine_alpha(photo.rgb, engine.predict_mask(model_input))
+    if photo.alpha is not None:
+        alpha = ImageChops.darker(alpha, photo.alpha)
+    return alpha
