@@ -1,0 +1,168 @@
+"""The `cutout` command, run as a real subprocess on real photos with the real model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cutout import __version__
+from cutout.batch import plan_jobs
+from cutout.config import Settings
+from cutout.errors import InvalidInput
+from tests.conftest import Sample
+
+CUTOUT = [sys.executable, "-m", "cutout"]
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CUTOUT, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_models_list_shows_licences(model_settings: Settings) -> None:
+    result = run("models", "list", env={"CUTOUT_MODEL_DIR": str(model_settings.model_dir)})
+    assert result.returncode == 0
+    isnet = next(line for line in result.stdout.splitlines() if line.startswith("isnet "))
+    assert "AGPL-3.0" in isnet and "(default)" in isnet
+    assert "Apache-2.0" in result.stdout and "MIT" in result.stdout
+
+
+def test_models_fetch_unknown_model_fails_cleanly(tmp_path: Path) -> None:
+    result = run("models", "fetch", "nope", env={"CUTOUT_MODEL_DIR": str(tmp_path)})
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: Unknown model 'nope'")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_names_the_fix(tmp_path: Path, samples: list[Sample]) -> None:
+    result = run(
+        "remove",
+        samples[0].image,
+        "-o",
+        tmp_path / "out.png",
+        env={"CUTOUT_MODEL_DIR": str(tmp_path / "empty")},
+    )
+    assert result.returncode == 3
+    assert "cutout models fetch isnet" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.model
+def test_one_photo_to_a_full_size_rgba_cutout(
+    tmp_path: Path, samples: list[Sample], model_settings: Settings
+) -> None:
+    sample = next(s for s in samples if s.name == "alphamatting_GT03")
+    out = tmp_path / "out.png"
+    result = run(
+        "remove", sample.image, "-o", out, env={"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
+    )
+    assert result.returncode == 0, result.stderr
+    with (
+        Image.open(out) as cutout,
+        Image.open(sample.image) as original,
+        Image.open(sample.mask) as truth,
+    ):
+        assert cutout.mode == "RGBA" and cutout.size == original.size
+        alpha = np.asarray(cutout.getchannel("A"), np.float32) / 255
+        assert np.abs(alpha - np.asarray(truth, np.float32) / 255).mean() < 0.05
+
+
+@pytest.mark.model
+def test_folder_with_a_broken_photo(
+    tmp_path: Path, samples: list[Sample], model_settings: Settings
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for sample in samples[:3]:
+        shutil.copy(sample.image, folder / sample.image.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "notes.txt").write_text("not a photo, not picked up")
+    out = tmp_path / "out"
+    result = run(
+        "remove",
+        folder,
+        "-o",
+        out,
+        "--format",
+        "webp",
+        env={"CUTOUT_MODEL_DIR": str(model_settings.model_dir)},
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.jpg" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "3 of 4 photos done; 1 failed." in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        s.image.with_suffix(".webp").name for s in samples[:3]
+    )
+    for path in out.iterdir():
+        with Image.open(path) as image:
+            assert image.format == "WEBP" and image.mode == "RGBA"
+
+
+@pytest.mark.model
+def test_output_options_on_a_real_photo(
+    tmp_path: Path, samples: list[Sample], model_settings: Settings
+) -> None:
+    sample = samples[0]
+    env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
+    jpg, mask, cropped = tmp_path / "a.jpg", tmp_path / "m.png", tmp_path / "c.png"
+    assert run("remove", sample.image, "-o", jpg, "-b", "#00ff00", env=env).returncode == 0
+    assert run("remove", sample.image, "-o", mask, "--mask-only", env=env).returncode == 0
+    assert (
+        run(
+            "remove",
+            sample.image,
+            "-o",
+            cropped,
+            "--crop",
+            "--margin",
+            "4",
+            "--refine-edges",
+            env=env,
+        ).returncode
+        == 0
+    )
+    with (
+        Image.open(jpg) as a,
+        Image.open(mask) as m,
+        Image.open(cropped) as c,
+        Image.open(sample.image) as original,
+    ):
+        assert a.format == "JPEG" and a.size == original.size
+        assert m.mode == "L" and m.size == original.size
+        assert (c.mode == "RGBA" and c.width < original.width) or c.height < original.height
+
+
+def test_plan_jobs_naming(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(b"x")
+    single = plan_jobs([tmp_path / "a.jpg"], None, None)
+    assert single[0].target == tmp_path / "a.cutout.png"
+    to_file = plan_jobs([tmp_path / "a.jpg"], tmp_path / "x.webp", None)
+    assert (to_file[0].target, to_file[0].format) == (tmp_path / "x.webp", "webp")
+    many = plan_jobs([tmp_path / "a.jpg", tmp_path / "sub"], tmp_path / "out", "jpeg")
+    assert [j.target.name for j in many] == ["a.jpg", "a-2.jpg"]  # same stem, no clobbering
+    with pytest.raises(InvalidInput, match="overwrite"):
+        plan_jobs([tmp_path / "sub" / "a.png"], tmp_path / "sub" / "a.png", None)
+    with pytest.raises(InvalidInput, match="holds no photos"):
+        (tmp_path / "empty").mkdir()
+        plan_jobs([tmp_path / "empty"], None, None)

@@ -1,0 +1,186 @@
+"""Runtimes and model pre/post-processing.
+
+A tiny ONNX graph built with ``onnx.helper`` checks each spec's preprocessing and each runtime
+cheaply; the real ISNet model then checks that OpenVINO and onnxruntime agree on real photos.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from cutout.config import Settings
+from cutout.engine import local_engine
+from cutout.engine.base import BoundedEngine
+from cutout.engine.local import LocalEngine, postprocess, preprocess
+from cutout.engine.registry import MODELS, get_spec
+from cutout.engine.runtimes import OnnxRuntime, cpu_has_bf16, load_runtime
+from cutout.errors import ConfigError, EngineBusy, EngineError
+from tests.conftest import Sample
+from tests.helpers import synthetic_photo
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """input [1,3,S,S] -> output = mean over channels [1,1,S,S]; side = its negation."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input", "axes"], ["output"], keepdims=1),
+            helper.make_node("Neg", ["output"], ["side"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, SIZE, SIZE]),
+            helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 1, SIZE, SIZE]),
+        ],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("choice", ["openvino", "onnxruntime"])
+def test_runtimes_run_the_selected_output(tiny_model: Path, choice: str) -> None:
+    runtime = load_runtime(tiny_model, choice=choice, precision="f32", output_name="output")
+    x = np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)
+    assert np.allclose(runtime.run(x), x.mean(axis=1, keepdims=True), atol=1e-6)
+    assert runtime.name.startswith(choice)
+
+
+def test_openvino_requests_are_not_shared_between_threads(tiny_model: Path) -> None:
+    runtime = load_runtime(tiny_model, choice="openvino", precision="f32", slots=2)
+    inputs = [np.full((1, 3, SIZE, SIZE), float(i), np.float32) for i in range(8)]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        results[i] = runtime.run(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.allclose(results[i], float(i)) for i in range(8))
+
+
+def test_auto_prefers_openvino_on_cpu(tiny_model: Path) -> None:
+    runtime = load_runtime(tiny_model, choice="auto")
+    expected = "bf16" if cpu_has_bf16() else "f32"
+    assert runtime.name == f"openvino/{expected}"
+
+
+def test_bad_runtime_choices(tiny_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_runtime(tiny_model, choice="tensorflow")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(EngineError, match="Could not load"):
+        load_runtime(broken, choice="onnxruntime")
+
+
+def test_isnet_preprocessing_matches_the_model_card() -> None:
+    # imgly ISNet: RGB, (pixel - 128) / 256, NCHW at 1024
+    image = Image.new("RGB", (300, 200), (0, 128, 255))
+    x = preprocess(image, get_spec("isnet"))
+    assert x.shape == (1, 3, 1024, 1024) and x.dtype == np.float32
+    assert np.allclose(x[0, :, 5, 5], [(0 - 128) / 256, 0.0, (255 - 128) / 256])
+
+
+def test_rembg_style_preprocessing_divides_by_the_image_maximum() -> None:
+    image = Image.new("RGB", (50, 50), (100, 50, 0))
+    x = preprocess(image, get_spec("u2net"))
+    assert x.shape == (1, 3, 320, 320)
+    mean, std = np.array(MODELS["u2net"].mean), np.array(MODELS["u2net"].std)
+    assert np.allclose(x[0, :, 0, 0], (np.array([1.0, 0.5, 0.0]) - mean) / std, atol=1e-5)
+
+
+def test_postprocessing_variants() -> None:
+    raw = np.array([[[[-2.0, 0.0], [2.0, 4.0]]]], np.float32)
+    assert np.allclose(postprocess(raw, get_spec("isnet")), [[0, 0], [1, 1]])
+    assert np.allclose(postprocess(raw, get_spec("u2net")), [[0, 1 / 3], [2 / 3, 1]])
+    sig = 1 / (1 + np.exp(-raw[0, 0]))
+    expected = (sig - sig.min()) / (sig.max() - sig.min())
+    assert np.allclose(postprocess(raw, get_spec("birefnet-general")), expected, atol=1e-6)
+
+
+def test_local_engine_runs_a_spec_end_to_end(tiny_model: Path) -> None:
+    spec = replace(get_spec("isnet"), input_size=SIZE, output_name="output")
+    engine = LocalEngine(
+        spec,
+        OnnxRuntime(
+            tiny_model, input_name="input", output_name="output", threads=1, use_cuda=False
+        ),
+    )
+    mask = engine.predict_mask(Image.new("RGB", (40, 30), (255, 255, 255)))
+    # white -> (255-128)/256 per channel -> mean 0.496
+    assert mask.shape == (SIZE, SIZE) and np.allclose(mask, 127 / 256, atol=1e-4)
+
+
+class SlowEngine:
+    """Stands in for a model to exercise BoundedEngine's admission control."""
+
+    name = model = runtime = "slow"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def predict_mask(self, image: Image.Image) -> np.ndarray:
+        self.release.wait(5)
+        return np.zeros((2, 2), np.float32)
+
+
+def test_bounded_engine_refuses_when_the_queue_is_full() -> None:
+    inner = SlowEngine()
+    engine = BoundedEngine(inner, slots=1, max_waiting=1, timeout=5)
+    image = synthetic_photo(8, 8)
+    threads = [threading.Thread(target=engine.predict_mask, args=(image,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    deadline = threading.Event()
+    while engine._waiting < 1 and not deadline.wait(0.01):
+        pass
+    with pytest.raises(EngineBusy):  # one running, one waiting: the third is refused at once
+        engine.predict_mask(image)
+    inner.release.set()
+    for t in threads:
+        t.join()
+    assert engine.predict_mask(image).shape == (2, 2)  # and it recovers
+
+
+def test_bounded_engine_times_out_waiting() -> None:
+    inner = SlowEngine()
+    engine = BoundedEngine(inner, slots=1, max_waiting=5, timeout=0.1)
+    running = threading.Thread(target=engine.predict_mask, args=(synthetic_photo(8, 8),))
+    running.start()
+    with pytest.raises(EngineBusy, match="Timed out"):
+        while True:  # until the first call holds the slot
+            engine.predict_mask(synthetic_photo(8, 8))
+    inner.release.set()
+    running.join()
+
+
+@pytest.mark.model
+def test_openvino_and_onnxruntime_agree_on_real_photos(
+    model_settings: Settings, real_engine: LocalEngine, samples: list[Sample]
+) -> None:
+    """The fast runtime must not change the answer: masks within 0.001 MAE of onnxruntime."""
+    reference = local_engine(model_settings.replace(runtime="onnxruntime"))
+    assert real_engine.runtime.startswith("openvino")
+    for sample in samples[::10]:  # three photos: onnxruntime is slow
+        with Image.open(sample.image) as image:
+            rgb = image.convert("RGB")
+        diff = np.abs(real_engine.predict_mask(rgb) - reference.predict_mask(rgb)).mean()
+        assert diff < 0.001, f"{sample.name}: {diff:.5f}"
