@@ -119,3 +119,14 @@ def test_bad_options_are_refused() -> None:
         OutputOptions(format="gif")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         OutputOptions(crop_margin=-1)
+
+
+def test_colour_profile_is_embedded_in_every_format() -> None:
+    photo, alpha = photo_and_alpha()
+    profile = b"\x00\x00\x00\x10fake-profile"
+    tagged = Photo(rgb=photo.rgb, alpha=None, format="JPEG", icc_profile=profile)
+    for fmt in ("png", "webp", "jpeg"):
+        out = compose(tagged, alpha, OutputOptions(format=fmt))
+        assert decode(out.data).info.get("icc_profile") == profile, fmt
+    mask = compose(tagged, alpha, OutputOptions(mask_only=True))
+    assert "icc_profile" not in decode(mask.data).info

@@ -76,13 +76,20 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
     assert mean_abs_diff(photo.rgb, image) < 6
 
 
-def test_icc_profile_is_converted_to_srgb() -> None:
-    # A profile whose red and blue primaries are swapped: honouring it swaps the colours.
+def test_icc_profile_is_kept_not_applied() -> None:
+    # Pixel values stay as stored (what the model was trained on); the profile travels along.
     red, green, blue = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
+    profile = matrix_icc_profile(blue, green, red)
     image = Image.new("RGB", (32, 32), (200, 50, 10))
-    data = encode(image, "PNG", icc_profile=matrix_icc_profile(blue, green, red))
-    r, g, b = load_image(data, LIMITS).rgb.getpixel((5, 5))  # type: ignore[misc]
-    assert abs(r - 10) <= 8 and abs(g - 50) <= 8 and abs(b - 200) <= 8
+    photo = load_image(encode(image, "PNG", icc_profile=profile), LIMITS)
+    assert photo.rgb.getpixel((5, 5)) == (200, 50, 10)
+    assert photo.icc_profile == profile
+
+
+def test_grayscale_profile_is_not_carried_into_rgb() -> None:
+    gray = synthetic_photo().convert("L")
+    photo = load_image(encode(gray, "PNG", icc_profile=b"not an rgb profile"), LIMITS)
+    assert photo.icc_profile is None
 
 
 def test_sixteen_bit_grayscale_is_scaled_not_clipped() -> None:

@@ -212,3 +212,32 @@ def models_fetch(names: tuple[str, ...]) -> None:
         except CutoutError as exc:
             _fail(exc)
         click.echo(f"{name}: {path} ({spec.license})")
+
+
+@main.command()
+@click.option("--host", help="Address to bind (default CUTOUT_HOST, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default CUTOUT_PORT, 5000).")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the web app under gunicorn (threads), as the container does."""
+    import os
+
+    from cutout.app import secret_key, start_engine_check
+
+    settings = _settings(host=host, port=port)
+    try:
+        secret_key(settings)  # fail here, clearly, rather than in every worker
+        start_engine_check(settings)
+    except CutoutError as exc:
+        _fail(exc)
+    env = {**os.environ, "CUTOUT_HOST": settings.host, "CUTOUT_PORT": str(settings.port)}
+    shown = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
+    click.echo(f"Serving on http://{shown}:{settings.port} (Ctrl+C to stop)", err=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:cutout.gunicorn_config",
+        "cutout:create_app()",
+    ]
+    os.execve(sys.executable, argv, env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageChops
 
 from cutout.engine.base import Engine
@@ -49,11 +50,20 @@ def remove_background(
 
 def cutout_alpha(photo: Photo, engine: Engine) -> Image.Image:
     """The full-size alpha for *photo*: the engine's mask, refined, within the photo's own alpha."""
-    model_input = photo.rgb
-    if photo.alpha is not None:
-        # Pixels the input already hides may hold any colour; show the model plain white there.
-        model_input = Image.composite(photo.rgb, Image.new("RGB", photo.size, "white"), photo.alpha)
-    alpha = refine_alpha(photo.rgb, engine.predict_mask(model_input))
+    return full_alpha(photo, engine.predict_mask(model_input(photo)))
+
+
+def model_input(photo: Photo) -> Image.Image:
+    """What the engine sees: the photo, with pixels it already hides shown as plain white."""
+    if photo.alpha is None:
+        return photo.rgb
+    # Hidden pixels may hold any colour (often black); white does not invent a subject.
+    return Image.composite(photo.rgb, Image.new("RGB", photo.size, "white"), photo.alpha)
+
+
+def full_alpha(photo: Photo, mask: np.ndarray) -> Image.Image:
+    """Refine the engine's *mask* to full size; never show what the input already hid."""
+    alpha = refine_alpha(photo.rgb, mask)
     if photo.alpha is not None:
         alpha = ImageChops.darker(alpha, photo.alpha)
     return alpha

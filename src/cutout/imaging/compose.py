@@ -78,13 +78,14 @@ def compose(photo: Photo, alpha: Image.Image, options: OutputOptions) -> Encoded
         box = subject_box(alpha, options.crop_margin)
         rgb, alpha = rgb.crop(box), alpha.crop(box)
     if options.mask_only:
-        return encode(alpha, options)
+        return encode(alpha, options)  # a mask has no colours to manage
     if options.refine_edges:
         rgb = estimate_foreground(rgb, alpha)
     background = options.background or (WHITE if options.format == "jpeg" else None)
     if background is not None:
-        return encode(Image.composite(rgb, Image.new("RGB", rgb.size, background), alpha), options)
-    return encode(cutout_rgba(rgb, alpha), options)
+        flat = Image.composite(rgb, Image.new("RGB", rgb.size, background), alpha)
+        return encode(flat, options, photo.icc_profile)
+    return encode(cutout_rgba(rgb, alpha), options, photo.icc_profile)
 
 
 def cutout_rgba(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
@@ -114,14 +115,15 @@ def subject_box(alpha: Image.Image, margin: int) -> tuple[int, int, int, int]:
     )
 
 
-def encode(image: Image.Image, options: OutputOptions) -> Encoded:
+def encode(image: Image.Image, options: OutputOptions, icc_profile: bytes | None = None) -> Encoded:
+    """Encode *image*, embedding the source's colour profile so colours match the original."""
     buffer = io.BytesIO()
+    extra = {"icc_profile": icc_profile} if icc_profile else {}
     if options.format == "png":
-        image.save(buffer, "PNG", compress_level=options.png_compression)
+        image.save(buffer, "PNG", compress_level=options.png_compression, **extra)
     elif options.format == "webp":
-        image.save(buffer, "WEBP", quality=options.quality, alpha_quality=100, method=4)
+        image.save(buffer, "WEBP", quality=options.quality, alpha_quality=100, method=4, **extra)
     else:
-        image.convert("L" if image.mode == "L" else "RGB").save(
-            buffer, "JPEG", quality=options.quality, optimize=False
-        )
+        flat = image.convert("L" if image.mode == "L" else "RGB")
+        flat.save(buffer, "JPEG", quality=options.quality, **extra)
     return Encoded(buffer.getvalue(), options.format, image.width, image.height)

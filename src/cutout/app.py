@@ -1,0 +1,134 @@
+"""The application factory: settings in, a wired Flask app out. Nothing happens at import."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from pathlib import Path
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from cutout.config import Settings
+from cutout.engine import build_engine
+from cutout.engine.base import Engine
+from cutout.engine.fetch import model_path
+from cutout.engine.loader import EngineLoader
+from cutout.engine.registry import get_spec
+from cutout.errors import ConfigError
+from cutout.imaging.compose import OutputOptions
+from cutout.imaging.decode import Limits
+from cutout.service import ImageService
+from cutout.storage import open_store
+from cutout.storage.base import ImageStore
+
+log = logging.getLogger(__name__)
+csrf = CSRFProtect()
+#: Room for the multipart envelope and the other form fields around the image itself.
+FORM_OVERHEAD = 64 * 1024
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    store: ImageStore | None = None,
+) -> Flask:
+    """Build the app from *settings* (default: environment and ``.env``).
+
+    *engine* and *store* replace the configured ones; tests use this seam to inject failures.
+    A missing model is an error here, at start, naming the command that fetches it.
+    """
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
+    app.config.update(
+        SECRET_KEY=secret_key(settings),
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session cookie
+        WTF_CSRF_SSL_STRICT=False,  # Referer checks break behind proxies; the token suffices
+        TESTING=settings.env == "testing",
+        CUTOUT=settings,
+    )
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    csrf.init_app(app)
+    loader = EngineLoader.ready_with(engine) if engine else start_engine(settings)
+    store = store or open_store(settings)
+    app.extensions["cutout.store"] = store
+    app.extensions["cutout.engine"] = loader
+    app.extensions["cutout.service"] = ImageService(
+        store=store,
+        engine=loader.get,
+        limits=Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels),
+        user_limit=settings.user_limit,
+        output=OutputOptions(png_compression=settings.png_compression),
+    )
+    _register(app)
+    return app
+
+
+def _register(app: Flask) -> None:
+    from cutout import health
+    from cutout.web import errors, identity, security, views
+
+    security.init_app(app)
+    identity.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(views.bp)
+
+
+def start_engine(settings: Settings) -> EngineLoader:
+    """Check the model is there now (fail fast), then compile it in the background."""
+    start_engine_check(settings)
+    return EngineLoader(lambda: build_engine(settings), timeout=settings.queue_timeout).start()
+
+
+def start_engine_check(settings: Settings) -> None:
+    """Raise :class:`ModelNotFetched` (naming the fetch command) if the local model is missing."""
+    if settings.engine == "local":
+        model_path(get_spec(settings.model), settings.model_dir)
+
+
+def secret_key(settings: Settings) -> str:
+    """APP_SECRET_KEY; required in production, generated (and kept) in development."""
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.env == "production":
+        raise ConfigError(
+            "APP_SECRET_KEY is not set. Set it to a long random string, e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`, or set "
+            "CUTOUT_ENV=development to have one generated."
+        )
+    if settings.env == "testing":
+        return secrets.token_hex(32)
+    return _development_key(settings.data_dir / "dev-secret-key")
+
+
+def _development_key(path: Path) -> str:
+    """A random key kept in the data dir, so a restart does not orphan everyone's history."""
+    log.warning("APP_SECRET_KEY is not set: using a generated development key from %s", path)
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def configure_logging(level: str) -> None:
+    """Log to stdout (containers collect it); idempotent across app instances."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_cutout", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._cutout = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level.upper())

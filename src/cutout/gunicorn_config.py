@@ -1,0 +1,28 @@
+"""gunicorn settings, read from the same environment as the app.
+
+Used by the container (``gunicorn -c python:cutout.gunicorn_config 'cutout:create_app()'``) and by
+``cutout serve``, so both run with identical settings. Threads, not processes, scale a worker:
+each process holds its own copy of the model (~0.5 GB), while threads share it and the engine's
+admission control bounds how many forward passes run at once.
+"""
+
+from __future__ import annotations
+
+from cutout.config import Settings
+
+_settings = Settings.from_env()
+
+bind = [f"{_settings.host}:{_settings.port}"]
+workers = _settings.web_workers
+worker_class = "gthread"
+threads = _settings.web_threads
+timeout = _settings.web_timeout
+graceful_timeout = 30
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+# No preload: the app (MongoClient, model) must be created after fork, in each worker.
+preload_app = False
+# Uploads of several MB arrive as multipart bodies; keep gunicorn's header limits default.
+forwarded_allow_ips = "*" if _settings.trusted_proxies else "127.0.0.1"

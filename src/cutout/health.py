@@ -1,0 +1,35 @@
+"""Probes: ``/health`` (the seed's liveness check) and ``/ready`` (store answers, model loaded)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+
+from cutout.engine.loader import EngineLoader
+from cutout.errors import StorageError
+from cutout.storage.base import ImageStore
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health() -> ResponseReturnValue:
+    """Liveness: the process serves requests. Deliberately checks nothing else."""
+    return jsonify(status="Healthy")
+
+
+@bp.get("/ready")
+def ready() -> ResponseReturnValue:
+    """Readiness: 200 when the store answers and the model is loaded, else 503 saying why."""
+    store: ImageStore = current_app.extensions["cutout.store"]
+    loader: EngineLoader = current_app.extensions["cutout.engine"]
+    problems = []
+    try:
+        store.ping()
+    except StorageError as exc:
+        problems.append(f"store: {exc}")
+    if not loader.ready:
+        problems.append(f"engine: {loader.error or 'loading'}")
+    if problems:
+        return jsonify(status="Unavailable", problems=problems), 503
+    return jsonify(status="Ready")

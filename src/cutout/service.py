@@ -1,0 +1,100 @@
+"""Use cases of the web app: upload, list, rename, delete, read images (no Flask here).
+
+Views parse the request, call one method here, and render or serialise what comes back; every
+rule (names, limits, ownership, what gets stored) lives here or below, so the JSON and HTML
+surfaces cannot drift apart and tests can drive the rules without HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cutout.engine.base import Engine
+from cutout.errors import InvalidImage, InvalidName, LimitReached
+from cutout.imaging.compose import OutputOptions
+from cutout.imaging.decode import Limits, Photo
+from cutout.pipeline import remove_background
+from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
+
+NAME_MAX = 100
+LIMIT_MESSAGE = "Max limit reached. Please remove a record."
+#: Uploads in these formats are kept byte for byte; browsers can show them.
+BROWSER_FORMATS = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "AVIF": "image/avif",
+    "BMP": "image/bmp",
+}
+
+
+def clean_name(raw: str | None) -> str:
+    """Trim *raw* and check its length (1-100 characters)."""
+    name = " ".join((raw or "").split())  # trims, and folds newlines/tabs into spaces
+    if not name:
+        raise InvalidName("Please give the image a name.")
+    if len(name) > NAME_MAX:
+        raise InvalidName(f"The name is too long: at most {NAME_MAX} characters, please.")
+    return name
+
+
+@dataclass
+class ImageService:
+    store: ImageStore
+    engine: Callable[[], Engine]  # resolved per call: the model may still be loading at start
+    limits: Limits
+    user_limit: int
+    output: OutputOptions
+
+    def create(self, user_id: str, name: str | None, data: bytes | None) -> Record:
+        """Remove the background of *data* and store both images under *name*.
+
+        Nothing is stored unless processing succeeded. The limit is checked first (so a full
+        account does not wait for the model) and enforced again, atomically, by the store.
+        """
+        image_name = clean_name(name)
+        if not data:
+            raise InvalidImage("Please choose an image to upload.")
+        if self.store.count(user_id) >= self.user_limit:
+            raise LimitReached(LIMIT_MESSAGE)
+        cutout = remove_background(data, self.engine(), limits=self.limits, options=self.output)
+        processed = NewImage(
+            cutout.output.data, cutout.output.media_type, cutout.output.width, cutout.output.height
+        )
+        record = NewRecord(
+            user_id=user_id,
+            image_name=image_name,
+            original=_original(data, cutout.photo),
+            processed=processed,
+            engine=cutout.engine,
+            model=cutout.model,
+        )
+        return self.store.add(record, limit=self.user_limit)
+
+    def history(self, user_id: str) -> list[Record]:
+        return self.store.list(user_id)
+
+    def rename(self, user_id: str, record_id: str, name: str | None) -> Record:
+        return self.store.rename(user_id, record_id, clean_name(name))
+
+    def delete(self, user_id: str, record_id: str) -> None:
+        self.store.delete(user_id, record_id)
+
+    def image(self, user_id: str, record_id: str, kind: Kind) -> tuple[Record, ImageInfo, bytes]:
+        record = self.store.get(user_id, record_id)
+        info, data = self.store.read_image(user_id, record_id, kind)
+        return record, info, data
+
+
+def _original(data: bytes, photo: Photo) -> NewImage:
+    """The upload as the user sent it, unless browsers cannot show it (HEIC, TIFF): then JPEG."""
+    media_type = BROWSER_FORMATS.get(photo.format)
+    if media_type:
+        return NewImage(data, media_type, *photo.size)
+    buffer = io.BytesIO()
+    photo.rgb.save(buffer, "JPEG", quality=92)
+    return NewImage(buffer.getvalue(), "image/jpeg", *photo.size)

@@ -1,0 +1,117 @@
+"""The storage interface: one protocol, two backends (SQLite + files, MongoDB + GridFS).
+
+Records keep the seed's schema names (``_id``, ``user_id``, ``image_name``, ``created_on`` as
+"YYYY-MM-DD HH:MM:SS" UTC) plus what we need: sizes, formats, content hashes, the engine and
+model used. Image bytes never sit inside a record (no base64): they go to files or GridFS.
+Every method takes the caller's ``user_id`` and treats another user's record exactly like a
+missing one (:class:`NotFound`), so no code path can leak or touch somebody else's images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+Kind = Literal["original", "processed"]
+KINDS: tuple[Kind, ...] = ("original", "processed")
+CREATED_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What we know about one stored image without reading its bytes."""
+
+    media_type: str  # "image/png", "image/jpeg", ...
+    size_bytes: int
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+
+    def info(self) -> ImageInfo:
+        return ImageInfo(
+            self.media_type,
+            len(self.data),
+            self.width,
+            self.height,
+            hashlib.sha256(self.data).hexdigest(),
+        )
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    user_id: str
+    image_name: str
+    original: NewImage
+    processed: NewImage
+    engine: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str  # ``_id`` in JSON and in MongoDB
+    user_id: str
+    image_name: str
+    created_on: str  # "YYYY-MM-DD HH:MM:SS", UTC, as the seed stored it
+    original: ImageInfo | None  # None for a seed-era document (base64 inside it)
+    processed: ImageInfo | None
+    engine: str
+    model: str
+
+    @property
+    def legacy(self) -> bool:
+        """True for documents written by the seed's app, whose images are base64 fields."""
+        return self.original is None
+
+
+def now_created_on() -> str:
+    return datetime.now(UTC).strftime(CREATED_FORMAT)
+
+
+class ImageStore(Protocol):
+    """What the services need from storage. Implementations must be thread-safe."""
+
+    def add(self, record: NewRecord, *, limit: int) -> Record:
+        """Store the record and both images, or nothing at all.
+
+        Atomic with respect to the per-user limit: with ``limit`` 5, twenty concurrent calls
+        for one user store exactly five records; the others raise :class:`LimitReached`.
+        On any failure, no record and no image bytes remain.
+        """
+        ...
+
+    def count(self, user_id: str) -> int: ...
+
+    def list(self, user_id: str) -> list[Record]:
+        """The user's records, newest first, without image bytes."""
+        ...
+
+    def get(self, user_id: str, record_id: str) -> Record:
+        """:raises NotFound: no such record, a malformed id, or not this user's."""
+        ...
+
+    def rename(self, user_id: str, record_id: str, image_name: str) -> Record: ...
+
+    def delete(self, user_id: str, record_id: str) -> None:
+        """Delete the record and its images (no orphan bytes). :raises NotFound:"""
+        ...
+
+    def read_image(self, user_id: str, record_id: str, kind: Kind) -> tuple[ImageInfo, bytes]:
+        """The bytes of one image with its info (computed on the fly for legacy documents)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`StorageError` unless the backend answers."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,424 @@
+"""The MongoDB store: records in the ``images`` collection, image bytes in GridFS.
+
+A record document keeps the seed's field names and adds what the seed lacked::
+
+    {_id: ObjectId, user_id, image_name, created_on: "YYYY-MM-DD HH:MM:SS", engine, model,
+     slot: 3, slot_key: "<user_id>#3",
+     original: {file_id, media_type, size_bytes, width, height, sha256}, processed: {...}}
+
+Documents the seed's app wrote (``original_image_base64`` / ``processed_image_base64``, no
+``original``/``processed``, no slot) are still listed, shown, renamed, deleted and counted;
+their base64 fields are only ever read by :meth:`MongoStore.read_image`.
+
+**The per-user limit without transactions.** Every new record takes a *slot*, an integer in
+``[0, limit - seed_docs)``, and a unique index on ``slot_key`` (``"<user_id>#<slot>"``) lets at
+most one record hold each. ``add`` reads the user's slots, inserts with a free one, and on a
+duplicate-key error (another add took it in between) reads again. So with ``limit`` free slots
+at most ``limit`` adds can succeed, however many run at once. Seed documents have no slot but
+take room too, so the slot range shrinks by their number (which never grows). The index is
+sparse on one string field, so documents without a slot are not indexed at all; a compound
+``(user_id, slot)`` index would index them with ``slot: null`` and let two collide.
+
+A lowered limit is checked too: after inserting, ``add`` counts again and backs out if the
+user is over it (only possible when older records sit in slots above the new limit).
+
+**All-or-nothing.** Images go to GridFS first, tagged with the id the record will get; then the
+record is inserted. If anything fails, the record is deleted (an insert whose reply was lost
+may have landed) and then the files. A process that dies in between leaves files tagged with
+an id no record has: :meth:`MongoStore.sweep` removes exactly those (once per process on first
+use, and on demand), so it can never take the images of a record that exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import io
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from gridfs import GridFSBucket
+from gridfs.errors import NoFile
+from PIL import Image, UnidentifiedImageError
+from pymongo import MongoClient, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from cutout.errors import LimitReached, NotFound, StorageError
+from cutout.storage.base import KINDS, ImageInfo, Kind, NewImage, NewRecord, Record, now_created_on
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+ClientFactory = Callable[..., MongoClient[Doc]]
+
+COLLECTION = "images"
+BUCKET = "images"
+DEFAULT_DATABASE = "cutout"
+ORPHAN_AGE = 60.0
+#: Each retry means another add took the slot we picked, so this is only reached under a
+#: pathological storm of concurrent adds for one user.
+MAX_ATTEMPTS = 50
+LIMIT_MESSAGE = "Max limit reached. Please remove a record."  # the seed's words
+#: Seed-era records came from the ObjectCut API, which is what our ``objectcut`` engine calls.
+LEGACY_ENGINE = LEGACY_MODEL = "objectcut"
+LEGACY_FIELDS = {"original": "original_image_base64", "processed": "processed_image_base64"}
+#: Everything a Record needs and nothing heavy: never the seed's base64 images.
+RECORD_PROJECTION = {"original_image_base64": 0, "processed_image_base64": 0, "slot_key": 0}
+_ID = re.compile(r"[0-9a-fA-F]{24}")
+
+
+class MongoStore:
+    """:class:`~cutout.storage.base.ImageStore` on MongoDB. Thread-safe and fork-safe.
+
+    The client is created on first use in each process (``connect=False``, and again when
+    ``os.getpid()`` changed), never at import or in the gunicorn master, because a MongoClient
+    must not cross a fork. *client_factory* builds it (``pymongo.MongoClient`` in production;
+    tests pass ``mongomock.MongoClient``). The database is the URI's default, else ``cutout``.
+    """
+
+    def __init__(self, uri: str, *, client_factory: ClientFactory = MongoClient) -> None:
+        self._uri = uri
+        self._client_factory = client_factory
+        self._lock = threading.Lock()
+        self._client: MongoClient[Doc] | None = None
+        self._pid = 0
+        self._ready = False  # indexes created and orphans swept, in this process
+
+    # -- the ImageStore protocol -----------------------------------------------------------
+
+    def add(self, record: NewRecord, *, limit: int) -> Record:
+        record_id = ObjectId()
+        files: list[ObjectId] = []
+        with _storage_errors("store the record"):
+            records = self._records()  # the unique slot index must exist before any insert
+            try:
+                for kind in KINDS:
+                    files.append(self._save_image(record_id, kind, record))
+                doc = self._insert_record(record_id, record, files, limit)
+            except BaseException:
+                self._discard(records, record_id, files)
+                raise
+        return _record(doc)
+
+    def count(self, user_id: str) -> int:
+        with _storage_errors("count the records"):
+            return self._records().count_documents({"user_id": user_id})
+
+    def list(self, user_id: str) -> list[Record]:
+        with _storage_errors("list the records"):
+            cursor = self._records().find({"user_id": user_id}, RECORD_PROJECTION)
+            # ObjectIds grow with time within a process: the tie-break for equal seconds.
+            return [_record(doc) for doc in cursor.sort([("created_on", -1), ("_id", -1)])]
+
+    def get(self, user_id: str, record_id: str) -> Record:
+        query = _owned(user_id, record_id)
+        with _storage_errors("read the record"):
+            doc = self._records().find_one(query, RECORD_PROJECTION)
+        return _record(_found(doc))
+
+    def rename(self, user_id: str, record_id: str, image_name: str) -> Record:
+        query = _owned(user_id, record_id)
+        with _storage_errors("rename the record"):
+            doc = self._records().find_one_and_update(
+                query,
+                {"$set": {"image_name": image_name}},
+                projection=RECORD_PROJECTION,
+                return_document=ReturnDocument.AFTER,
+            )
+        return _record(_found(doc))
+
+    def delete(self, user_id: str, record_id: str) -> None:
+        """Delete the document, then its GridFS files (leftovers are swept later)."""
+        query = _owned(user_id, record_id)
+        projection = {f"{kind}.file_id": 1 for kind in KINDS}
+        with _storage_errors("delete the record"):
+            doc = _found(self._records().find_one_and_delete(query, projection=projection))
+            files = [doc[k]["file_id"] for k in KINDS if isinstance(doc.get(k), dict)]
+            _delete_files(self._bucket(), files)
+
+    def read_image(self, user_id: str, record_id: str, kind: Kind) -> tuple[ImageInfo, bytes]:
+        query = _owned(user_id, record_id)
+        with _storage_errors(f"read the {kind} image"):
+            doc = _found(self._records().find_one(query, {kind: 1, LEGACY_FIELDS[kind]: 1}))
+            if isinstance(doc.get(kind), dict):
+                data = self._bucket().open_download_stream(doc[kind]["file_id"]).read()
+                return _info(doc[kind]), data
+        if isinstance(doc.get(LEGACY_FIELDS[kind]), str):
+            return _legacy_image(doc[LEGACY_FIELDS[kind]])
+        raise StorageError(f"Record {record_id} has no {kind} image stored.")
+
+    def ping(self) -> None:
+        with _storage_errors("reach MongoDB"):
+            self._database().client.admin.command("ping")
+
+    def close(self) -> None:
+        """Close this process's client (a later call opens a new one)."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._ready = False
+        if client is not None and self._pid == os.getpid():
+            client.close()
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def orphans(self, min_age: float = ORPHAN_AGE) -> builtins.list[ObjectId]:
+        """GridFS files older than *min_age* seconds whose record does not exist.
+
+        The age guard keeps this from racing an add that has uploaded its images but not yet
+        inserted its record.
+        """
+        with _storage_errors("look for orphaned images"):
+            self._records()
+            return _orphans(self._database(), min_age)
+
+    def sweep(self, min_age: float = ORPHAN_AGE) -> int:
+        """Delete :meth:`orphans`; return how many files went."""
+        found = self.orphans(min_age)
+        with _storage_errors("remove orphaned images"):
+            _delete_files(self._bucket(), found)
+        return len(found)
+
+    # -- internals (tests patch _save_image and _insert_record to inject failures) ---------
+
+    def _save_image(self, record_id: ObjectId, kind: Kind, record: NewRecord) -> ObjectId:
+        image = _image(record, kind)
+        metadata = {"record_id": record_id, "user_id": record.user_id, "kind": kind}
+        return self._bucket().upload_from_stream(
+            f"{record_id}.{kind}", image.data, metadata=metadata
+        )
+
+    def _insert_record(
+        self, record_id: ObjectId, record: NewRecord, files: builtins.list[ObjectId], limit: int
+    ) -> Doc:
+        """Insert with a free slot, retrying when a concurrent add took the same one."""
+        records = self._records()
+        for _ in range(MAX_ATTEMPTS):
+            slot = _free_slot(records, record.user_id, limit)
+            doc = _document(record_id, record, files, slot)
+            try:
+                records.insert_one(doc)
+            except DuplicateKeyError:
+                continue
+            _recheck_limit(records, record.user_id, limit)
+            return doc
+        raise StorageError("Too many uploads at once for this user; please try again.")
+
+    def _discard(
+        self, records: Collection[Doc], record_id: ObjectId, files: builtins.list[ObjectId]
+    ) -> None:
+        """Undo a failed add: the record (an insert that reported failure may have landed),
+        then its files. If the record cannot be removed, the files stay: the sweep deletes
+        them once the record is really gone, so a record never loses its images.
+        """
+        try:
+            records.delete_one({"_id": record_id})
+        except PyMongoError as exc:
+            log.warning("Could not undo record %s (the sweep will): %s", record_id, exc)
+            return
+        _delete_files(self._bucket(), files)
+
+    def _database(self) -> Database[Doc]:
+        """This process's database handle; a new client after a fork."""
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                # After a fork the parent's client is dropped, not closed: its sockets and
+                # threads belong to the parent.
+                self._client = self._client_factory(self._uri, **_client_options(self._uri))
+                self._pid = os.getpid()
+                self._ready = False
+            return self._client.get_default_database(default=DEFAULT_DATABASE)
+
+    def _records(self) -> Collection[Doc]:
+        """The records collection, with its indexes made (and orphans swept) once."""
+        database = self._database()
+        if not self._ready:
+            with self._lock:
+                if not self._ready:
+                    _create_indexes(database[COLLECTION])
+                    _sweep_at_start(database)
+                    self._ready = True
+        return database[COLLECTION]
+
+    def _bucket(self) -> GridFSBucket:
+        return GridFSBucket(self._database(), bucket_name=BUCKET)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    """Turn pymongo errors (connection, timeout, server) into :class:`StorageError`."""
+    try:
+        yield
+    except PyMongoError as exc:
+        raise StorageError(f"Could not {action}: MongoDB failed ({_short(exc)}).") from exc
+
+
+def _short(exc: PyMongoError) -> str:
+    """The gist of a pymongo error: server-selection errors append pages of topology."""
+    text = str(exc)
+    for tail in (" (configured timeouts", ", Timeout:", ", Topology Description:"):
+        text = text.split(tail)[0]
+    return text[:200]
+
+
+def _client_options(uri: str) -> dict[str, Any]:
+    """``connect=False`` (no threads before a fork) and a short server wait.
+
+    pymongo waits 30 s for a server by default; a web request should fail sooner. A value
+    given in the URI wins.
+    """
+    options: dict[str, Any] = {"connect": False}
+    if "serverselectiontimeoutms" not in uri.lower():
+        options["serverSelectionTimeoutMS"] = 5000
+    return options
+
+
+def _create_indexes(records: Collection[Doc]) -> None:
+    records.create_index([("user_id", 1), ("created_on", -1)], name="user_created")
+    records.create_index("slot_key", name="user_slot", unique=True, sparse=True)
+
+
+def _delete_files(bucket: GridFSBucket, file_ids: list[ObjectId]) -> None:
+    """Best effort: a file that cannot be deleted now is an orphan for the next sweep."""
+    for file_id in file_ids:
+        try:
+            bucket.delete(file_id)
+        except NoFile:
+            pass  # already gone (a concurrent sweep, or a retried delete)
+        except PyMongoError as exc:
+            log.warning("Could not delete GridFS file %s (the next sweep will): %s", file_id, exc)
+
+
+def _orphans(database: Database[Doc], min_age: float) -> list[ObjectId]:
+    """GridFS files older than *min_age* seconds tagged with a record id no record has."""
+    # GridFS stores uploadDate as naive UTC; compare like with like.
+    cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=min_age)
+    files = list(
+        database[f"{BUCKET}.files"].find(
+            {"uploadDate": {"$lte": cutoff}, "metadata.record_id": {"$exists": True}},
+            {"metadata.record_id": 1},
+        )
+    )
+    wanted = list({f["metadata"]["record_id"] for f in files})
+    live = {d["_id"] for d in database[COLLECTION].find({"_id": {"$in": wanted}}, {"_id": 1})}
+    return [f["_id"] for f in files if f["metadata"]["record_id"] not in live]
+
+
+def _sweep_at_start(database: Database[Doc]) -> None:
+    try:
+        found = _orphans(database, ORPHAN_AGE)
+    except PyMongoError as exc:  # recovery is best effort; never block start
+        log.warning("Could not look for orphaned GridFS files: %s", exc)
+        return
+    _delete_files(GridFSBucket(database, bucket_name=BUCKET), found)
+    if found:
+        log.info("Removed %d orphaned GridFS files", len(found))
+
+
+def _free_slot(records: Collection[Doc], user_id: str, limit: int) -> int:
+    """The lowest slot no record of *user_id* holds. :raises LimitReached:"""
+    docs = list(records.find({"user_id": user_id}, {"slot": 1, "_id": 0}))
+    taken = {doc["slot"] for doc in docs if "slot" in doc}
+    legacy = len(docs) - len(taken)
+    if len(docs) < limit:
+        for slot in range(limit - legacy):
+            if slot not in taken:
+                return slot
+    raise LimitReached(LIMIT_MESSAGE)
+
+
+def _recheck_limit(records: Collection[Doc], user_id: str, limit: int) -> None:
+    """Refuse a just-inserted record (the caller removes it) if the user is now over *limit*.
+
+    Slots alone keep the count within the limit the slots were taken under. When the limit
+    was lowered, older records may hold slots at or above the new limit, and concurrent adds
+    could then overshoot; this check closes that gap (it never fires otherwise).
+    """
+    if records.count_documents({"user_id": user_id}) > limit:
+        raise LimitReached(LIMIT_MESSAGE)
+
+
+def _document(record_id: ObjectId, record: NewRecord, files: list[ObjectId], slot: int) -> Doc:
+    doc: Doc = {
+        "_id": record_id,
+        "user_id": record.user_id,
+        "image_name": record.image_name,
+        "created_on": now_created_on(),
+        "engine": record.engine,
+        "model": record.model,
+        "slot": slot,
+        "slot_key": f"{record.user_id}#{slot}",
+    }
+    for kind, file_id in zip(KINDS, files, strict=True):
+        info = _image(record, kind).info()
+        doc[kind] = {"file_id": file_id, "media_type": info.media_type,
+                     "size_bytes": info.size_bytes, "width": info.width,
+                     "height": info.height, "sha256": info.sha256}  # fmt: skip
+    return doc
+
+
+def _owned(user_id: str, record_id: str) -> Doc:
+    """The query for *record_id* if it belongs to *user_id*. :raises NotFound: malformed id"""
+    if not _ID.fullmatch(record_id):
+        raise NotFound("No such record.")
+    return {"_id": ObjectId(record_id), "user_id": user_id}
+
+
+def _found(doc: Doc | None) -> Doc:
+    if doc is None:
+        raise NotFound("No such record.")
+    return doc
+
+
+def _image(record: NewRecord, kind: Kind) -> NewImage:
+    return record.original if kind == "original" else record.processed
+
+
+def _info(sub: Doc) -> ImageInfo:
+    return ImageInfo(
+        media_type=sub["media_type"],
+        size_bytes=sub["size_bytes"],
+        width=sub["width"],
+        height=sub["height"],
+        sha256=sub["sha256"],
+    )
+
+
+def _record(doc: Doc) -> Record:
+    """A Record from a document of ours or of the seed's app (then without image infos)."""
+    images = {k: _info(doc[k]) if isinstance(doc.get(k), dict) else None for k in KINDS}
+    return Record(
+        id=str(doc["_id"]),
+        user_id=doc["user_id"],
+        image_name=doc.get("image_name", ""),
+        created_on=doc.get("created_on", ""),
+        original=images["original"],
+        processed=images["processed"],
+        engine=doc.get("engine", LEGACY_ENGINE),
+        model=doc.get("model", LEGACY_MODEL),
+    )
+
+
+def _legacy_image(encoded: str) -> tuple[ImageInfo, bytes]:
+    """Decode a seed-era base64 image and describe it (type and size sniffed by Pillow)."""
+    _, _, payload = encoded.rpartition(",")  # tolerate a "data:image/png;base64," prefix
+    try:
+        data = base64.b64decode(payload)
+        with Image.open(io.BytesIO(data)) as image:
+            media_type = Image.MIME.get(image.format or "", "application/octet-stream")
+            width, height = image.size
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
+        raise StorageError("An image saved by the previous version cannot be decoded.") from exc
+    return NewImage(data, media_type, width, height).info(), data

@@ -1,0 +1,401 @@
+"""The embedded store: SQLite (WAL) for records, one file per image under ``images/``.
+
+Layout under ``data_dir``::
+
+    cutout.sqlite3            records (schema.sql), no image bytes
+    images/<id>.original      the upload, written atomically (temp file + os.replace)
+    images/<id>.processed     the cut-out
+
+Concurrency: every operation opens its own short-lived connection (cheap for a local file),
+so no connection is ever shared between threads or carried across a gunicorn fork. Writes
+that check the per-user limit run in ``BEGIN IMMEDIATE`` transactions: SQLite lets one
+writer in at a time, across threads *and* processes, so "count, then insert" cannot
+interleave with another add. The busy timeout makes the others wait instead of failing.
+
+All-or-nothing: images are written before the row, and removed again if the row cannot be
+written. A crash between the two leaves files without a row; :meth:`SQLiteStore.sweep` removes
+those (it runs once when the store is first used).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from importlib import resources
+from pathlib import Path
+
+from cutout.errors import LimitReached, NotFound, StorageError
+from cutout.storage.base import (
+    KINDS,
+    ImageInfo,
+    Kind,
+    NewImage,
+    NewRecord,
+    Record,
+    now_created_on,
+)
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "cutout.sqlite3"
+IMAGES_DIR = "images"
+#: How long a writer waits for another one, seconds. Well under ORPHAN_AGE, so a file older
+#: than that with no row can no longer belong to an add that is still running.
+BUSY_TIMEOUT = 15.0
+ORPHAN_AGE = 60.0
+LIMIT_MESSAGE = "Max limit reached. Please remove a record."  # the seed's words
+_ID = re.compile(r"[0-9a-f]{24}")
+_COLUMNS = "id, user_id, image_name, created_on, engine, model, " + ", ".join(
+    f"{k}_{f}" for k in KINDS for f in ("media_type", "size_bytes", "width", "height", "sha256")
+)
+
+
+class SQLiteStore:
+    """:class:`~cutout.storage.base.ImageStore` on a local directory. Thread- and fork-safe.
+
+    Nothing touches the disk until the first call; then the directory, the schema and the WAL
+    mode are set up once per instance (and retried on the next call if that failed, so a data
+    volume that appears late is picked up without a restart).
+    """
+
+    def __init__(self, data_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+        self.data_dir = data_dir
+        self.db_path = data_dir / DB_NAME
+        self.images_dir = data_dir / IMAGES_DIR
+        self._busy_timeout = busy_timeout
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    # -- the ImageStore protocol -----------------------------------------------------------
+
+    def add(self, record: NewRecord, *, limit: int) -> Record:
+        record_id = secrets.token_hex(12)
+        written: list[Path] = []
+        with _storage_errors("store the record"):
+            self._setup()
+            try:
+                for kind in KINDS:
+                    written.append(self._save_image(record_id, kind, _image(record, kind).data))
+                return self._insert_record(record_id, record, limit)
+            except BaseException:
+                self._discard(record_id, written)
+                raise
+
+    def count(self, user_id: str) -> int:
+        with self._connection("count the records") as conn:
+            cursor = conn.execute("SELECT COUNT(*) FROM records WHERE user_id = ?", (user_id,))
+            return int(cursor.fetchone()[0])
+
+    def list(self, user_id: str) -> list[Record]:
+        with self._connection("list the records") as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM records WHERE user_id = ? "
+                "ORDER BY created_on DESC, seq DESC",
+                (user_id,),
+            )
+            return [_record(row) for row in rows]
+
+    def get(self, user_id: str, record_id: str) -> Record:
+        _check_id(record_id)
+        with self._connection("read the record") as conn:
+            cursor = conn.execute(
+                f"SELECT {_COLUMNS} FROM records WHERE id = ? AND user_id = ?",
+                (record_id, user_id),
+            )
+            return _record(_found(cursor.fetchone()))
+
+    def rename(self, user_id: str, record_id: str, image_name: str) -> Record:
+        _check_id(record_id)
+        with self._connection("rename the record") as conn:
+            cursor = conn.execute(
+                f"UPDATE records SET image_name = ? WHERE id = ? AND user_id = ? "
+                f"RETURNING {_COLUMNS}",
+                (image_name, record_id, user_id),
+            )
+            # Read the row before the connection closes: that ends the statement and commits.
+            return _record(_found(_only(cursor)))
+
+    def delete(self, user_id: str, record_id: str) -> None:
+        """Delete the row, then its files (a crash in between leaves files the sweep removes)."""
+        _check_id(record_id)
+        with self._connection("delete the record") as conn:
+            cursor = conn.execute(
+                "DELETE FROM records WHERE id = ? AND user_id = ? RETURNING id",
+                (record_id, user_id),
+            )
+            _found(_only(cursor))
+        _remove_files([self._image_path(record_id, kind) for kind in KINDS])
+
+    def read_image(self, user_id: str, record_id: str, kind: Kind) -> tuple[ImageInfo, bytes]:
+        record = self.get(user_id, record_id)
+        info = record.original if kind == "original" else record.processed
+        assert info is not None  # every SQLite row has both images
+        with _storage_errors(f"read the {kind} image"):
+            return info, self._image_path(record_id, kind).read_bytes()
+
+    def ping(self) -> None:
+        with self._connection("reach the database") as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        """Nothing to release: connections live for one operation."""
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def orphans(self, min_age: float = ORPHAN_AGE) -> builtins.list[Path]:
+        """Image and temp files older than *min_age* seconds that no record refers to.
+
+        The age guard keeps this from racing an add that has written its files but not yet
+        its row.
+        """
+        with self._connection("look for orphaned images") as conn:
+            return self._orphans(conn, min_age)
+
+    def sweep(self, min_age: float = ORPHAN_AGE) -> int:
+        """Remove :meth:`orphans`; return how many files went."""
+        found = self.orphans(min_age)
+        _remove_files(found)
+        return len(found)
+
+    # -- internals (tests patch _save_image and _insert_record to inject failures) ---------
+
+    def _save_image(self, record_id: str, kind: Kind, data: bytes) -> Path:
+        """Write *data* so the final name holds either nothing or all of it."""
+        path = self._image_path(record_id, kind)
+        fd, tmp = tempfile.mkstemp(dir=self.images_dir, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())  # the row will vouch for these bytes: get them to disk
+            os.replace(tmp, path)
+        except BaseException:
+            _remove_files([Path(tmp)])
+            raise
+        return path
+
+    def _insert_record(self, record_id: str, record: NewRecord, limit: int) -> Record:
+        """Count and insert under SQLite's single-writer lock, so the limit holds exactly."""
+        with self._connection("save the record") as conn, _immediate(conn):
+            used = conn.execute(
+                "SELECT COUNT(*) FROM records WHERE user_id = ?", (record.user_id,)
+            ).fetchone()[0]
+            if used >= limit:
+                raise LimitReached(LIMIT_MESSAGE)
+            stored = _new_record(record_id, record, now_created_on())
+            conn.execute(
+                f"INSERT INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                _row_values(stored),
+            )
+        return stored
+
+    def _discard(self, record_id: str, written: builtins.list[Path]) -> None:
+        """Undo a failed add: the row (should it exist after all), then the files.
+
+        If the row cannot be removed, the files stay: the sweep deletes them once the row is
+        really gone, so a row never loses its images.
+        """
+        try:
+            with closing(self._open()) as conn:
+                conn.execute("DELETE FROM records WHERE id = ?", (record_id,))
+        except sqlite3.Error as exc:
+            log.warning("Could not undo record %s (the sweep will): %s", record_id, exc)
+            return
+        _remove_files(written)
+
+    def _image_path(self, record_id: str, kind: Kind) -> Path:
+        return self.images_dir / f"{record_id}.{kind}"
+
+    @contextmanager
+    def _connection(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A fresh connection for one operation; sqlite3/OS errors become StorageError."""
+        with _storage_errors(action):
+            self._setup()
+            conn = self._open()
+            try:
+                yield conn
+            finally:
+                conn.close()
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; writes that need one say so.
+        conn = sqlite3.connect(self.db_path, timeout=self._busy_timeout, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints, never corrupt
+        return conn
+
+    def _setup(self) -> None:
+        """Create the directory, schema and WAL mode once, then sweep old orphans."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            conn = self._open()
+            try:
+                self._enable_wal(conn)
+                conn.executescript(_schema())
+                self._sweep_at_start(conn)
+            finally:
+                conn.close()
+            self._ready = True
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL (it sticks to the file), waiting out other processes doing the same.
+
+        The switch needs the database to itself and, unlike ordinary writes, does not wait on
+        the busy timeout: two workers starting on a new file would otherwise fail at once.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            if mode != "wal":
+                raise StorageError(f"SQLite refused WAL mode for {self.db_path} (got {mode!r}).")
+            return
+
+    def _sweep_at_start(self, conn: sqlite3.Connection) -> None:
+        try:
+            found = self._orphans(conn, ORPHAN_AGE)
+            _remove_files(found)
+        except (OSError, sqlite3.Error) as exc:  # recovery is best effort; never block start
+            log.warning("Could not sweep orphaned images in %s: %s", self.images_dir, exc)
+            return
+        if found:
+            log.info("Removed %d orphaned image files from %s", len(found), self.images_dir)
+
+    def _orphans(self, conn: sqlite3.Connection, min_age: float) -> builtins.list[Path]:
+        cutoff = time.time() - min_age
+        candidates = [
+            p for p in self.images_dir.iterdir() if p.is_file() and p.stat().st_mtime <= cutoff
+        ]
+        if not candidates:
+            return []
+        live = {row[0] for row in conn.execute("SELECT id FROM records")}
+        # Temp files start with "."; their id part never matches a live id.
+        return [p for p in candidates if p.name.split(".")[0] not in live]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    """Turn driver and disk errors into :class:`StorageError`, saying what failed."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StorageError(f"Could not {action}: the database failed ({exc}).") from exc
+    except OSError as exc:
+        raise StorageError(f"Could not {action}: {exc.strerror or exc}.") from exc
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock up front.
+
+    A deferred transaction would read first and then try to upgrade, and in WAL mode that
+    upgrade fails at once (SQLITE_BUSY_SNAPSHOT) instead of waiting on the busy timeout.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _schema() -> str:
+    return resources.files("cutout.storage").joinpath("schema.sql").read_text("utf-8")
+
+
+def _check_id(record_id: str) -> None:
+    # Ids also name files, so this check is what keeps "../x" out of the images directory.
+    if not _ID.fullmatch(record_id):
+        raise NotFound("No such record.")
+
+
+def _only(cursor: sqlite3.Cursor) -> sqlite3.Row | None:
+    """The one row of a statement, run to completion (for RETURNING, that means committed)."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
+
+
+def _found(row: sqlite3.Row | None) -> sqlite3.Row:
+    if row is None:
+        raise NotFound("No such record.")
+    return row
+
+
+def _image(record: NewRecord, kind: Kind) -> NewImage:
+    return record.original if kind == "original" else record.processed
+
+
+def _remove_files(paths: list[Path]) -> None:
+    """Best-effort cleanup: a file that cannot go now is an orphan for the next sweep."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("Could not remove %s (the next sweep will): %s", path, exc)
+
+
+def _new_record(record_id: str, record: NewRecord, created_on: str) -> Record:
+    return Record(
+        id=record_id,
+        user_id=record.user_id,
+        image_name=record.image_name,
+        created_on=created_on,
+        original=record.original.info(),
+        processed=record.processed.info(),
+        engine=record.engine,
+        model=record.model,
+    )
+
+
+def _row_values(record: Record) -> list[str | int]:
+    """*record* in the order of ``_COLUMNS``."""
+    values: list[str | int] = [record.id, record.user_id, record.image_name, record.created_on,
+                               record.engine, record.model]  # fmt: skip
+    for info in (record.original, record.processed):
+        assert info is not None  # new records always carry both images
+        values += [info.media_type, info.size_bytes, info.width, info.height, info.sha256]
+    return values
+
+
+def _record(row: sqlite3.Row) -> Record:
+    def info(kind: Kind) -> ImageInfo:
+        return ImageInfo(
+            media_type=row[f"{kind}_media_type"],
+            size_bytes=row[f"{kind}_size_bytes"],
+            width=row[f"{kind}_width"],
+            height=row[f"{kind}_height"],
+            sha256=row[f"{kind}_sha256"],
+        )
+
+    return Record(
+        id=row["id"],
+        user_id=row["user_id"],
+        image_name=row["image_name"],
+        created_on=row["created_on"],
+        original=info("original"),
+        processed=info("processed"),
+        engine=row["engine"],
+        model=row["model"],
+    )

@@ -1,0 +1,127 @@
+"""The one place where errors become HTTP: status codes, JSON bodies, flash messages.
+
+Three audiences get the same error three ways:
+
+* the upload form (``POST /`` from a browser) gets a 302 back to ``/`` with a flash message,
+  worded exactly as the seed's where the seed had one;
+* programs (``Accept: application/json``, or the JSON endpoints PUT/DELETE) get
+  ``{"error": code, "message": text}`` with the status below;
+* anything else gets a small HTML error page with that status.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, flash, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from cutout import errors as e
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[e.CutoutError], int] = {
+    e.InvalidInput: 400,
+    e.UnsupportedFormat: 415,
+    e.ImageTooLarge: 413,
+    e.NotFound: 404,
+    e.LimitReached: 409,
+    e.EngineBusy: 503,
+    e.EngineError: 502,
+    e.ModelError: 503,
+    e.StorageError: 503,
+}
+#: The seed's flash texts, kept word for word.
+SUCCESS = "Image generated successfully"
+FAILED = "Failed to generate the image"
+LIMIT = "Max limit reached. Please remove a record."
+UNEXPECTED = "Something went wrong"
+BUSY = "The server is busy removing other backgrounds. Please try again in a moment."
+
+
+def status_of(exc: e.CutoutError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def wants_json() -> bool:
+    """JSON for programs: an Accept header preferring it, a JSON body, or a JSON-only endpoint."""
+    if request.method in ("PUT", "DELETE") or request.is_json:
+        return True
+    # On a tie (e.g. curl's */*) best_match prefers the first: HTML, as for a browser.
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def flash_message(exc: Exception) -> str:
+    """What the upload form tells the person, for each kind of failure."""
+    if isinstance(exc, e.LimitReached):
+        return LIMIT
+    if isinstance(exc, e.EngineBusy):
+        return BUSY
+    if isinstance(exc, e.EngineError | e.ModelError):
+        return FAILED
+    if isinstance(exc, e.InvalidInput):
+        return str(exc)
+    if isinstance(exc, RequestEntityTooLarge):
+        return too_large_message()
+    return UNEXPECTED
+
+
+def too_large_message() -> str:
+    from flask import current_app
+
+    limit = current_app.config["CUTOUT"].max_upload_mb
+    return f"The file is too large: the largest accepted upload is {limit:g} MB."
+
+
+def error_response(exc: Exception, status: int, code: str, message: str) -> ResponseReturnValue:
+    if request.method == "POST" and request.endpoint == "web.create" and not wants_json():
+        flash(flash_message(exc), "danger")
+        return redirect(url_for("web.index"))
+    if wants_json():
+        response = jsonify(error=code, message=message)
+        response.status_code = status
+        if isinstance(exc, e.EngineBusy):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    return render_template("error.html", status=status, message=message), status
+
+
+def _cutout_error(exc: e.CutoutError) -> ResponseReturnValue:
+    status = status_of(exc)
+    if status >= 500:
+        log.warning("%s on %s %s: %s", exc.code, request.method, request.path, exc)
+    return error_response(exc, status, exc.code, str(exc))
+
+
+def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
+    # Never a redirect: a forged cross-site POST must not be able to plant flash messages.
+    message = "The form expired or is missing its security token. Reload the page and retry."
+    if wants_json():
+        return jsonify(error="csrf_failed", message=exc.description or message), 400
+    return render_template("error.html", status=400, message=message), 400
+
+
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    status = exc.code or 500
+    if isinstance(exc, RequestEntityTooLarge):
+        return error_response(exc, 413, "image_too_large", too_large_message())
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return error_response(exc, status, code, exc.description or exc.name or "Error")
+
+
+def _unexpected(exc: Exception) -> ResponseReturnValue:
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return error_response(exc, 500, "internal_error", UNEXPECTED)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(e.CutoutError, _cutout_error)
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

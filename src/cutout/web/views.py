@@ -1,0 +1,161 @@
+"""The seed's endpoints: ``GET /``, ``POST /``, ``PUT /update/<id>``, ``DELETE /remove/<id>``,
+plus ``GET /images/<id>/<kind>`` to serve the stored images (the seed inlined base64 instead).
+
+Each view parses the request, calls :class:`~cutout.service.ImageService`, and renders or
+serialises the result; errors propagate to :mod:`cutout.web.errors`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+from cutout.errors import InvalidInput, NotFound
+from cutout.service import ImageService
+from cutout.storage.base import KINDS, ImageInfo, Record
+from cutout.web.errors import SUCCESS, wants_json
+from cutout.web.identity import current_user
+
+bp = Blueprint("web", __name__)
+UNSAFE_FILENAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]+')
+EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/avif": ".avif",
+    "image/bmp": ".bmp",
+}
+
+
+def service() -> ImageService:
+    svc: ImageService = current_app.extensions["cutout.service"]
+    return svc
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """The home page (history + upload form), or the same data as JSON."""
+    records = service().history(current_user())
+    limit = current_app.config["CUTOUT"].user_limit
+    if wants_json():
+        return jsonify(
+            user_id=current_user(),
+            limit=limit,
+            used=len(records),
+            records=[record_json(r) for r in records],
+        )
+    return render_template(
+        "index.html",
+        records=records,
+        limit=limit,
+        used=len(records),
+        max_upload_mb=current_app.config["CUTOUT"].max_upload_mb,
+    )
+
+
+@bp.post("/")
+def create() -> ResponseReturnValue:
+    """Upload form: remove the background, store the pair, come back to ``/``."""
+    upload = request.files.get("image")
+    data = upload.read() if upload and upload.filename else None
+    record = service().create(current_user(), request.form.get("name"), data)
+    if wants_json():
+        return jsonify(record_json(record)), 201
+    flash(SUCCESS, "success")
+    return redirect(url_for("web.index"))
+
+
+@bp.put("/update/<string:record_id>")
+def update(record_id: str) -> ResponseReturnValue:
+    """Rename: JSON ``{"record_id", "record_name"}`` as the seed's page sent it."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput('Send JSON like {"record_id": "...", "record_name": "New name"}.')
+    if body.get("record_id") not in (None, record_id):
+        raise InvalidInput("record_id in the body does not match the URL.")
+    name = body.get("record_name")
+    service().rename(current_user(), record_id, name if isinstance(name, str) else None)
+    return jsonify(message="success")
+
+
+@bp.delete("/remove/<string:record_id>")
+def remove(record_id: str) -> ResponseReturnValue:
+    """Delete a record and both its images."""
+    service().delete(current_user(), record_id)
+    return jsonify(message="success")
+
+
+@bp.get("/images/<string:record_id>/<string:kind>")
+def image(record_id: str, kind: str) -> ResponseReturnValue:
+    """The bytes of one of the caller's images; ``?download=1`` makes it an attachment."""
+    if kind not in KINDS:
+        raise NotFound("No such image.")
+    record, info, data = service().image(current_user(), record_id, kind)
+    download = request.args.get("download") == "1"
+    response = send_file(
+        io.BytesIO(data),
+        mimetype=info.media_type,
+        as_attachment=download,
+        download_name=download_name(record, info, kind),
+        etag=info.sha256,
+        conditional=True,
+        max_age=3600,
+        last_modified=None,
+    )
+    # Images are per user: shared caches must not keep them.
+    response.cache_control.private = True
+    response.cache_control.public = False
+    return response
+
+
+def download_name(record: Record, info: ImageInfo, kind: str) -> str:
+    """The image name as a safe file name: no path separators or characters Windows rejects."""
+    stem = UNSAFE_FILENAME.sub("-", record.image_name).strip(" .-") or "image"
+    suffix = "" if kind == "processed" else "-original"
+    return f"{stem}{suffix}{EXTENSIONS.get(info.media_type, '')}"
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    """A record as the JSON API shows it: metadata and URLs, never image bytes."""
+
+    def info(i: ImageInfo | None) -> dict[str, Any] | None:
+        return (
+            None
+            if i is None
+            else {
+                "media_type": i.media_type,
+                "size_bytes": i.size_bytes,
+                "width": i.width,
+                "height": i.height,
+                "sha256": i.sha256,
+            }
+        )
+
+    urls = {kind: url_for("web.image", record_id=record.id, kind=kind) for kind in KINDS}
+    return {
+        "_id": record.id,
+        "image_name": record.image_name,
+        "created_on": record.created_on,
+        "original_url": urls["original"],
+        "processed_url": urls["processed"],
+        "download_url": urls["processed"] + "?download=1",
+        "original": info(record.original),
+        "processed": info(record.processed),
+        "engine": record.engine,
+        "model": record.model,
+    }

@@ -1,0 +1,76 @@
+"""Run the real server (``cutout serve``: gunicorn, threads) for tests that need real HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import requests
+
+from tests.helpers import free_port
+
+
+class LiveServer:
+    """``python -m cutout serve`` on a free port, with *env* on top of a clean environment."""
+
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, argv: list[str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        keep = {k: v for k, v in os.environ.items() if not k.startswith(("CUTOUT_", "USER_"))}
+        self.env = {
+            **keep,
+            "CUTOUT_ENV": "development",
+            "CUTOUT_DATA_DIR": str(data_dir),
+            "CUTOUT_PORT": str(self.port),
+            "CUTOUT_HOST": "127.0.0.1",
+            "CUTOUT_LOG_LEVEL": "WARNING",
+        }
+        if "CUTOUT_MODEL_DIR" in os.environ:
+            self.env["CUTOUT_MODEL_DIR"] = os.environ["CUTOUT_MODEL_DIR"]
+        self.env.update(env or {})
+        self.argv = argv or [sys.executable, "-m", "cutout", "serve"]
+        self.log = data_dir.parent / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LiveServer:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+            try:
+                if requests.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log.read_text()}")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,132 @@
+"""SQLiteStore details the contract does not cover: files on disk, WAL, recovery, failures."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cutout.errors import LimitReached, StorageError
+from cutout.storage import Record, SQLiteStore
+from tests.storage.conftest import JPEG, PNG, new_record
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def test_images_are_files_named_by_record_id(data_dir: Path) -> None:
+    record = SQLiteStore(data_dir).add(new_record(), limit=5)
+
+    images = data_dir / "images"
+    assert sorted(p.name for p in images.iterdir()) == [
+        f"{record.id}.original", f"{record.id}.processed",
+    ]  # fmt: skip
+    assert (images / f"{record.id}.original").read_bytes() == JPEG
+    assert (images / f"{record.id}.processed").read_bytes() == PNG
+
+
+def test_database_is_in_wal_mode_with_the_user_index(data_dir: Path) -> None:
+    SQLiteStore(data_dir).ping()
+
+    with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        index = conn.execute("PRAGMA index_info(records_user_created)").fetchall()
+    assert [row[2] for row in index] == ["user_id", "created_on"]
+
+
+def test_unusable_database_path_fails_ping_then_recovers(data_dir: Path) -> None:
+    (data_dir / "cutout.sqlite3").mkdir(parents=True)  # a directory where the file should be
+    store = SQLiteStore(data_dir)
+
+    with pytest.raises(StorageError, match="Could not reach the database"):
+        store.ping()
+    with pytest.raises(StorageError):
+        store.count("alice")
+    with pytest.raises(StorageError):
+        store.add(new_record(), limit=5)
+
+    (data_dir / "cutout.sqlite3").rmdir()  # the volume is fixed: no restart needed
+    store.ping()
+    assert store.add(new_record(), limit=5).user_id == "alice"
+
+
+def test_a_failed_rename_into_place_leaves_no_temp_file(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(data_dir)
+    store.ping()
+
+    def no_space(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_space)
+
+    with pytest.raises(StorageError, match="No space left on device"):
+        store.add(new_record(), limit=5)
+    assert list((data_dir / "images").iterdir()) == []
+    assert store.count("alice") == 0
+
+
+def test_a_missing_image_file_is_a_storage_error(data_dir: Path) -> None:
+    store = SQLiteStore(data_dir)
+    record = store.add(new_record(), limit=5)
+    (data_dir / "images" / f"{record.id}.processed").unlink()
+
+    with pytest.raises(StorageError, match="Could not read the processed image"):
+        store.read_image("alice", record.id, "processed")
+
+
+def _age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_orphaned_files_are_swept_when_a_store_starts(data_dir: Path) -> None:
+    live = SQLiteStore(data_dir).add(new_record(), limit=5)
+    images = data_dir / "images"
+    old_orphan = images / f"{'ab' * 12}.original"  # a crash between the files and the row
+    old_temp = images / f".{'cd' * 12}.processed.x1y2.tmp"  # a crash mid-write
+    fresh = images / f"{'ef' * 12}.original"  # maybe an add in progress: keep it
+    for path in (old_orphan, old_temp, fresh):
+        path.write_bytes(b"partial")
+    for path in (old_orphan, old_temp, images / f"{live.id}.original"):
+        _age(path, 3600)
+
+    restarted = SQLiteStore(data_dir)
+    assert restarted.orphans(min_age=0) == [fresh]  # the first call swept the old ones
+
+    assert sorted(p.name for p in images.iterdir()) == sorted(
+        [f"{live.id}.original", f"{live.id}.processed", fresh.name]
+    )
+    assert restarted.sweep(min_age=0) == 1
+    assert restarted.read_image("alice", live.id, "original")[1] == JPEG
+
+
+def test_two_store_instances_share_one_limit(data_dir: Path) -> None:
+    """Like two gunicorn workers: separate objects, one database file, one limit."""
+    stores = [SQLiteStore(data_dir), SQLiteStore(data_dir)]
+    start = threading.Barrier(12)
+    outcomes: list[Record | Exception] = []
+
+    def add(store: SQLiteStore) -> None:
+        start.wait()
+        try:
+            outcomes.append(store.add(new_record(), limit=4))
+        except LimitReached as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=add, args=(stores[i % 2],)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sum(isinstance(o, Record) for o in outcomes) == 4
+    assert sum(isinstance(o, LimitReached) for o in outcomes) == 8
+    assert len(list((data_dir / "images").iterdir())) == 8
