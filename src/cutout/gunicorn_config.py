@@ -24,5 +24,8 @@ errorlog = "-"
 loglevel = _settings.log_level.lower()
 # No preload: the app (MongoClient, model) must be created after fork, in each worker.
 preload_app = False
+# gunicorn's control socket (for `gunicornc`) would live under $HOME, which is read-only in
+# the container; nothing here uses it.
+control_socket_disable = True
 # Uploads of several MB arrive as multipart bodies; keep gunicorn's header limits default.
 forwarded_allow_ips = "*" if _settings.trusted_proxies else "127.0.0.1"
