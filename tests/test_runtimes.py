@@ -150,7 +150,7 @@ def test_bounded_engine_refuses_when_the_queue_is_full() -> None:
     for t in threads:
         t.start()
     deadline = threading.Event()
-    while engine._waiting < 1 and not deadline.wait(0.01):
+    while engine.admission.waiting < 1 and not deadline.wait(0.01):
         pass
     with pytest.raises(EngineBusy):  # one running, one waiting: the third is refused at once
         engine.predict_mask(image)

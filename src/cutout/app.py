@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cutout.config import Settings
 from cutout.engine import build_engine
-from cutout.engine.base import Engine
+from cutout.engine.base import Admission, Engine
 from cutout.engine.fetch import model_path
 from cutout.engine.loader import EngineLoader
 from cutout.engine.registry import get_spec
@@ -65,6 +65,13 @@ def create_app(
     app.extensions["cutout.service"] = ImageService(
         store=store,
         engine=loader.get,
+        # One more removal than forward-pass slots: it decodes, refines and encodes while
+        # another runs the model. Waiting requests hold only their upload, not a decoded photo.
+        admission=Admission(
+            slots=settings.max_concurrent + 1,
+            max_waiting=settings.max_queue,
+            timeout=settings.queue_timeout,
+        ),
         limits=Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels),
         user_limit=settings.user_limit,
         output=OutputOptions(png_compression=settings.png_compression),

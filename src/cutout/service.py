@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cutout.engine.base import Engine
+from cutout.engine.base import Admission, Engine
 from cutout.errors import InvalidImage, InvalidName, LimitReached
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits, Photo
@@ -46,6 +46,7 @@ def clean_name(raw: str | None) -> str:
 class ImageService:
     store: ImageStore
     engine: Callable[[], Engine]  # resolved per call: the model may still be loading at start
+    admission: Admission  # bounds whole removals (decoded photos are big), not just the model
     limits: Limits
     user_limit: int
     output: OutputOptions
@@ -61,7 +62,8 @@ class ImageService:
             raise InvalidImage("Please choose an image to upload.")
         if self.store.count(user_id) >= self.user_limit:
             raise LimitReached(LIMIT_MESSAGE)
-        cutout = remove_background(data, self.engine(), limits=self.limits, options=self.output)
+        with self.admission:
+            cutout = remove_background(data, self.engine(), limits=self.limits, options=self.output)
         processed = NewImage(
             cutout.output.data, cutout.output.media_type, cutout.output.width, cutout.output.height
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +359,52 @@ def test_forged_or_tampered_cookie_gets_a_fresh_user(app: Flask, photo: Path) ->
         mallory.set_cookie("user_id", forged)
         body = mallory.get("/", headers={"Accept": "application/json"}).get_json()
         assert body["records"] == [] and body["user_id"] != alice_id
+
+
+class GatedEngine:
+    """The real model behind a gate the test opens: stands in for a slow model."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.name, self.model, self.runtime = inner.name, inner.model, inner.runtime
+
+    def predict_mask(self, image: Image.Image) -> np.ndarray:
+        self.gate.wait(60)
+        return self.inner.predict_mask(image)
+
+
+def test_full_queue_is_refused_at_once(
+    web_settings: Settings, shared_engine: Engine, photo: Path
+) -> None:
+    """Two removals run (one in the model, one around it), one waits, the rest are refused."""
+    settings = web_settings.replace(max_concurrent=1, max_queue=1, user_limit=10)
+    gated = GatedEngine(shared_engine)
+    app = create_app(settings, engine=gated)
+    admission = app.extensions["cutout.service"].admission
+    users = [Actions(app.test_client()) for _ in range(5)]
+    tokens = [user.token() for user in users]
+    statuses: dict[int, int] = {}
+
+    def upload(i: int) -> None:
+        response = users[i].upload(f"n{i}", photo.read_bytes(), json=True, token=tokens[i])
+        statuses[i] = response.status_code
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while admission.waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert admission.waiting == 1  # two admitted and blocked in the model, one queued
+    started = time.monotonic()
+    refused = users[3].upload("late", photo.read_bytes(), json=True, token=tokens[3])
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert refused.get_json()["error"] == "busy"
+    assert time.monotonic() - started < 2  # refused at once, not after waiting its turn
+    form = users[4].upload("late", photo.read_bytes(), token=tokens[4])
+    assert form.status_code == 302 and users[4].flashes()[0].startswith("The server is busy")
+    gated.gate.set()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == {0: 201, 1: 201, 2: 201}

@@ -33,10 +33,12 @@ def build_engine(settings: Settings) -> BoundedEngine:
         )
     else:
         inner = local_engine(settings)
+    # +1: the web app admits one more whole removal than there are forward-pass slots (see
+    # cutout.app), so one admitted request may wait here while another runs the model.
     return BoundedEngine(
         inner,
         slots=settings.max_concurrent,
-        max_waiting=settings.max_queue,
+        max_waiting=settings.max_queue + 1,
         timeout=settings.queue_timeout,
     )
 

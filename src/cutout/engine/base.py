@@ -38,21 +38,45 @@ class Engine(Protocol):
         ...
 
 
-class BoundedEngine:
-    """Run at most ``slots`` predictions at once and let at most ``max_waiting`` wait.
+class Admission:
+    """Let at most ``slots`` callers in at once and at most ``max_waiting`` wait for a slot.
 
-    A request that finds the queue full, or waits longer than ``timeout`` seconds, gets
+    A caller that finds the queue full, or waits longer than ``timeout`` seconds, gets
     :class:`EngineBusy` straight away instead of piling up memory until the process dies
-    (rembg issues #289/#752 show where unbounded queueing leads).
+    (rembg issues #289/#752 show where unbounded queueing leads). Use as a context manager.
     """
+
+    def __init__(self, *, slots: int, max_waiting: int, timeout: float) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self.waiting = 0
+        self._max_waiting = max_waiting
+        self._timeout = timeout
+
+    def __enter__(self) -> None:
+        if self._slots.acquire(blocking=False):
+            return
+        with self._lock:
+            if self.waiting >= self._max_waiting:
+                raise EngineBusy("The server is busy removing other backgrounds; try again soon.")
+            self.waiting += 1
+        try:
+            if not self._slots.acquire(timeout=self._timeout):
+                raise EngineBusy("Timed out waiting for a free slot; try again soon.")
+        finally:
+            with self._lock:
+                self.waiting -= 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
+
+
+class BoundedEngine:
+    """An engine behind :class:`Admission`: at most ``slots`` forward passes at once."""
 
     def __init__(self, inner: Engine, *, slots: int, max_waiting: int, timeout: float) -> None:
         self.inner = inner
-        self._slots = threading.BoundedSemaphore(slots)
-        self._lock = threading.Lock()
-        self._waiting = 0
-        self._max_waiting = max_waiting
-        self._timeout = timeout
+        self.admission = Admission(slots=slots, max_waiting=max_waiting, timeout=timeout)
 
     @property
     def name(self) -> str:
@@ -67,21 +91,5 @@ class BoundedEngine:
         return self.inner.runtime
 
     def predict_mask(self, image: Image.Image) -> np.ndarray:
-        if not self._slots.acquire(blocking=False):
-            self._wait_for_slot()
-        try:
+        with self.admission:
             return self.inner.predict_mask(image)
-        finally:
-            self._slots.release()
-
-    def _wait_for_slot(self) -> None:
-        with self._lock:
-            if self._waiting >= self._max_waiting:
-                raise EngineBusy("The server is busy removing other backgrounds; try again soon.")
-            self._waiting += 1
-        try:
-            if not self._slots.acquire(timeout=self._timeout):
-                raise EngineBusy("Timed out waiting for a free slot; try again soon.")
-        finally:
-            with self._lock:
-                self._waiting -= 1
