@@ -37,12 +37,13 @@ class LiveServer:
         self.argv = argv or [sys.executable, "-m", "cutout", "serve"]
         self.log = data_dir.parent / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.cwd: Path | None = None
 
     def __enter__(self) -> LiveServer:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
             )
         self.wait_ready()
         return self

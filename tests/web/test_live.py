@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
+from tests.conftest import ROOT
 from tests.live import LiveServer
 
 
@@ -44,3 +46,15 @@ def test_user_limit_holds_under_concurrent_uploads(tmp_path: Path, photo: Path) 
     assert body["used"] == 5 and len(body["records"]) == 5
     stored = list((tmp_path / "data" / "images").rglob("*.*"))
     assert len([p for p in stored if p.is_file()]) == 10  # 5 originals + 5 cut-outs, no orphans
+
+
+def test_the_seeds_flask_run_still_works(tmp_path: Path) -> None:
+    """`export FLASK_APP=app.py FLASK_ENV=development; flask run`, as the seed's README says."""
+    server = LiveServer(tmp_path / "data", {"FLASK_APP": "app.py", "FLASK_ENV": "development"})
+    server.env.pop("CUTOUT_ENV")  # only the seed's variables
+    flask = str(Path(sys.executable).with_name("flask"))
+    server.argv = [flask, "run", "--host", "127.0.0.1", "--port", str(server.port)]
+    server.cwd = ROOT  # where app.py is
+    with server:
+        assert requests.get(server.url + "/health", timeout=5).json() == {"status": "Healthy"}
+        assert "Remove a background" in requests.get(server.url + "/", timeout=5).text

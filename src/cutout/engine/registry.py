@@ -80,45 +80,46 @@ _IMGLY_LICENSE_NOTE = (
 )
 _REMBG_RELEASE = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
 
+
+def _imgly(name: str, description: str, resource: str, sha256: str, size: int) -> ModelSpec:
+    """One of the two ISNet builds in the imgly package: same input, output and licence."""
+    return ModelSpec(
+        name=name,
+        description=description,
+        source=NpmSource(*_IMGLY, _IMGLY_INTEGRITY, resource),
+        checksum=f"sha256:{sha256}",
+        size_bytes=size,
+        input_size=1024,
+        mean=(0.5, 0.5, 0.5),  # p / 256 - 0.5 == (p - 128) / 256
+        std=(1.0, 1.0, 1.0),
+        scaling="fixed",
+        scale=256.0,
+        postprocess="clip",
+        license="AGPL-3.0",
+        license_note=_IMGLY_LICENSE_NOTE,
+        commercial_use=True,
+        input_name="input",
+        output_name="output",
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec(
-            name="isnet",
-            description="ISNet, fp16 weights (imgly 'medium'). Default: best quality and speed.",
-            source=NpmSource(*_IMGLY, _IMGLY_INTEGRITY, "/models/medium"),
-            checksum="sha256:b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
-            size_bytes=88_188_479,
-            input_size=1024,
-            mean=(0.5, 0.5, 0.5),  # p / 256 - 0.5 == (p - 128) / 256
-            std=(1.0, 1.0, 1.0),
-            scaling="fixed",
-            scale=256.0,
-            postprocess="clip",
-            license="AGPL-3.0",
-            license_note=_IMGLY_LICENSE_NOTE,
-            commercial_use=True,
-            input_name="input",
-            output_name="output",
+        _imgly(
+            "isnet",
+            "ISNet, fp16 weights (imgly 'medium'). Default: best quality and speed.",
+            "/models/medium",
+            "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
+            88_188_479,
         ),
-        ModelSpec(
-            name="isnet-quantized",
-            description="ISNet, uint8-quantized (imgly 'small'). Smaller file; slower and worse "
-            "on AVX-512 CPUs.",
-            source=NpmSource(*_IMGLY, _IMGLY_INTEGRITY, "/models/small"),
-            checksum="sha256:7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a",
-            size_bytes=44_342_436,
-            input_size=1024,
-            mean=(0.5, 0.5, 0.5),  # p / 256 - 0.5 == (p - 128) / 256
-            std=(1.0, 1.0, 1.0),
-            scaling="fixed",
-            scale=256.0,
-            postprocess="clip",
-            license="AGPL-3.0",
-            license_note=_IMGLY_LICENSE_NOTE,
-            commercial_use=True,
-            input_name="input",
-            output_name="output",
+        _imgly(
+            "isnet-quantized",
+            "ISNet, uint8-quantized (imgly 'small'). Half the file; slower and less accurate "
+            "than `isnet` on AVX-512 CPUs.",
+            "/models/small",
+            "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a",
+            44_342_436,
         ),
         ModelSpec(
             name="u2net",
