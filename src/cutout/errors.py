@@ -60,7 +60,13 @@ class NotFound(CutoutError):
 
 
 class LimitReached(CutoutError):
+    """The user keeps USER_LIMIT records already; the message is the seed's, word for word."""
+
     code = "limit_reached"
+    MESSAGE = "Max limit reached. Please remove a record."
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message)
 
 
 class ModelError(CutoutError):

@@ -19,7 +19,6 @@ from cutout.pipeline import remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 
 NAME_MAX = 100
-LIMIT_MESSAGE = "Max limit reached. Please remove a record."
 #: Uploads in these formats are kept byte for byte; browsers can show them.
 BROWSER_FORMATS = {
     "JPEG": "image/jpeg",
@@ -61,7 +60,7 @@ class ImageService:
         if not data:
             raise InvalidImage("Please choose an image to upload.")
         if self.store.count(user_id) >= self.user_limit:
-            raise LimitReached(LIMIT_MESSAGE)
+            raise LimitReached()
         with self.admission:
             cutout = remove_background(data, self.engine(), limits=self.limits, options=self.output)
         processed = NewImage(

@@ -68,7 +68,6 @@ ORPHAN_AGE = 60.0
 #: Each retry means another add took the slot we picked, so this is only reached under a
 #: pathological storm of concurrent adds for one user.
 MAX_ATTEMPTS = 50
-LIMIT_MESSAGE = "Max limit reached. Please remove a record."  # the seed's words
 #: Seed-era records came from the ObjectCut API, which is what our ``objectcut`` engine calls.
 LEGACY_ENGINE = LEGACY_MODEL = "objectcut"
 LEGACY_FIELDS = {"original": "original_image_base64", "processed": "processed_image_base64"}
@@ -336,7 +335,7 @@ def _free_slot(records: Collection[Doc], user_id: str, limit: int) -> int:
         for slot in range(limit - legacy):
             if slot not in taken:
                 return slot
-    raise LimitReached(LIMIT_MESSAGE)
+    raise LimitReached()
 
 
 def _recheck_limit(records: Collection[Doc], user_id: str, limit: int) -> None:
@@ -347,7 +346,7 @@ def _recheck_limit(records: Collection[Doc], user_id: str, limit: int) -> None:
     could then overshoot; this check closes that gap (it never fires otherwise).
     """
     if records.count_documents({"user_id": user_id}) > limit:
-        raise LimitReached(LIMIT_MESSAGE)
+        raise LimitReached()
 
 
 def _document(record_id: ObjectId, record: NewRecord, files: list[ObjectId], slot: int) -> Doc:

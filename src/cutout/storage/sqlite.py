@@ -52,7 +52,6 @@ IMAGES_DIR = "images"
 #: than that with no row can no longer belong to an add that is still running.
 BUSY_TIMEOUT = 15.0
 ORPHAN_AGE = 60.0
-LIMIT_MESSAGE = "Max limit reached. Please remove a record."  # the seed's words
 _ID = re.compile(r"[0-9a-f]{24}")
 _COLUMNS = "id, user_id, image_name, created_on, engine, model, " + ", ".join(
     f"{k}_{f}" for k in KINDS for f in ("media_type", "size_bytes", "width", "height", "sha256")
@@ -190,7 +189,7 @@ class SQLiteStore:
                 "SELECT COUNT(*) FROM records WHERE user_id = ?", (record.user_id,)
             ).fetchone()[0]
             if used >= limit:
-                raise LimitReached(LIMIT_MESSAGE)
+                raise LimitReached()
             stored = _new_record(record_id, record, now_created_on())
             conn.execute(
                 f"INSERT INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",

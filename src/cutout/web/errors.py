@@ -36,7 +36,7 @@ STATUS: dict[type[e.CutoutError], int] = {
 #: The seed's flash texts, kept word for word.
 SUCCESS = "Image generated successfully"
 FAILED = "Failed to generate the image"
-LIMIT = "Max limit reached. Please remove a record."
+LIMIT = e.LimitReached.MESSAGE
 UNEXPECTED = "Something went wrong"
 BUSY = "The server is busy removing other backgrounds. Please try again in a moment."
 
