@@ -50,6 +50,7 @@ test: install dev browser lint typecheck
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/pytest
 
 bench: install dev
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
 
 clean:

@@ -8,10 +8,12 @@ so the machine's noise hits every column alike. Reported, per photo size:
 * bare onnxruntime forward pass: the unmodified model graph on onnxruntime's CPU provider;
 * selected runtime forward pass: what `auto` picks here (OpenVINO bf16 on AVX512-BF16/AMX);
 * `cutout remove` end to end: decode, model, refinement, compose, PNG encode, write (warm);
-* the plain onnxruntime pipeline, end to end, the way common open tools do it (rembg-style:
-  Pillow resize, onnxruntime, bilinear mask resize, putalpha, default PNG compression);
+* the plain onnxruntime pipeline, end to end: **rembg** itself (the best-known open tool), on
+  the same ISNet weights through its `dis_custom` session, bytes in, PNG bytes out;
 * then `cutout remove` as a fresh process on the whole folder, and on the 24 MP photo alone
   for its peak RSS.
+
+Then quality on the 29 test photos, ours against rembg's, scored like tests/test_quality.py.
 
 Targets (issue 2): end to end on a 1-2 MP photo within 1.3x of the selected forward pass;
 >= 3x faster than the plain onnxruntime pipeline; peak RSS for 24 MP under 1.5 GB.
@@ -19,6 +21,7 @@ Targets (issue 2): end to end on a 1-2 MP photo within 1.3x of the selected forw
 
 from __future__ import annotations
 
+import io
 import os
 import statistics
 import subprocess
@@ -30,17 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from cutout.batch import Job, process
 from cutout.config import Settings
 from cutout.engine import local_engine
+from cutout.engine.base import Engine
 from cutout.engine.fetch import model_path
-from cutout.engine.local import preprocess
+from cutout.engine.local import LocalEngine, preprocess
 from cutout.engine.registry import get_spec
 from cutout.imaging.compose import OutputOptions
-from cutout.imaging.decode import Limits
+from cutout.imaging.decode import Limits, load_image
+from cutout.pipeline import cutout_alpha
+from cutout.quality import Score, mean_score, score
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 ENLARGED = {"1.2MP": 1.2e6, "2MP": 2.0e6, "12MP": 12.0e6, "24MP": 24.0e6}
@@ -87,24 +92,27 @@ def best_of(fn: Callable[[], object]) -> float:
 
 
 class PlainPipeline:
-    """The plain onnxruntime pipeline common open tools run (rembg's shape), for comparison."""
+    """rembg, the plain onnxruntime pipeline common open tools run, on our ISNet file."""
 
     def __init__(self, path: Path) -> None:
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        # rembg loads custom models only from inside its home directory: point it at ours.
+        os.environ["REMBG_HOME"] = str(path.parent)
+        from rembg import new_session
 
-    def forward(self, tensor: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self.session.run(None, {"input": tensor})[0]
+        self.session = new_session("dis_custom", model_path=str(path))
+
+    def forward(self, image: Image.Image) -> np.ndarray:
+        """rembg's own preprocessing and its onnxruntime session (all outputs, as it runs)."""
+        inputs = self.session.normalize(image, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), (1024, 1024))
+        out: np.ndarray = self.session.inner_session.run(None, inputs)[0]
         return out
 
-    def remove(self, path: Path, out: Path) -> None:
-        image = Image.open(path).convert("RGB")
-        tensor = preprocess(image, get_spec("isnet"))
-        mask = np.clip(self.forward(tensor)[0, 0], 0, 1)
-        alpha = Image.fromarray((mask * 255).astype(np.uint8), "L").resize(
-            image.size, Image.Resampling.BILINEAR
-        )
-        image.putalpha(alpha)
-        image.save(out, "PNG")
+    def remove(self, data: bytes) -> bytes:
+        from rembg import remove
+
+        result = remove(data, session=self.session)
+        assert isinstance(result, bytes)
+        return result
 
 
 #: Started from a tiny launcher: a child's peak RSS counts the memory of the process that
@@ -145,30 +153,31 @@ def main() -> None:
         print_table(rows)
         check_targets(rows)
         cli_runs(photos, folder)
+    quality_against_peer(testdata, engine, plain, limits)
 
 
 def measure(
     photo: Photo,
-    engine: object,
+    engine: LocalEngine,
     plain: PlainPipeline,
     limits: Limits,
     options: OutputOptions,
     folder: Path,
 ) -> dict[str, float | str]:
-    from cutout.engine.local import LocalEngine
-
-    assert isinstance(engine, LocalEngine)
     with Image.open(photo.path) as image:
-        tensor = preprocess(image.convert("RGB"), engine.spec)
+        rgb = image.convert("RGB")
+    tensor = preprocess(rgb, engine.spec)
     runtime = engine._runtime  # the selected runtime's bare forward pass
     job = Job(photo.path, folder / f"{photo.label}.out.png", "png")
     return {
         "photo": photo.label,
         "MP": photo.megapixels,
-        "ort_forward": best_of(lambda: plain.forward(tensor)),
+        "ort_forward": best_of(lambda: plain.forward(rgb)),
         "selected_forward": best_of(lambda: runtime.run(tensor)),
         "cutout_e2e": best_of(lambda: process(job, engine, limits, options)),
-        "plain_e2e": best_of(lambda: plain.remove(photo.path, folder / "plain.png")),
+        "plain_e2e": best_of(
+            lambda: (folder / "plain.png").write_bytes(plain.remove(photo.path.read_bytes()))
+        ),
     }
 
 
@@ -223,6 +232,29 @@ def cli_runs(photos: list[Photo], folder: Path) -> None:
         f"`cutout remove` on the {big.megapixels:.1f} MP photo alone: {seconds:.2f} s, "
         f"peak RSS {rss:.0f} MB (target < 1536 MB: {'OK' if rss < 1536 else 'MISSED'})"
     )
+
+
+def quality_against_peer(
+    testdata: Path, engine: Engine, plain: PlainPipeline, limits: Limits
+) -> None:
+    """Alpha quality on the 29 test photos: this pipeline against rembg's, same weights."""
+    from rembg import remove
+
+    scores: dict[tuple[str, str], list[Score]] = {}
+    for image in sorted((testdata / "images").iterdir()):
+        data = image.read_bytes()
+        with Image.open(testdata / "masks" / f"{image.stem}.png") as truth:
+            kind = "binary" if set(np.unique(np.asarray(truth)).tolist()) <= {0, 255} else "soft"
+            ours = cutout_alpha(load_image(data, limits), engine)
+            mask = remove(data, session=plain.session, only_mask=True)
+            assert isinstance(mask, bytes)
+            with Image.open(io.BytesIO(mask)) as theirs:
+                scores.setdefault((kind, "rembg"), []).append(score(theirs.convert("L"), truth))
+            scores.setdefault((kind, "cutout"), []).append(score(ours, truth))
+    print("\nquality on the test photos (MAE / IoU of alpha > 0.5), same ISNet weights:")
+    for (kind, tool), items in sorted(scores.items()):
+        mean = mean_score(items)
+        print(f"  {kind:<7} {tool:<7} ({len(items):>2} photos)  {mean.mae:.4f} / {mean.iou:.4f}")
 
 
 if __name__ == "__main__":
