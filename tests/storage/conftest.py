@@ -19,6 +19,7 @@ import errno
 import os
 import secrets
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from pymongo.database import Database
 
 import cutout.storage.mongo
 import cutout.storage.sqlite
-from cutout.storage import MongoStore, NewImage, NewRecord, SQLiteStore
+from cutout.storage import MongoStore, NewImage, NewRecord, Record, SQLiteStore
 from tests.helpers import encode, synthetic_photo
 
 # Read at import (collection time): tests/conftest.py removes CUTOUT_* variables during tests.
@@ -189,3 +190,24 @@ def gridfs_files(database: Database[dict[str, Any]]) -> int:
 def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
     if not MONGO_URI:
         terminalreporter.write_line(NOT_RUN, yellow=True)
+
+
+def add_concurrently(store: Any, users: list[str], limit: int) -> list[Record | Exception]:
+    """Add one record per entry of *users* from that many threads, released together."""
+    start = threading.Barrier(len(users))
+    outcomes: list[Record | Exception] = []
+
+    def add(user: str) -> None:
+        start.wait()
+        try:
+            outcomes.append(store.add(new_record(user), limit=limit))
+        except Exception as exc:  # collected: the caller asserts on them
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=add, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(outcomes) == len(users)
+    return outcomes

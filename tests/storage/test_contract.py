@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from cutout.config import Settings
 from cutout.errors import LimitReached, NotFound, StorageError
 from cutout.storage import KINDS, ImageInfo, MongoStore, Record, SQLiteStore, open_store
-from tests.storage.conftest import JPEG, PHOTO, PNG, Backend, new_record
+from tests.storage.conftest import JPEG, PHOTO, PNG, Backend, add_concurrently, new_record
 
 CREATED_ON = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
@@ -133,22 +132,7 @@ def test_concurrent_adds_store_exactly_the_limit(backend: Backend) -> None:
     """20 threads for alice (limit 5) and 3 for bob, all released at once."""
     store = backend.store
     users = ["alice"] * 20 + ["bob"] * 3
-    start = threading.Barrier(len(users))
-    outcomes: list[Record | Exception] = []
-
-    def add(user: str) -> None:
-        start.wait()
-        try:
-            outcomes.append(store.add(new_record(user), limit=5))
-        except Exception as exc:  # collected and asserted on below
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=add, args=(user,)) for user in users]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
+    outcomes = add_concurrently(store, users, limit=5)
     stored = [o for o in outcomes if isinstance(o, Record)]
     refused = [o for o in outcomes if not isinstance(o, Record)]
     assert len(outcomes) == len(users)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,15 @@ import cutout.storage.mongo
 from cutout.errors import LimitReached, NotFound, StorageError
 from cutout.storage import ImageInfo, MongoStore, Record
 from tests.helpers import free_port
-from tests.storage.conftest import JPEG, PHOTO, PNG, Backend, MockClient, new_record
+from tests.storage.conftest import (
+    JPEG,
+    PHOTO,
+    PNG,
+    Backend,
+    MockClient,
+    add_concurrently,
+    new_record,
+)
 
 Doc = dict[str, Any]
 
@@ -201,7 +208,7 @@ def test_seed_documents_count_toward_the_limit_under_concurrency(
     _insert_seed_docs(mongo_backend)
     _widen_the_race(monkeypatch)
 
-    outcomes = _add_concurrently(mongo_backend.store, ["alice"] * 10, limit=5)
+    outcomes = add_concurrently(mongo_backend.store, ["alice"] * 10, limit=5)
 
     assert sum(isinstance(o, Record) for o in outcomes) == 3
     assert mongo_backend.store.count("alice") == 5
@@ -242,32 +249,12 @@ def _widen_the_race(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return chosen
 
 
-def _add_concurrently(store: Any, users: list[str], limit: int) -> list[Record | Exception]:
-    start = threading.Barrier(len(users))
-    outcomes: list[Record | Exception] = []
-
-    def add(user: str) -> None:
-        start.wait()
-        try:
-            outcomes.append(store.add(new_record(user), limit=limit))
-        except Exception as exc:  # asserted on by the caller
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=add, args=(user,)) for user in users]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert len(outcomes) == len(users)
-    return outcomes
-
-
 def test_racing_adds_retry_when_a_slot_was_taken(
     mongo_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chosen = _widen_the_race(monkeypatch)
 
-    outcomes = _add_concurrently(mongo_backend.store, ["alice"] * 12, limit=5)
+    outcomes = add_concurrently(mongo_backend.store, ["alice"] * 12, limit=5)
 
     assert sum(isinstance(o, Record) for o in outcomes) == 5
     assert all(isinstance(o, Record | LimitReached) for o in outcomes), outcomes
@@ -287,7 +274,7 @@ def test_a_lowered_limit_holds_under_concurrency(
         store.delete("alice", record.id)
     _widen_the_race(monkeypatch)
 
-    outcomes = _add_concurrently(store, ["alice"] * 8, limit=5)
+    outcomes = add_concurrently(store, ["alice"] * 8, limit=5)
 
     assert all(isinstance(o, Record | LimitReached) for o in outcomes), outcomes
     assert store.count("alice") <= 5
