@@ -146,10 +146,6 @@ class Settings:
 
     # -- derived values --------------------------------------------------------------------
     @property
-    def is_development(self) -> bool:
-        return self.env == "development"
-
-    @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 

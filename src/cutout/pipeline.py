@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +22,6 @@ class Cutout:
     engine: str
     model: str
     runtime: str
-    seconds: float
 
 
 def remove_background(
@@ -34,7 +32,6 @@ def remove_background(
     :raises InvalidInput: the bytes are not an acceptable image.
     :raises EngineError: the engine failed (or is busy).
     """
-    started = time.perf_counter()
     photo = load_image(data, limits)
     alpha = cutout_alpha(photo, engine)
     output = compose(photo, alpha, options)
@@ -44,7 +41,6 @@ def remove_background(
         engine=engine.name,
         model=engine.model,
         runtime=engine.runtime,
-        seconds=time.perf_counter() - started,
     )
 
 

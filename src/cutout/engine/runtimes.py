@@ -75,9 +75,9 @@ class OpenVINORuntime:
             # ISNet returns six side outputs too; keeping them makes OpenVINO compute and
             # copy them. A model with a single result lets the compiler drop those branches.
             model = ov.Model([output.node], model.get_parameters(), "pruned")
-        self.precision = "bf16" if precision == "auto" and cpu_has_bf16() else precision
-        if self.precision == "auto":
-            self.precision = "f32"
+        if precision == "auto":
+            precision = "bf16" if cpu_has_bf16() else "f32"
+        self.precision = precision
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": self.precision,
