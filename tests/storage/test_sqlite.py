@@ -130,3 +130,44 @@ def test_two_store_instances_share_one_limit(data_dir: Path) -> None:
     assert sum(isinstance(o, Record) for o in outcomes) == 4
     assert sum(isinstance(o, LimitReached) for o in outcomes) == 8
     assert len(list((data_dir / "images").iterdir())) == 8
+
+
+def test_a_database_from_before_migrations_is_brought_up_to_date(data_dir: Path) -> None:
+    """A file made by the first release (schema.sql, user_version 1) keeps its rows."""
+    from cutout.storage.sqlite import migrations
+
+    store = SQLiteStore(data_dir)
+    kept = store.add(new_record(), limit=5)
+    newest = migrations()[-1][0]
+    with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
+        conn.execute("PRAGMA user_version = 1")  # as the first release left it
+
+    again = SQLiteStore(data_dir)
+    assert [r.id for r in again.list("alice")] == [kept.id]
+    with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == newest
+
+
+def test_migrations_are_numbered_and_run_once_when_stores_start_together(
+    data_dir: Path,
+) -> None:
+    from cutout.storage.sqlite import migrations
+
+    numbers = [number for number, _ in migrations()]
+    assert numbers[0] == 1 and numbers == sorted(set(numbers))
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            SQLiteStore(data_dir).ping()
+        except BaseException as exc:  # collected: a failure in a thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == numbers[-1]

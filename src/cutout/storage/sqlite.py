@@ -2,7 +2,7 @@
 
 Layout under ``data_dir``::
 
-    cutout.sqlite3            records (schema.sql), no image bytes
+    cutout.sqlite3            records (migrations/NNNN_*.sql), no image bytes
     images/<id>.original      the upload, written atomically (temp file + os.replace)
     images/<id>.processed     the cut-out
 
@@ -53,6 +53,7 @@ IMAGES_DIR = "images"
 BUSY_TIMEOUT = 15.0
 ORPHAN_AGE = 60.0
 _ID = re.compile(r"[0-9a-f]{24}")
+_MIGRATION = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _COLUMNS = "id, user_id, image_name, created_on, engine, model, " + ", ".join(
     f"{k}_{f}" for k in KINDS for f in ("media_type", "size_bytes", "width", "height", "sha256")
 )
@@ -243,7 +244,7 @@ class SQLiteStore:
             conn = self._open()
             try:
                 self._enable_wal(conn)
-                conn.executescript(_schema())
+                migrate(conn)
                 self._sweep_at_start(conn)
             finally:
                 conn.close()
@@ -320,8 +321,50 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _schema() -> str:
-    return resources.files("cutout.storage").joinpath("schema.sql").read_text("utf-8")
+def migrations() -> builtins.list[tuple[int, str]]:
+    """``(version, sql)`` of every file in ``migrations/``, in version order."""
+    folder = resources.files("cutout.storage").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION.fullmatch(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; return it. Safe with several processes.
+
+    Each pending migration runs in one immediate transaction with its ``user_version`` bump,
+    after re-reading the version under the write lock, so a concurrent starter that got there
+    first is seen and the migration is never applied twice.
+    """
+    version = 0
+    for number, sql in migrations():
+        with _immediate(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= number:
+                continue
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number:d}")
+            version = number
+    return version
+
+
+def _statements(sql: str) -> builtins.list[str]:
+    """Split a migration into statements (executescript would commit our transaction)."""
+    statements, pending = [], ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in pending.splitlines()
+    ):
+        raise StorageError(f"Migration has an unterminated statement: {pending.strip()[:60]}")
+    return statements
 
 
 def _check_id(record_id: str) -> None:

@@ -1,6 +1,7 @@
--- The embedded store: one row per record. Image bytes are not here: they live in files named
--- after the record id (``images/<id>.original``, ``images/<id>.processed``).
--- Applied at every start; every statement is idempotent.
+-- Version 1 of the embedded store: one row per record. Image bytes are not here: they live in
+-- files named after the record id (``images/<id>.original``, ``images/<id>.processed``).
+-- Databases made before migrations existed already hold this (with user_version 1), so every
+-- statement is idempotent.
 
 CREATE TABLE IF NOT EXISTS records (
     -- Insertion order: the tie-break of "newest first" when created_on (whole seconds) is
@@ -27,5 +28,3 @@ CREATE TABLE IF NOT EXISTS records (
 
 -- Serves both "this user's records, newest first" and the per-user count of the limit check.
 CREATE INDEX IF NOT EXISTS records_user_created ON records (user_id, created_on);
-
-PRAGMA user_version = 1;
