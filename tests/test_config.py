@@ -45,6 +45,8 @@ def test_seed_flask_env_means_development() -> None:
         ("CUTOUT_RUNTIME", "tensorflow", "CUTOUT_RUNTIME must be one of"),
         ("CUTOUT_PNG_COMPRESSION", "12", "between 0 and 9"),
         ("CUTOUT_MAX_UPLOAD_MB", "-1", "must be positive"),
+        ("CUTOUT_URL_ALLOWED_NETWORKS", "10.0.0.0/8, nonsense", "CUTOUT_URL_ALLOWED_NETWORKS"),
+        ("CUTOUT_URL_TIMEOUT", "0", "CUTOUT_URL_TIMEOUT must be positive"),
     ],
 )
 def test_bad_values_are_config_errors(name: str, value: str, message: str) -> None:

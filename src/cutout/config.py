@@ -22,6 +22,9 @@ from dotenv import dotenv_values
 
 from cutout.errors import ConfigError
 
+if typing.TYPE_CHECKING:
+    from cutout.urlfetch import FetchPolicy
+
 ENGINES = ("local", "objectcut")
 RUNTIMES = ("auto", "openvino", "onnxruntime")
 PRECISIONS = ("auto", "bf16", "f32")
@@ -99,6 +102,17 @@ class Settings:
         "CUTOUT_PNG_COMPRESSION", "zlib level for PNG output, 0-9 (lower is faster, larger).", 1
     )
 
+    # -- fetching images from URLs (API image_url, the page's URL field) -----------------
+    url_timeout: float = _setting(
+        "CUTOUT_URL_TIMEOUT", "Seconds allowed for downloading one image from a URL.", 15.0
+    )
+    url_allowed_networks: str = _setting(
+        "CUTOUT_URL_ALLOWED_NETWORKS",
+        "Comma-separated CIDRs that URL downloads may reach although they are private or "
+        "loopback (default none: only public addresses), e.g. `10.0.5.0/24`.",
+        "",
+    )
+
     # -- engine ----------------------------------------------------------------------------
     engine: str = _setting("CUTOUT_ENGINE", "`local` (default) or `objectcut`.", "local")
     model: str = _setting(
@@ -154,6 +168,17 @@ class Settings:
         return int(self.max_megapixels * 1_000_000)
 
     @property
+    def fetch_policy(self) -> FetchPolicy:
+        """How URL downloads are bounded: the upload limit, a deadline, allowed networks."""
+        from cutout.urlfetch import FetchPolicy, parse_networks  # urllib3: not for --version
+
+        return FetchPolicy(
+            max_bytes=self.max_upload_bytes,
+            timeout=self.url_timeout,
+            allowed_networks=parse_networks(self.url_allowed_networks),
+        )
+
+    @property
     def objectcut_endpoint(self) -> str:
         return self.objectcut_url or f"https://{self.rapid_api_host}/remove"
 
@@ -198,6 +223,12 @@ class Settings:
             raise ConfigError("CUTOUT_PNG_COMPRESSION must be between 0 and 9.")
         if self.max_upload_mb <= 0 or self.max_megapixels <= 0:
             raise ConfigError("CUTOUT_MAX_UPLOAD_MB and CUTOUT_MAX_MEGAPIXELS must be positive.")
+        if self.url_timeout <= 0:
+            raise ConfigError("CUTOUT_URL_TIMEOUT must be positive.")
+        try:
+            self.fetch_policy  # noqa: B018 - parses the networks
+        except ValueError as exc:
+            raise ConfigError(f"CUTOUT_URL_ALLOWED_NETWORKS: {exc}.") from None
         return self
 
 

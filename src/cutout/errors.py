@@ -12,7 +12,9 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   ├── InvalidImage             not a decodable image (or truncated)
     │   ├── UnsupportedFormat        an image, but not a format we accept
     │   ├── ImageTooLarge            over the byte or pixel limit
-    │   └── InvalidName              an image name that is empty or too long
+    │   ├── InvalidName              an image name that is empty or too long
+    │   ├── InvalidUrl               a URL we will not fetch (scheme, private address)
+    │   └── DownloadFailed           a URL we tried to fetch and could not
     ├── NotFound                     no such record (or not the caller's)
     ├── LimitReached                 the user is at USER_LIMIT
     ├── ModelError                   model provisioning
@@ -53,6 +55,14 @@ class ImageTooLarge(InvalidInput):
 
 class InvalidName(InvalidInput):
     code = "invalid_name"
+
+
+class InvalidUrl(InvalidInput):
+    code = "invalid_url"
+
+
+class DownloadFailed(InvalidInput):
+    code = "download_failed"
 
 
 class NotFound(CutoutError):
