@@ -61,7 +61,7 @@ def main() -> None:
     "-b",
     "--background",
     metavar="COLOR",
-    help="Flatten onto a colour: a name, #rrggbb or r,g,b (jpeg defaults to white).",
+    help="Flatten onto a colour: a name, #rrggbb, #rrggbbaa or r,g,b (jpeg defaults to white).",
 )
 @click.option("--mask-only", is_flag=True, help="Write the alpha mask as a grayscale image.")
 @click.option("--crop", is_flag=True, help="Crop to the subject.")

@@ -1,4 +1,11 @@
-"""Compose the final image from a photo and its full-size alpha, and encode it."""
+"""Compose the final image from a photo and its full-size alpha, and encode it.
+
+This is the one compositor: the CLI, the web page's downloads and both APIs call
+:func:`compose`, so a cut-out flattened on a colour, a photo or its own blurred background
+looks the same wherever it was made. Flattening always estimates the foreground colours at
+soft edges first (:func:`~cutout.imaging.refine.estimate_foreground`), so hair does not keep a
+fringe of the old background on the new one.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from PIL import Image, ImageColor
 from cutout.errors import InvalidInput
 from cutout.imaging import png
 from cutout.imaging.decode import Photo
-from cutout.imaging.refine import estimate_foreground
+from cutout.imaging.refine import box_filter, estimate_foreground
 
 OutputFormat = Literal["png", "webp", "jpeg"]
 FORMATS: tuple[OutputFormat, ...] = ("png", "webp", "jpeg")
@@ -24,13 +31,42 @@ SUBJECT_THRESHOLD = 8
 
 
 @dataclass(frozen=True)
+class SolidColor:
+    """A colour; ``alpha`` below 255 gives a semi-transparent backdrop (PNG and WebP)."""
+
+    rgb: tuple[int, int, int]
+    alpha: int = 255
+
+
+@dataclass(frozen=True)
+class BackgroundImage:
+    """A picture behind the subject, scaled to cover the output and centred (aspect kept)."""
+
+    image: Image.Image
+
+
+@dataclass(frozen=True)
+class BlurredPhoto:
+    """The photo's own background, blurred ("portrait mode"); *radius* is a fraction of the
+    long side. The subject is masked out of the blur, so it leaves no ghost behind itself."""
+
+    radius: float = 0.02
+
+
+Background = SolidColor | BackgroundImage | BlurredPhoto
+WHITE_BACKGROUND = SolidColor(WHITE)
+
+
+@dataclass(frozen=True)
 class OutputOptions:
     format: OutputFormat = "png"
-    background: tuple[int, int, int] | None = None  # flatten onto this colour
+    background: Background | None = None  # None: transparent (JPEG: white)
     mask_only: bool = False  # the alpha itself, as a grayscale image
     crop: bool = False  # crop to the subject's bounding box
     crop_margin: int = 0  # pixels kept around the subject when cropping
-    refine_edges: bool = False  # estimate foreground colours to remove fringes
+    refine_edges: bool = False  # estimate foreground colours in transparent output too
+    max_side: int | None = None  # scale down (never up) so the long side fits
+    max_pixels: int | None = None  # scale down (never up) to at most this many pixels
     png_compression: int = 1
     quality: int = 90  # JPEG and WebP
 
@@ -39,6 +75,10 @@ class OutputOptions:
             raise InvalidInput(f"Unknown output format {self.format!r}; use png, webp or jpeg.")
         if self.crop_margin < 0:
             raise InvalidInput("The crop margin cannot be negative.")
+        if (self.max_side is not None and self.max_side < 1) or (
+            self.max_pixels is not None and self.max_pixels < 1
+        ):
+            raise InvalidInput("The maximum output size must be at least 1 pixel.")
 
 
 @dataclass(frozen=True)
@@ -57,19 +97,19 @@ class Encoded:
         return EXTENSIONS[self.format]
 
 
-def parse_color(text: str) -> tuple[int, int, int]:
-    """Accept ``white``, ``#ff8800``, ``#f80`` or ``255,136,0``."""
+def parse_color(text: str) -> SolidColor:
+    """Accept ``white``, ``#ff8800``, ``#f80``, ``#ff880080`` (with alpha) or ``255,136,0``."""
     try:
         if "," in text:
             parts = tuple(int(p) for p in text.split(","))
-            if len(parts) != 3 or not all(0 <= p <= 255 for p in parts):
+            if len(parts) not in (3, 4) or not all(0 <= p <= 255 for p in parts):
                 raise ValueError(text)
-            return parts[0], parts[1], parts[2]
-        rgb = ImageColor.getrgb(text.strip())
-        return rgb[0], rgb[1], rgb[2]
+            return SolidColor((parts[0], parts[1], parts[2]), parts[3] if len(parts) == 4 else 255)
+        rgba = ImageColor.getrgb(text.strip())
+        return SolidColor((rgba[0], rgba[1], rgba[2]), rgba[3] if len(rgba) == 4 else 255)
     except ValueError:
         raise InvalidInput(
-            f"{text!r} is not a colour; use a name (white), #rrggbb or r,g,b."
+            f"{text!r} is not a colour; use a name (white), #rrggbb, #rrggbbaa or r,g,b."
         ) from None
 
 
@@ -79,14 +119,16 @@ def compose(photo: Photo, alpha: Image.Image, options: OutputOptions) -> Encoded
     if options.crop:
         box = subject_box(alpha, options.crop_margin)
         rgb, alpha = rgb.crop(box), alpha.crop(box)
+    rgb, alpha = _fit(rgb, alpha, options)
     if options.mask_only:
         return encode(alpha, options)  # a mask has no colours to manage
+    background = options.background or (WHITE_BACKGROUND if options.format == "jpeg" else None)
+    if options.format == "jpeg" and isinstance(background, SolidColor):
+        background = SolidColor(background.rgb)  # JPEG has no alpha: the colour, opaque
+    if background is not None:
+        return encode(flatten(rgb, alpha, background), options, photo.icc_profile)
     if options.refine_edges:
         rgb = estimate_foreground(rgb, alpha)
-    background = options.background or (WHITE if options.format == "jpeg" else None)
-    if background is not None:
-        flat = Image.composite(rgb, Image.new("RGB", rgb.size, background), alpha)
-        return encode(flat, options, photo.icc_profile)
     if options.format == "png":  # the common case: skip building the RGBA image at all
         data = png.encode_cutout(
             np.asarray(rgb),
@@ -96,6 +138,94 @@ def compose(photo: Photo, alpha: Image.Image, options: OutputOptions) -> Encoded
         )
         return Encoded(data, "png", rgb.width, rgb.height)
     return encode(cutout_rgba(rgb, alpha), options, photo.icc_profile)
+
+
+def flatten(rgb: Image.Image, alpha: Image.Image, background: Background) -> Image.Image:
+    """The subject over *background*: RGB, or RGBA for a semi-transparent colour."""
+    foreground = estimate_foreground(rgb, alpha)
+    if isinstance(background, SolidColor) and background.alpha < 255:
+        return _over_translucent(foreground, alpha, background)
+    return Image.composite(foreground, backdrop(rgb, alpha, background), alpha)
+
+
+def backdrop(rgb: Image.Image, alpha: Image.Image, background: Background) -> Image.Image:
+    """The opaque RGB picture that goes behind the subject, at the size of *rgb*."""
+    if isinstance(background, SolidColor):
+        return Image.new("RGB", rgb.size, background.rgb)
+    if isinstance(background, BackgroundImage):
+        return cover(background.image.convert("RGB"), rgb.size)
+    return blurred_background(rgb, alpha, background.radius)
+
+
+def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """*image* scaled (up or down) to cover *size* exactly, centred, the overflow cut off."""
+    width, height = size
+    scale = max(width / image.width, height / image.height)
+    scaled = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
+    box = (left / scale, top / scale, (left + width) / scale, (top + height) / scale)
+    return image.resize(size, Image.Resampling.LANCZOS, box=box)
+
+
+def blurred_background(rgb: Image.Image, alpha: Image.Image, radius: float) -> Image.Image:
+    """The background of *rgb* blurred, with the subject masked out of the blur.
+
+    A normalised convolution: blur(photo * bg) / blur(bg), where bg = 1 - alpha, so only
+    background pixels feed the blur and the subject's colours do not bleed around it. Works at a
+    reduced size (a blur has no fine detail to lose) and is scaled back up.
+    """
+    width, height = rgb.size
+    pixels = max(2.0, radius * max(width, height))
+    factor = max(1, int(pixels // 4))  # ~4 px of blur radius at the working size
+    small = (max(1, width // factor), max(1, height // factor))
+    photo = np.asarray(rgb.resize(small, Image.Resampling.BOX), np.float32)
+    weight = 1.0 - np.asarray(alpha.resize(small, Image.Resampling.BOX), np.float32) / 255.0
+    radius_small = max(1, round(pixels / factor / 2))
+    num = _blur(photo * weight[..., None], radius_small)
+    den = _blur(weight, radius_small)[..., None] + 1e-3
+    fallback = photo.mean(axis=(0, 1))  # no background anywhere near: the photo's mean colour
+    out = np.where(den > 0.02, num / den, fallback)
+    result = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+    return result.resize(rgb.size, Image.Resampling.BILINEAR)
+
+
+def _blur(x: np.ndarray, radius: int) -> np.ndarray:
+    """Two box passes: close enough to a Gaussian for a backdrop, O(N) for any radius."""
+    return box_filter(box_filter(x, radius), radius)
+
+
+def _over_translucent(
+    foreground: Image.Image, alpha: Image.Image, background: SolidColor
+) -> Image.Image:
+    """Porter-Duff "over" onto a semi-transparent colour: RGBA out."""
+    a = np.asarray(alpha, np.float32)[..., None] / 255.0
+    b = background.alpha / 255.0
+    out_a = a + b * (1.0 - a)
+    color = np.asarray(foreground, np.float32) * a + np.asarray(background.rgb, np.float32) * (
+        b * (1.0 - a)
+    )
+    color /= np.maximum(out_a, 1e-6)
+    rgba = np.concatenate([color, out_a * 255.0], axis=-1)
+    return Image.fromarray(np.clip(np.rint(rgba), 0, 255).astype(np.uint8), "RGBA")
+
+
+def _fit(
+    rgb: Image.Image, alpha: Image.Image, options: OutputOptions
+) -> tuple[Image.Image, Image.Image]:
+    """Scale both down (never up) to fit ``max_side`` and ``max_pixels``."""
+    width, height = rgb.size
+    scale = 1.0
+    if options.max_side:
+        scale = min(scale, options.max_side / max(width, height))
+    if options.max_pixels:
+        scale = min(scale, (options.max_pixels / (width * height)) ** 0.5)
+    if scale >= 1.0:
+        return rgb, alpha
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return (
+        rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0),
+        alpha.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0),
+    )
 
 
 def cutout_rgba(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
@@ -136,6 +266,6 @@ def encode(image: Image.Image, options: OutputOptions, icc_profile: bytes | None
     if options.format == "webp":
         image.save(buffer, "WEBP", quality=options.quality, alpha_quality=100, method=4, **extra)
     else:
-        flat = image.convert("L" if image.mode == "L" else "RGB")
+        flat = image.convert("L" if image.mode == "L" else "RGB")  # JPEG has no alpha
         flat.save(buffer, "JPEG", quality=options.quality, **extra)
     return Encoded(buffer.getvalue(), options.format, image.width, image.height)
