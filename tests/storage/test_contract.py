@@ -12,7 +12,17 @@ import pytest
 
 from cutout.config import Settings
 from cutout.errors import LimitReached, NotFound, StorageError
-from cutout.storage import KINDS, ImageInfo, MongoStore, Record, SQLiteStore, open_store
+from cutout.storage import (
+    KINDS,
+    ImageInfo,
+    MongoStore,
+    NewImage,
+    Record,
+    SQLiteStore,
+    Thumbnail,
+    open_store,
+)
+from tests.helpers import encode
 from tests.storage.conftest import JPEG, PHOTO, PNG, Backend, add_concurrently, new_record
 
 CREATED_ON = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
@@ -97,6 +107,10 @@ def _calls(record_id: str) -> list[Callable[[Any, str], object]]:
         lambda store, user: store.rename(user, record_id, "stolen"),
         lambda store, user: store.read_image(user, record_id, "original"),
         lambda store, user: store.read_image(user, record_id, "processed"),
+        lambda store, user: store.save_edit(user, record_id, EDIT),
+        lambda store, user: store.save_edit(user, record_id, None),
+        lambda store, user: store.save_thumbnail(user, record_id, "original", THUMB),
+        lambda store, user: store.read_thumbnail(user, record_id, "processed"),
         lambda store, user: store.delete(user, record_id),
     ]
 
@@ -278,3 +292,100 @@ def test_open_store_picks_mongo_with_a_uri(tmp_path: Path) -> None:
     assert isinstance(store, MongoStore)
     assert not (tmp_path / "data").exists()
     store.close()
+
+
+# -- touch-up edits and thumbnails ------------------------------------------------------------
+
+_HALF = PHOTO.convert("RGBA")
+_HALF.putalpha(128)
+EDIT = NewImage(encode(_HALF, "PNG"), "image/png", *PHOTO.size)
+THUMB = Thumbnail(encode(PHOTO.resize((32, 24)), "WEBP"), "image/webp", 32, 24, "a" * 64)
+
+
+def test_an_edit_becomes_the_current_cutout_and_a_reset_goes_back(backend: Backend) -> None:
+    store = backend.store
+    record = store.add(new_record("alice"), limit=5)
+    assert (record.edited, record.revision) == (False, 0)
+
+    edited = store.save_edit("alice", record.id, EDIT)
+
+    assert (edited.edited, edited.revision) == (True, 1)
+    assert edited.processed == EDIT.info() and edited.original == record.original
+    assert store.read_image("alice", record.id, "processed") == (EDIT.info(), EDIT.data)
+    assert store.read_image("alice", record.id, "original")[1] == JPEG
+    assert store.list("alice") == [edited] and store.get("alice", record.id) == edited
+    assert backend.stored_images() == 3
+
+    again = store.save_edit("alice", record.id, NewImage(PNG, "image/png", *PHOTO.size))
+    assert (again.edited, again.revision) == (True, 2)
+    assert backend.stored_images() == 3  # only the latest edit is kept
+
+    reset = store.save_edit("alice", record.id, None)
+
+    assert (reset.edited, reset.revision) == (False, 3)
+    assert reset == Record(**{**record.__dict__, "revision": 3})
+    assert store.read_image("alice", record.id, "processed") == (record.processed, PNG)
+    assert backend.stored_images() == 2
+    assert store.orphans(min_age=0) == []
+
+
+def test_rename_keeps_the_edit(backend: Backend) -> None:
+    record = backend.store.add(new_record("alice", "cat"), limit=5)
+    backend.store.save_edit("alice", record.id, EDIT)
+
+    renamed = backend.store.rename("alice", record.id, "cat, touched up")
+
+    assert (renamed.image_name, renamed.edited, renamed.processed) == (
+        "cat, touched up", True, EDIT.info(),
+    )  # fmt: skip
+
+
+def test_thumbnails_are_stored_replaced_and_read(backend: Backend) -> None:
+    store = backend.store
+    record = store.add(new_record("alice"), limit=5)
+    assert store.read_thumbnail("alice", record.id, "original") is None
+
+    store.save_thumbnail("alice", record.id, "original", THUMB)
+    newer = Thumbnail(encode(PHOTO.resize((16, 12)), "WEBP"), "image/webp", 16, 12, "b" * 64)
+    store.save_thumbnail("alice", record.id, "processed", THUMB)
+    store.save_thumbnail("alice", record.id, "processed", newer)
+
+    assert store.read_thumbnail("alice", record.id, "original") == THUMB
+    assert store.read_thumbnail("alice", record.id, "processed") == newer
+    assert store.get("alice", record.id) == record  # thumbnails do not change the record
+    assert backend.stored_images() == 4
+    assert store.orphans(min_age=0) == []
+
+
+def test_delete_removes_edits_and_thumbnails(backend: Backend) -> None:
+    store = backend.store
+    keep = store.add(new_record("alice", "keep"), limit=5)
+    gone = store.add(new_record("alice", "gone"), limit=5)
+    for record in (keep, gone):
+        store.save_edit("alice", record.id, EDIT)
+        for kind in KINDS:
+            store.save_thumbnail("alice", record.id, kind, THUMB)
+    assert backend.stored_images() == 10
+
+    store.delete("alice", gone.id)
+
+    assert backend.stored_images() == 5
+    assert store.orphans(min_age=0) == []
+    assert store.read_image("alice", keep.id, "processed")[1] == EDIT.data
+    for call in _calls(gone.id):
+        with pytest.raises(NotFound):
+            call(store, "alice")
+    assert backend.stored_images() == 5  # an edit of a deleted record stores nothing
+
+
+def test_another_users_edit_stores_nothing(backend: Backend) -> None:
+    store = backend.store
+    record = store.add(new_record("alice"), limit=5)
+
+    with pytest.raises(NotFound):
+        store.save_edit("mallory", record.id, EDIT)
+    with pytest.raises(NotFound):
+        store.save_thumbnail("mallory", record.id, "processed", THUMB)
+
+    assert store.get("alice", record.id) == record
+    assert backend.stored_images() == 2

@@ -304,6 +304,27 @@ def test_orphans_are_found_and_swept(mongo_backend: Backend) -> None:
     assert mongo_backend.stored_images() == 2
 
 
+def test_a_superseded_edit_that_could_not_be_deleted_is_swept(
+    mongo_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its record lives, but no longer names it: the sweep takes it, and nothing else."""
+    import cutout.storage.mongo
+    from tests.storage.test_contract import EDIT
+
+    store = _store(mongo_backend)
+    record = store.add(new_record("alice"), limit=5)
+    store.save_edit("alice", record.id, EDIT)
+    first = _raw(mongo_backend)["images"].find_one()["edit"]["file_id"]
+    with monkeypatch.context() as patch:
+        patch.setattr(cutout.storage.mongo, "_delete_files", lambda bucket, ids: None)
+        store.save_edit("alice", record.id, EDIT)
+
+    assert store.orphans(min_age=0) == [first]
+    assert store.sweep(min_age=0) == 1
+    assert store.read_image("alice", record.id, "processed")[1] == EDIT.data
+    assert mongo_backend.stored_images() == 3
+
+
 def test_old_orphans_are_swept_on_first_use(mongo_backend: Backend) -> None:
     _upload_orphan(mongo_backend, age=timedelta(hours=2))
     fresh = _upload_orphan(mongo_backend)

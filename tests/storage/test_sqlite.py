@@ -132,20 +132,25 @@ def test_two_store_instances_share_one_limit(data_dir: Path) -> None:
     assert len(list((data_dir / "images").iterdir())) == 8
 
 
-def test_a_database_from_before_migrations_is_brought_up_to_date(data_dir: Path) -> None:
+def test_a_database_from_before_migrations_is_brought_up_to_date(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A file made by the first release (schema.sql, user_version 1) keeps its rows."""
+    import cutout.storage.sqlite
     from cutout.storage.sqlite import migrations
 
-    store = SQLiteStore(data_dir)
-    kept = store.add(new_record(), limit=5)
-    newest = migrations()[-1][0]
+    all_migrations = migrations()
+    with monkeypatch.context() as patch:  # the first release knew only the first schema
+        patch.setattr(cutout.storage.sqlite, "migrations", lambda: all_migrations[:1])
+        kept = SQLiteStore(data_dir).add(new_record(), limit=5)
     with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
-        conn.execute("PRAGMA user_version = 1")  # as the first release left it
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
 
     again = SQLiteStore(data_dir)
-    assert [r.id for r in again.list("alice")] == [kept.id]
+    assert again.list("alice") == [kept]
+    assert again.read_image("alice", kept.id, "processed")[1] == PNG
     with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == newest
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == all_migrations[-1][0]
 
 
 def test_migrations_are_numbered_and_run_once_when_stores_start_together(
@@ -171,3 +176,25 @@ def test_migrations_are_numbered_and_run_once_when_stores_start_together(
     assert errors == []
     with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == numbers[-1]
+
+
+def test_a_superseded_edit_that_could_not_be_removed_is_swept(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old edit's file goes after the row points at the new one; if that removal fails
+    (or the process dies first), the sweep finds a file no row names, though its record lives."""
+    import cutout.storage.sqlite
+    from tests.storage.test_contract import EDIT
+
+    store = SQLiteStore(data_dir)
+    record = store.add(new_record(), limit=5)
+    store.save_edit("alice", record.id, EDIT)
+    [first] = (data_dir / "images").glob(f"{record.id}.edit-*")
+    with monkeypatch.context() as patch:
+        patch.setattr(cutout.storage.sqlite, "_remove_files", lambda paths: None)
+        store.save_edit("alice", record.id, EDIT)
+
+    assert store.orphans(min_age=0) == [first]
+    assert store.sweep(min_age=0) == 1
+    assert store.read_image("alice", record.id, "processed")[1] == EDIT.data
+    assert len(list((data_dir / "images").iterdir())) == 3

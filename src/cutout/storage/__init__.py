@@ -18,6 +18,7 @@ from cutout.storage.base import (
     NewImage,
     NewRecord,
     Record,
+    Thumbnail,
     now_created_on,
 )
 from cutout.storage.mongo import MongoStore
@@ -33,6 +34,7 @@ __all__ = [
     "NewRecord",
     "Record",
     "SQLiteStore",
+    "Thumbnail",
     "now_created_on",
     "open_store",
 ]

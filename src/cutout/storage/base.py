@@ -67,11 +67,29 @@ class Record:
     processed: ImageInfo | None
     engine: str
     model: str
+    # -- touch-up (issue 10): ``processed`` is the *current* cut-out, the model's or an edit --
+    edited: bool = False  # the current cut-out is a touched-up revision, not the model's
+    revision: int = 0  # bumped by every saved edit or reset: names the current cut-out
 
     @property
     def legacy(self) -> bool:
         """True for documents written by the seed's app, whose images are base64 fields."""
         return self.original is None
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A small picture of one of a record's images, for the page's history.
+
+    ``source_sha256`` is the sha256 of the image it was made from, so a thumbnail left over from
+    before an edit (or a reset) is recognised as stale and made again.
+    """
+
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+    source_sha256: str
 
 
 def now_created_on() -> str:
@@ -103,11 +121,28 @@ class ImageStore(Protocol):
     def rename(self, user_id: str, record_id: str, image_name: str) -> Record: ...
 
     def delete(self, user_id: str, record_id: str) -> None:
-        """Delete the record and its images (no orphan bytes). :raises NotFound:"""
+        """Delete the record and all its images: edits and thumbnails too. :raises NotFound:"""
         ...
 
     def read_image(self, user_id: str, record_id: str, kind: Kind) -> tuple[ImageInfo, bytes]:
         """The bytes of one image with its info (computed on the fly for legacy documents)."""
+        ...
+
+    def save_edit(self, user_id: str, record_id: str, processed: NewImage | None) -> Record:
+        """Make *processed* the record's current cut-out; ``None`` goes back to the model's.
+
+        The model's own cut-out is never overwritten, so going back always works; only the
+        latest edit is kept (the one it replaces is deleted). Bumps ``revision``.
+        :raises NotFound: no such record, or not this user's (then nothing is stored).
+        """
+        ...
+
+    def save_thumbnail(self, user_id: str, record_id: str, kind: Kind, thumb: Thumbnail) -> None:
+        """Store (or replace) the thumbnail of the record's *kind* image. :raises NotFound:"""
+        ...
+
+    def read_thumbnail(self, user_id: str, record_id: str, kind: Kind) -> Thumbnail | None:
+        """The stored thumbnail of *kind*, or None if there is none yet. :raises NotFound:"""
         ...
 
     def ping(self) -> None:

@@ -4,7 +4,13 @@ A record document keeps the seed's field names and adds what the seed lacked::
 
     {_id: ObjectId, user_id, image_name, created_on: "YYYY-MM-DD HH:MM:SS", engine, model,
      slot: 3, slot_key: "<user_id>#3",
-     original: {file_id, media_type, size_bytes, width, height, sha256}, processed: {...}}
+     original: {file_id, media_type, size_bytes, width, height, sha256}, processed: {...},
+     revision: 2, edit: {file_id, ...},                  # a touched-up cut-out (optional)
+     thumbs: {original: {file_id, ..., source_sha256}, processed: {...}}}   # (optional)
+
+``processed`` stays the model's cut-out; ``edit``, when present, is the current one (a reset
+removes it). Every GridFS file carries ``metadata.record_id``, so deletes and the sweep find all
+of a record's files.
 
 Documents the seed's app wrote (``original_image_base64`` / ``processed_image_base64``, no
 ``original``/``processed``, no slot) are still listed, shown, renamed, deleted and counted;
@@ -25,8 +31,9 @@ user is over it (only possible when older records sit in slots above the new lim
 **All-or-nothing.** Images go to GridFS first, tagged with the id the record will get; then the
 record is inserted. If anything fails, the record is deleted (an insert whose reply was lost
 may have landed) and then the files. A process that dies in between leaves files tagged with
-an id no record has: :meth:`MongoStore.sweep` removes exactly those (once per process on first
-use, and on demand), so it can never take the images of a record that exists.
+an id no record has, or (for an edit or thumbnail replaced at that moment) files their record
+no longer names: :meth:`MongoStore.sweep` removes exactly those (once per process on first use,
+and on demand), so it can never take an image a record refers to.
 """
 
 from __future__ import annotations
@@ -54,7 +61,16 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from cutout.errors import LimitReached, NotFound, StorageError
-from cutout.storage.base import KINDS, ImageInfo, Kind, NewImage, NewRecord, Record, now_created_on
+from cutout.storage.base import (
+    KINDS,
+    ImageInfo,
+    Kind,
+    NewImage,
+    NewRecord,
+    Record,
+    Thumbnail,
+    now_created_on,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +88,15 @@ MAX_ATTEMPTS = 50
 LEGACY_ENGINE = LEGACY_MODEL = "objectcut"
 LEGACY_FIELDS = {"original": "original_image_base64", "processed": "processed_image_base64"}
 #: Everything a Record needs and nothing heavy: never the seed's base64 images.
-RECORD_PROJECTION = {"original_image_base64": 0, "processed_image_base64": 0, "slot_key": 0}
+RECORD_PROJECTION = {
+    "original_image_base64": 0,
+    "processed_image_base64": 0,
+    "slot_key": 0,
+    "thumbs": 0,
+}
+#: The fields that hold GridFS file ids: what a delete or the sweep must account for.
+EDIT, THUMBS = "edit", "thumbs"
+FILES_PROJECTION = {f"{field}.file_id": 1 for field in (*KINDS, EDIT)} | {THUMBS: 1}
 _ID = re.compile(r"[0-9a-fA-F]{24}")
 
 
@@ -139,22 +163,62 @@ class MongoStore:
     def delete(self, user_id: str, record_id: str) -> None:
         """Delete the document, then its GridFS files (leftovers are swept later)."""
         query = _owned(user_id, record_id)
-        projection = {f"{kind}.file_id": 1 for kind in KINDS}
         with _storage_errors("delete the record"):
-            doc = _found(self._records().find_one_and_delete(query, projection=projection))
-            files = [doc[k]["file_id"] for k in KINDS if isinstance(doc.get(k), dict)]
-            _delete_files(self._bucket(), files)
+            doc = _found(self._records().find_one_and_delete(query, projection=FILES_PROJECTION))
+            _delete_files(self._bucket(), _referenced_files(doc))
 
     def read_image(self, user_id: str, record_id: str, kind: Kind) -> tuple[ImageInfo, bytes]:
         query = _owned(user_id, record_id)
         with _storage_errors(f"read the {kind} image"):
-            doc = _found(self._records().find_one(query, {kind: 1, LEGACY_FIELDS[kind]: 1}))
-            if isinstance(doc.get(kind), dict):
-                data = self._bucket().open_download_stream(doc[kind]["file_id"]).read()
-                return _info(doc[kind]), data
+            doc, stored = self._current(query, kind)
+            if stored is not None:
+                try:
+                    return _info(stored), self._download(stored)
+                except NoFile:
+                    if stored is not doc.get(EDIT):
+                        raise
+                # An edit replaced between the find and the read: the record names the new one.
+                doc, stored = self._current(query, kind)
+                if stored is not None:
+                    return _info(stored), self._download(stored)
         if isinstance(doc.get(LEGACY_FIELDS[kind]), str):
             return _legacy_image(doc[LEGACY_FIELDS[kind]])
         raise StorageError(f"Record {record_id} has no {kind} image stored.")
+
+    def save_edit(self, user_id: str, record_id: str, processed: NewImage | None) -> Record:
+        query = _owned(user_id, record_id)
+        with _storage_errors("save the edit"):
+            self._records()
+            if processed is None:
+                change: Doc = {"$unset": {EDIT: ""}, "$inc": {"revision": 1}}
+                self._replace_subdocument(query, EDIT, change, None)
+            else:
+                self._save_subdocument(query, EDIT, processed, None, bump=True)
+            doc = self._records().find_one(query, RECORD_PROJECTION)
+        return _record(_found(doc))
+
+    def save_thumbnail(self, user_id: str, record_id: str, kind: Kind, thumb: Thumbnail) -> None:
+        query = _owned(user_id, record_id)
+        image = NewImage(thumb.data, thumb.media_type, thumb.width, thumb.height)
+        with _storage_errors("save the thumbnail"):
+            self._records()
+            self._save_subdocument(
+                query, f"{THUMBS}.{kind}", image, thumb.source_sha256, bump=False
+            )
+
+    def read_thumbnail(self, user_id: str, record_id: str, kind: Kind) -> Thumbnail | None:
+        query = _owned(user_id, record_id)
+        with _storage_errors("read the thumbnail"):
+            doc = _found(self._records().find_one(query, {f"{THUMBS}.{kind}": 1}))
+            sub = doc.get(THUMBS, {}).get(kind)
+            if not isinstance(sub, dict):
+                return None
+            try:
+                data = self._bucket().open_download_stream(sub["file_id"]).read()
+            except NoFile:
+                return None  # replaced meanwhile: the caller makes one again
+        info = _info(sub)
+        return Thumbnail(data, info.media_type, info.width, info.height, sub["source_sha256"])
 
     def ping(self) -> None:
         with _storage_errors("reach MongoDB"):
@@ -195,6 +259,53 @@ class MongoStore:
         return self._bucket().upload_from_stream(
             f"{record_id}.{kind}", image.data, metadata=metadata
         )
+
+    def _current(self, query: Doc, kind: Kind) -> tuple[Doc, Doc | None]:
+        """The record and the subdocument of its current *kind* image (None: a seed image)."""
+        projection = {kind: 1, LEGACY_FIELDS[kind]: 1, EDIT: 1}
+        doc = _found(self._records().find_one(query, projection))
+        for field in (EDIT, kind) if kind == "processed" else (kind,):
+            if isinstance(doc.get(field), dict):
+                return doc, doc[field]
+        return doc, None
+
+    def _download(self, sub: Doc) -> bytes:
+        data: bytes = self._bucket().open_download_stream(sub["file_id"]).read()
+        return data
+
+    def _save_subdocument(
+        self, query: Doc, field: str, image: NewImage, source_sha256: str | None, *, bump: bool
+    ) -> None:
+        """Upload *image*, then point the record's *field* at it (and drop what it named)."""
+        metadata = {"record_id": query["_id"], "user_id": query["user_id"], "kind": field}
+        file_id = self._bucket().upload_from_stream(
+            f"{query['_id']}.{field}", image.data, metadata=metadata
+        )
+        sub = _subdocument(file_id, image.info())
+        if source_sha256 is not None:
+            sub["source_sha256"] = source_sha256
+        change: Doc = {"$set": {field: sub}}
+        if bump:
+            change["$inc"] = {"revision": 1}
+        self._replace_subdocument(query, field, change, file_id)
+
+    def _replace_subdocument(
+        self, query: Doc, field: str, change: Doc, new_file: ObjectId | None
+    ) -> None:
+        """Apply *change* to the record if it is still there; delete the file *field* named
+        before (or, if the record is gone, the new file)."""
+        try:
+            before = self._records().find_one_and_update(
+                query, change, projection={field: 1}, return_document=ReturnDocument.BEFORE
+            )
+            _found(before)
+        except BaseException:
+            if new_file is not None:
+                _delete_files(self._bucket(), [new_file])
+            raise
+        old = _lookup(before, field)
+        if isinstance(old, dict) and old.get("file_id") != new_file:
+            _delete_files(self._bucket(), [old["file_id"]])
 
     def _insert_record(
         self, record_id: ObjectId, record: NewRecord, files: builtins.list[ObjectId], limit: int
@@ -301,7 +412,8 @@ def _delete_files(bucket: GridFSBucket, file_ids: list[ObjectId]) -> None:
 
 
 def _orphans(database: Database[Doc], min_age: float) -> list[ObjectId]:
-    """GridFS files older than *min_age* seconds tagged with a record id no record has."""
+    """GridFS files older than *min_age* seconds that their record does not name (or whose
+    record does not exist)."""
     # GridFS stores uploadDate as naive UTC; compare like with like.
     cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=min_age)
     files = list(
@@ -311,8 +423,29 @@ def _orphans(database: Database[Doc], min_age: float) -> list[ObjectId]:
         )
     )
     wanted = list({f["metadata"]["record_id"] for f in files})
-    live = {d["_id"] for d in database[COLLECTION].find({"_id": {"$in": wanted}}, {"_id": 1})}
-    return [f["_id"] for f in files if f["metadata"]["record_id"] not in live]
+    referenced = {
+        file_id
+        for doc in database[COLLECTION].find({"_id": {"$in": wanted}}, FILES_PROJECTION)
+        for file_id in _referenced_files(doc)
+    }
+    return [f["_id"] for f in files if f["_id"] not in referenced]
+
+
+def _referenced_files(doc: Doc) -> list[ObjectId]:
+    """Every GridFS file a record document names: its images, its edit, its thumbnails."""
+    subs = [doc.get(field) for field in (*KINDS, EDIT)]
+    thumbs = doc.get(THUMBS)
+    if isinstance(thumbs, dict):
+        subs += list(thumbs.values())
+    return [sub["file_id"] for sub in subs if isinstance(sub, dict) and "file_id" in sub]
+
+
+def _lookup(doc: Doc | None, dotted: str) -> Any:
+    """``doc["a"]["b"]`` for ``"a.b"``, or None where a level is missing."""
+    value: Any = doc
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _sweep_at_start(database: Database[Doc]) -> None:
@@ -361,11 +494,13 @@ def _document(record_id: ObjectId, record: NewRecord, files: list[ObjectId], slo
         "slot_key": f"{record.user_id}#{slot}",
     }
     for kind, file_id in zip(KINDS, files, strict=True):
-        info = _image(record, kind).info()
-        doc[kind] = {"file_id": file_id, "media_type": info.media_type,
-                     "size_bytes": info.size_bytes, "width": info.width,
-                     "height": info.height, "sha256": info.sha256}  # fmt: skip
+        doc[kind] = _subdocument(file_id, _image(record, kind).info())
     return doc
+
+
+def _subdocument(file_id: ObjectId, info: ImageInfo) -> Doc:
+    return {"file_id": file_id, "media_type": info.media_type, "size_bytes": info.size_bytes,
+            "width": info.width, "height": info.height, "sha256": info.sha256}  # fmt: skip
 
 
 def _owned(user_id: str, record_id: str) -> Doc:
@@ -396,8 +531,12 @@ def _info(sub: Doc) -> ImageInfo:
 
 
 def _record(doc: Doc) -> Record:
-    """A Record from a document of ours or of the seed's app (then without image infos)."""
+    """A Record from a document of ours or of the seed's app (then without image infos);
+    ``processed`` is the edit when there is one."""
     images = {k: _info(doc[k]) if isinstance(doc.get(k), dict) else None for k in KINDS}
+    edited = isinstance(doc.get(EDIT), dict)
+    if edited:
+        images["processed"] = _info(doc[EDIT])
     return Record(
         id=str(doc["_id"]),
         user_id=doc["user_id"],
@@ -407,6 +546,8 @@ def _record(doc: Doc) -> Record:
         processed=images["processed"],
         engine=doc.get("engine", LEGACY_ENGINE),
         model=doc.get("model", LEGACY_MODEL),
+        edited=edited,
+        revision=int(doc.get("revision", 0)),
     )
 
 

@@ -4,7 +4,9 @@ Layout under ``data_dir``::
 
     cutout.sqlite3            records (migrations/NNNN_*.sql), no image bytes
     images/<id>.original      the upload, written atomically (temp file + os.replace)
-    images/<id>.processed     the cut-out
+    images/<id>.processed     the model's cut-out (never overwritten)
+    images/<id>.<kind>-<hex>  the record's other images (its edited cut-out, thumbnails), each
+                              named by a ``record_images`` row; a new version gets a new name
 
 Concurrency: every operation opens its own short-lived connection (cheap for a local file),
 so no connection is ever shared between threads or carried across a gunicorn fork. Writes
@@ -14,7 +16,7 @@ interleave with another add. The busy timeout makes the others wait instead of f
 
 All-or-nothing: images are written before the row, and removed again if the row cannot be
 written. A crash between the two leaves files without a row; :meth:`SQLiteStore.sweep` removes
-those (it runs once when the store is first used).
+those (it runs once when the store is first used), and also any file no row names any more.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -41,6 +44,7 @@ from cutout.storage.base import (
     NewImage,
     NewRecord,
     Record,
+    Thumbnail,
     now_created_on,
 )
 
@@ -57,6 +61,16 @@ _MIGRATION = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _COLUMNS = "id, user_id, image_name, created_on, engine, model, " + ", ".join(
     f"{k}_{f}" for k in KINDS for f in ("media_type", "size_bytes", "width", "height", "sha256")
 )
+_INFO = ("media_type", "size_bytes", "width", "height", "sha256")
+#: A record with its current edit, if any (the row of kind 'edit' in record_images).
+_SELECT = (
+    "SELECT "
+    + ", ".join(f"r.{c}" for c in _COLUMNS.split(", "))
+    + ", r.revision, "
+    + ", ".join(f"e.{f} AS edit_{f}" for f in (*_INFO, "file"))
+    + " FROM records r LEFT JOIN record_images e ON e.record_id = r.id AND e.kind = 'edit'"
+)
+EDIT = "edit"
 
 
 class SQLiteStore:
@@ -98,8 +112,7 @@ class SQLiteStore:
     def list(self, user_id: str) -> list[Record]:
         with self._connection("list the records") as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE user_id = ? "
-                "ORDER BY created_on DESC, seq DESC",
+                f"{_SELECT} WHERE r.user_id = ? ORDER BY r.created_on DESC, r.seq DESC",
                 (user_id,),
             )
             return [_record(row) for row in rows]
@@ -107,40 +120,81 @@ class SQLiteStore:
     def get(self, user_id: str, record_id: str) -> Record:
         _check_id(record_id)
         with self._connection("read the record") as conn:
-            cursor = conn.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE id = ? AND user_id = ?",
-                (record_id, user_id),
-            )
-            return _record(_found(cursor.fetchone()))
+            return _select(conn, user_id, record_id)
 
     def rename(self, user_id: str, record_id: str, image_name: str) -> Record:
         _check_id(record_id)
-        with self._connection("rename the record") as conn:
+        with self._connection("rename the record") as conn, _immediate(conn):
             cursor = conn.execute(
-                f"UPDATE records SET image_name = ? WHERE id = ? AND user_id = ? "
-                f"RETURNING {_COLUMNS}",
+                "UPDATE records SET image_name = ? WHERE id = ? AND user_id = ? RETURNING id",
                 (image_name, record_id, user_id),
             )
-            # Read the row before the connection closes: that ends the statement and commits.
-            return _record(_found(_only(cursor)))
+            _found(_only(cursor))
+            return _select(conn, user_id, record_id)
 
     def delete(self, user_id: str, record_id: str) -> None:
-        """Delete the row, then its files (a crash in between leaves files the sweep removes)."""
+        """Delete the rows, then every file of the record (a crash in between leaves files the
+        sweep removes)."""
         _check_id(record_id)
-        with self._connection("delete the record") as conn:
+        with self._connection("delete the record") as conn, _immediate(conn):
             cursor = conn.execute(
                 "DELETE FROM records WHERE id = ? AND user_id = ? RETURNING id",
                 (record_id, user_id),
             )
             _found(_only(cursor))
-        _remove_files([self._image_path(record_id, kind) for kind in KINDS])
+            conn.execute("DELETE FROM record_images WHERE record_id = ?", (record_id,))
+        # By name rather than by row: this also takes an edit or thumbnail whose writer is
+        # still between its file and its row (that writer then finds no record and stops).
+        _remove_files(builtins.list(self.images_dir.glob(f"{record_id}.*")))
 
     def read_image(self, user_id: str, record_id: str, kind: Kind) -> tuple[ImageInfo, bytes]:
-        record = self.get(user_id, record_id)
-        info = record.original if kind == "original" else record.processed
-        assert info is not None  # every SQLite row has both images
+        _check_id(record_id)
+        info, path, edited = self._current(user_id, record_id, kind)
+        try:
+            with _storage_errors(f"read the {kind} image"):
+                return info, path.read_bytes()
+        except StorageError as exc:
+            if not (edited and isinstance(exc.__cause__, FileNotFoundError)):
+                raise
+        # An edit replaced between the row and the read: the row names the new file now.
+        info, path, _ = self._current(user_id, record_id, kind)
         with _storage_errors(f"read the {kind} image"):
-            return info, self._image_path(record_id, kind).read_bytes()
+            return info, path.read_bytes()
+
+    def save_edit(self, user_id: str, record_id: str, processed: NewImage | None) -> Record:
+        _check_id(record_id)
+        extra = None if processed is None else _Extra(processed.info(), processed.data, None)
+        with _storage_errors("save the edit"):
+            self._setup()
+            self._replace_extra(user_id, record_id, EDIT, extra)
+        return self.get(user_id, record_id)
+
+    def save_thumbnail(self, user_id: str, record_id: str, kind: Kind, thumb: Thumbnail) -> None:
+        _check_id(record_id)
+        image = NewImage(thumb.data, thumb.media_type, thumb.width, thumb.height)
+        with _storage_errors("save the thumbnail"):
+            self._setup()
+            extra = _Extra(image.info(), thumb.data, thumb.source_sha256)
+            self._replace_extra(user_id, record_id, _thumb(kind), extra)
+
+    def read_thumbnail(self, user_id: str, record_id: str, kind: Kind) -> Thumbnail | None:
+        _check_id(record_id)
+        with self._connection("read the thumbnail") as conn:
+            row = conn.execute(
+                "SELECT r.id, e.* FROM records r LEFT JOIN record_images e "
+                "ON e.record_id = r.id AND e.kind = ? WHERE r.id = ? AND r.user_id = ?",
+                (_thumb(kind), record_id, user_id),
+            ).fetchone()
+        if _found(row)["file"] is None:
+            return None
+        try:
+            with _storage_errors("read the thumbnail"):
+                data = (self.images_dir / row["file"]).read_bytes()
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return None  # replaced meanwhile: the caller makes one again
+            raise
+        return Thumbnail(data, row["media_type"], row["width"], row["height"], row["source_sha256"])
 
     def ping(self) -> None:
         with self._connection("reach the database") as conn:
@@ -169,8 +223,12 @@ class SQLiteStore:
     # -- internals (tests patch _save_image and _insert_record to inject failures) ---------
 
     def _save_image(self, record_id: str, kind: Kind, data: bytes) -> Path:
-        """Write *data* so the final name holds either nothing or all of it."""
         path = self._image_path(record_id, kind)
+        self._write(path, data)
+        return path
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write *data* so the final name holds either nothing or all of it."""
         fd, tmp = tempfile.mkstemp(dir=self.images_dir, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -181,7 +239,59 @@ class SQLiteStore:
         except BaseException:
             _remove_files([Path(tmp)])
             raise
-        return path
+
+    def _current(self, user_id: str, record_id: str, kind: Kind) -> tuple[ImageInfo, Path, bool]:
+        """The info and file of the record's current *kind* image; True if it is an edit."""
+        with self._connection(f"read the {kind} image") as conn:
+            row = _found(conn.execute(f"{_SELECT} WHERE r.id = ? AND r.user_id = ?",
+                                      (record_id, user_id)).fetchone())  # fmt: skip
+        record = _record(row)  # one statement: the edit's info and file name agree
+        info = record.original if kind == "original" else record.processed
+        assert info is not None  # every SQLite row has both images
+        if kind == "processed" and record.edited:
+            return info, self.images_dir / row["edit_file"], True
+        return info, self._image_path(record_id, kind), False
+
+    def _write_extra(self, record_id: str, kind: str, data: bytes) -> str:
+        """Write one of the record's other images under a fresh name; return the name."""
+        name = f"{record_id}.{kind.replace(':', '-')}-{secrets.token_hex(4)}"
+        self._write(self.images_dir / name, data)
+        return name
+
+    def _replace_extra(self, user_id: str, record_id: str, kind: str, extra: _Extra | None) -> None:
+        """Point the record's *kind* row at a newly written file (or drop it), then remove the
+        file it named. The record is checked in the same transaction, so a record deleted
+        meanwhile gets no row; the new file then goes again.
+        """
+        new = self._write_extra(record_id, kind, extra.data) if extra else None
+        try:
+            with self._connection("save the image") as conn, _immediate(conn):
+                owned = conn.execute(
+                    "SELECT 1 FROM records WHERE id = ? AND user_id = ?", (record_id, user_id)
+                ).fetchone()
+                _found(owned)
+                old = _extra_file(conn, record_id, kind)
+                conn.execute(
+                    "DELETE FROM record_images WHERE record_id = ? AND kind = ?",
+                    (record_id, kind),
+                )
+                if extra and new:
+                    conn.execute(
+                        "INSERT INTO record_images (record_id, kind, file, media_type, "
+                        "size_bytes, width, height, sha256, source_sha256) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (record_id, kind, new, *_info_values(extra.info), extra.source_sha256),
+                    )
+                if kind == EDIT:
+                    conn.execute(
+                        "UPDATE records SET revision = revision + 1 WHERE id = ?", (record_id,)
+                    )
+        except BaseException:
+            if new:
+                _remove_files([self.images_dir / new])
+            raise
+        if old:
+            _remove_files([self.images_dir / old])
 
     def _insert_record(self, record_id: str, record: NewRecord, limit: int) -> Record:
         """Count and insert under SQLite's single-writer lock, so the limit holds exactly."""
@@ -287,8 +397,14 @@ class SQLiteStore:
         if not candidates:
             return []
         live = {row[0] for row in conn.execute("SELECT id FROM records")}
-        # Temp files start with "."; their id part never matches a live id.
-        return [p for p in candidates if p.name.split(".")[0] not in live]
+        extras = {row[0] for row in conn.execute("SELECT file FROM record_images")}
+
+        def referenced(path: Path) -> bool:
+            # Temp files start with "."; their id part never matches a live id.
+            record_id, _, rest = path.name.partition(".")
+            return record_id in live and (rest in KINDS or path.name in extras)
+
+        return [p for p in candidates if not referenced(p)]
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -367,6 +483,35 @@ def _statements(sql: str) -> builtins.list[str]:
     return statements
 
 
+@dataclass(frozen=True)
+class _Extra:
+    info: ImageInfo
+    data: bytes
+    source_sha256: str | None
+
+
+def _thumb(kind: Kind) -> str:
+    return f"thumb:{kind}"
+
+
+def _select(conn: sqlite3.Connection, user_id: str, record_id: str) -> Record:
+    row = conn.execute(
+        f"{_SELECT} WHERE r.id = ? AND r.user_id = ?", (record_id, user_id)
+    ).fetchone()
+    return _record(_found(row))
+
+
+def _extra_file(conn: sqlite3.Connection, record_id: str, kind: str) -> str | None:
+    row = conn.execute(
+        "SELECT file FROM record_images WHERE record_id = ? AND kind = ?", (record_id, kind)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _info_values(info: ImageInfo) -> tuple[str, int, int, int, str]:
+    return info.media_type, info.size_bytes, info.width, info.height, info.sha256
+
+
 def _check_id(record_id: str) -> None:
     # Ids also name files, so this check is what keeps "../x" out of the images directory.
     if not _ID.fullmatch(record_id):
@@ -422,22 +567,27 @@ def _row_values(record: Record) -> list[str | int]:
 
 
 def _record(row: sqlite3.Row) -> Record:
-    def info(kind: Kind) -> ImageInfo:
+    """A Record from a ``_SELECT`` row: ``processed`` is the edit when there is one."""
+
+    def info(prefix: str) -> ImageInfo:
         return ImageInfo(
-            media_type=row[f"{kind}_media_type"],
-            size_bytes=row[f"{kind}_size_bytes"],
-            width=row[f"{kind}_width"],
-            height=row[f"{kind}_height"],
-            sha256=row[f"{kind}_sha256"],
+            media_type=row[f"{prefix}_media_type"],
+            size_bytes=row[f"{prefix}_size_bytes"],
+            width=row[f"{prefix}_width"],
+            height=row[f"{prefix}_height"],
+            sha256=row[f"{prefix}_sha256"],
         )
 
+    edited = row["edit_sha256"] is not None
     return Record(
         id=row["id"],
         user_id=row["user_id"],
         image_name=row["image_name"],
         created_on=row["created_on"],
         original=info("original"),
-        processed=info("processed"),
+        processed=info("edit" if edited else "processed"),
         engine=row["engine"],
         model=row["model"],
+        edited=edited,
+        revision=row["revision"],
     )
