@@ -23,6 +23,7 @@ from cutout.imaging.decode import Limits
 from cutout.service import ImageService
 from cutout.storage import open_store
 from cutout.storage.base import ImageStore
+from cutout.studio import Studio
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -76,19 +77,23 @@ def create_app(
         user_limit=settings.user_limit,
         output=OutputOptions(png_compression=settings.png_compression),
     )
+    app.extensions["cutout.studio"] = Studio(
+        images=app.extensions["cutout.service"], fetch_policy=settings.fetch_policy
+    )
     _register(app)
     return app
 
 
 def _register(app: Flask) -> None:
     from cutout import health
-    from cutout.web import errors, identity, security, views
+    from cutout.web import errors, identity, security, studio, views
 
     security.init_app(app)
     identity.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(studio.bp)
 
 
 def start_engine(settings: Settings) -> EngineLoader:

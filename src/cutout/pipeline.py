@@ -15,9 +15,11 @@ from cutout.imaging.refine import refine_alpha
 
 @dataclass(frozen=True)
 class Cutout:
-    """The result of one removal: the decoded input, the encoded output, and provenance."""
+    """The result of one removal: the decoded input, its alpha, the encoded output, and
+    provenance."""
 
     photo: Photo
+    alpha: Image.Image  # full size, L mode: what the page's thumbnails and touch-ups start from
     output: Encoded
     engine: str
     model: str
@@ -37,6 +39,7 @@ def remove_background(
     output = compose(photo, alpha, options)
     return Cutout(
         photo=photo,
+        alpha=alpha,
         output=output,
         engine=engine.name,
         model=engine.model,

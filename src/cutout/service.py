@@ -17,6 +17,7 @@ from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits, Photo
 from cutout.pipeline import remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
+from cutout.thumbnails import save_thumbnails
 
 NAME_MAX = 100
 #: Uploads in these formats are kept byte for byte; browsers can show them.
@@ -74,7 +75,9 @@ class ImageService:
             engine=cutout.engine,
             model=cutout.model,
         )
-        return self.store.add(record, limit=self.user_limit)
+        stored = self.store.add(record, limit=self.user_limit)
+        save_thumbnails(self.store, stored, cutout.photo, cutout.alpha)
+        return stored
 
     def history(self, user_id: str) -> list[Record]:
         return self.store.list(user_id)

@@ -2,8 +2,8 @@
 
 Three audiences get the same error three ways:
 
-* the upload form (``POST /`` from a browser) gets a 302 back to ``/`` with a flash message,
-  worded exactly as the seed's where the seed had one;
+* the upload forms (``POST /`` and ``POST /from-url`` from a browser) get a 302 back to ``/``
+  with a flash message, worded exactly as the seed's where the seed had one;
 * programs (``Accept: application/json``, or the JSON endpoints PUT/DELETE) get
   ``{"error": code, "message": text}`` with the status below;
 * anything else gets a small HTML error page with that status.
@@ -39,6 +39,8 @@ FAILED = "Failed to generate the image"
 LIMIT = e.LimitReached.MESSAGE
 UNEXPECTED = "Something went wrong"
 BUSY = "The server is busy removing other backgrounds. Please try again in a moment."
+#: Forms a browser posts without JavaScript: their failures come back as flash messages.
+FORM_ENDPOINTS = {"web.create", "studio.create_from_url"}
 
 
 def status_of(exc: e.CutoutError) -> int:
@@ -80,7 +82,7 @@ def too_large_message() -> str:
 
 
 def error_response(exc: Exception, status: int, code: str, message: str) -> ResponseReturnValue:
-    if request.method == "POST" and request.endpoint == "web.create" and not wants_json():
+    if request.method == "POST" and request.endpoint in FORM_ENDPOINTS and not wants_json():
         flash(flash_message(exc), "danger")
         return redirect(url_for("web.index"))
     if wants_json():

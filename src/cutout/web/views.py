@@ -24,7 +24,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from cutout.errors import InvalidInput, NotFound
+from cutout.errors import InvalidInput, LimitReached, NotFound
 from cutout.service import ImageService
 from cutout.storage.base import KINDS, ImageInfo, Record
 from cutout.web.errors import SUCCESS, wants_json
@@ -65,6 +65,7 @@ def index() -> ResponseReturnValue:
         limit=limit,
         used=len(records),
         max_upload_mb=current_app.config["CUTOUT"].max_upload_mb,
+        limit_message=LimitReached.MESSAGE,  # the queue shows it for photos that do not fit
     )
 
 
@@ -158,4 +159,9 @@ def record_json(record: Record) -> dict[str, Any]:
         "processed": info(record.processed),
         "engine": record.engine,
         "model": record.model,
+        "edited": record.edited,  # the cut-out was touched up by hand (the model's is kept)
+        "revision": record.revision,
+        "thumbnail_urls": {
+            kind: url_for("studio.thumbnail", record_id=record.id, kind=kind) for kind in KINDS
+        },
     }
