@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 TESTDATA ?= $(abspath ../shared/testdata)
+# axe-core, the accessibility checker the browser tests inject (fetched from the npm registry).
+AXE_JS := build/axe-core/axe.min.js
 
-.PHONY: install dev model browser run test lint typecheck bench clean
+.PHONY: install dev model browser axe run test lint typecheck bench clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -36,6 +38,11 @@ browser:
 				--no-install-recommends chromium; \
 		else echo "note: no chromium; the browser test will skip (fail under CI)"; fi; }
 
+axe: $(AXE_JS)
+
+$(AXE_JS): scripts/fetch_axe.py | $(STAMP)
+	$(BIN)/python scripts/fetch_axe.py $@
+
 run: install ## start the app on SQLite + the local model at http://localhost:5000
 	CUTOUT_ENV=$${CUTOUT_ENV:-development} $(BIN)/cutout serve
 
@@ -46,8 +53,8 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-test: install dev browser lint typecheck
-	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/pytest
+test: install dev browser axe lint typecheck
+	CUTOUT_TESTDATA=$(TESTDATA) CUTOUT_AXE_JS=$(abspath $(AXE_JS)) $(BIN)/pytest
 
 bench: install dev
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'

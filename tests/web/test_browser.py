@@ -1,8 +1,10 @@
 """End to end in a real browser: Debian's Chromium driven by Playwright, against `cutout serve`.
 
-The visit itself is in :mod:`tests.web.walkthrough`. Each step leaves a screenshot in
-``artifacts/screenshots/`` (look at them after a run). Without a Chromium the test skips,
-except under CI, where a missing browser fails.
+The visits are in :mod:`tests.web.walkthrough`; they run here on real photos from
+``../shared/testdata``. Every state is screenshotted into ``artifacts/screenshots/`` and checked
+with axe-core (fetched from the npm registry by ``make test``; the report lands in
+``artifacts/axe.json``). Without a Chromium or axe-core the tests skip, except under CI, where
+they fail.
 """
 
 from __future__ import annotations
@@ -14,27 +16,53 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Sample, missing
-from tests.live import LiveServer
-from tests.web.walkthrough import Photos, browser_page, walkthrough
+from tests.web.walkthrough import Photos, Report, run_visits
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path(os.environ.get("CUTOUT_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
+ARTIFACTS = ROOT / "artifacts"
+SHOTS = Path(os.environ.get("CUTOUT_SCREENSHOTS", ARTIFACTS / "screenshots"))
 
 
-def test_upload_rename_download_delete_and_limit(tmp_path: Path, samples: list[Sample]) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
         missing("Debian's chromium is not installed (`apt-get install chromium`)")
-    assert chromium is not None
+    assert found is not None
+    return found
+
+
+def axe_script() -> Path:
+    path = Path(os.environ.get("CUTOUT_AXE_JS", ROOT / "build" / "axe-core" / "axe.min.js"))
+    if not path.is_file():
+        missing(f"axe-core is not at {path} (`make axe` fetches it from the npm registry)")
+    return path
+
+
+def test_the_page_as_a_studio_with_and_without_script(
+    tmp_path: Path, samples: list[Sample]
+) -> None:
+    """Several photos at once, paste, URL, before/after, the studio (view, backgrounds, brush,
+    downloads), a phone's width, and the seed's form without JavaScript; axe on every state."""
     photos = {s.name: s.image for s in samples}
+    broken = tmp_path / "holiday-notes.jpg"
+    broken.write_bytes(b"these are notes, not a photo\n")
     visit = Photos(
-        ("Doll with red hair", photos["alphamatting_GT03"]),
-        ("Gerbera", photos["alphamatting_GT01"]),
-        ("Toaster", photos["coco_toaster08_000000232348"]),
+        subject=photos["alphamatting_GT03"],
+        others=(
+            photos["coco_toaster08_000000232348"],
+            photos["alphamatting_GT01"],
+            photos["coco_vase00_000000262631"],
+        ),
+        broken=broken,
+        pasted=photos["coco_cat07_000000094336"],
+        from_url=photos["coco_fire-hydrant05_000000255718"],
+        background=photos["berkeley_291000"],
     )
-    with (
-        LiveServer(tmp_path / "data", {"USER_LIMIT": "2"}) as server,
-        browser_page(chromium) as page,
-    ):
-        walkthrough(page, server.url, visit, SHOTS, tmp_path)
+    report = Report()
+    try:
+        run_visits(chromium(), visit, SHOTS, tmp_path, axe=axe_script(), report=report)
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        report.write(ARTIFACTS / "axe.json")
+    assert report.axe, "axe ran on no state"
