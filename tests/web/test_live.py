@@ -9,6 +9,7 @@ from pathlib import Path
 
 import requests
 
+from cutout.storage import SQLiteStore
 from tests.conftest import ROOT
 from tests.live import LiveServer
 
@@ -45,7 +46,9 @@ def test_user_limit_holds_under_concurrent_uploads(tmp_path: Path, photo: Path) 
     assert statuses.count(409) == 15, statuses
     assert body["used"] == 5 and len(body["records"]) == 5
     stored = list((tmp_path / "data" / "images").rglob("*.*"))
-    assert len([p for p in stored if p.is_file()]) == 10  # 5 originals + 5 cut-outs, no orphans
+    # 5 x (original, cut-out, and their two thumbnails), and none of the refused uploads'
+    assert len([p for p in stored if p.is_file()]) == 20
+    assert SQLiteStore(tmp_path / "data").orphans(min_age=0) == []
 
 
 def test_the_seeds_flask_run_still_works(tmp_path: Path) -> None:
