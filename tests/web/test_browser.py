@@ -66,3 +66,4 @@ def test_the_page_as_a_studio_with_and_without_script(
         ARTIFACTS.mkdir(exist_ok=True)
         report.write(ARTIFACTS / "axe.json")
     assert report.axe, "axe ran on no state"
+    print(f"\naxe on {len(report.axe)} states; measured: {report.measured}")

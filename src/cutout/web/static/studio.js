@@ -9,6 +9,32 @@ const MAX_ZOOM = 16;
 const BLUR_STEP = 0.005;  // of the long side per step of the slider; 4 steps = the CLI default
 const $ = (id) => document.getElementById(id);
 
+/** Mean over a (2r+1) window along x then y, normalised by the pixels inside the image
+ * (cutout/imaging/refine.py box_filter). */
+function boxBlur(src, w, h, r) {
+  const tmp = new Float32Array(w * h);
+  const out = new Float32Array(w * h);
+  for (let y = 0; y < h; y += 1) {
+    for (let x = 0; x < w; x += 1) {
+      let sum = 0;
+      const x0 = Math.max(0, x - r);
+      const x1 = Math.min(w - 1, x + r);
+      for (let k = x0; k <= x1; k += 1) sum += src[y * w + k];
+      tmp[y * w + x] = sum / (x1 - x0 + 1);
+    }
+  }
+  for (let x = 0; x < w; x += 1) {
+    for (let y = 0; y < h; y += 1) {
+      let sum = 0;
+      const y0 = Math.max(0, y - r);
+      const y1 = Math.min(h - 1, y + r);
+      for (let k = y0; k <= y1; k += 1) sum += tmp[k * w + x];
+      out[y * w + x] = sum / (y1 - y0 + 1);
+    }
+  }
+  return out;
+}
+
 export function setupStudio({ renderCard }) {
   const dialog = $("studio");
   const stage = $("stage");
@@ -24,6 +50,7 @@ export function setupStudio({ renderCard }) {
   let record = null;
   let opener = null;
   let pictureUrl = null;
+  let photo = null;  // the original, decoded once per opening (blur preview, brush)
 
   const say = (message) => { status.textContent = message; };
   const radios = (name) => [...dialog.querySelectorAll(`input[name="${name}"]`)];
@@ -74,7 +101,7 @@ export function setupStudio({ renderCard }) {
     record = null;
     cutoutImg.removeAttribute("src");
     originalImg.removeAttribute("src");
-    $("bg-blur").removeAttribute("src");
+    photo = null;
     opener?.focus();
   });
 
@@ -244,6 +271,54 @@ export function setupStudio({ renderCard }) {
 
   function blurFraction() { return Number($("bg-blur-amount").value) * BLUR_STEP; }
 
+  async function original() {
+    if (!photo) {
+      photo = new Image();
+      photo.src = record.original;
+      await photo.decode();
+    }
+    return photo;
+  }
+
+  /** The photo's own background, blurred with the subject masked out, as the server does it
+   * (compose.blurred_background): a normalised box blur at a reduced size, scaled up. */
+  async function drawBlur() {
+    const source = await original().catch(() => null);
+    if (!source || !cutoutImg.naturalWidth) return;
+    const pixels = Math.max(2, blurFraction() * Math.max(view.w, view.h));
+    const factor = Math.max(1, Math.floor(pixels / 4));
+    const w = Math.max(1, Math.floor(view.w / factor));
+    const h = Math.max(1, Math.floor(view.h / factor));
+    const r = Math.max(1, Math.round(pixels / factor / 2));
+    const canvas2d = $("bg-blur");
+    canvas2d.width = w;
+    canvas2d.height = h;
+    const ctx = canvas2d.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(source, 0, 0, w, h);
+    const rgb = ctx.getImageData(0, 0, w, h);
+    ctx.clearRect(0, 0, w, h);
+    ctx.drawImage(cutoutImg, 0, 0, w, h);
+    const alpha = ctx.getImageData(0, 0, w, h).data;
+    const weight = new Float32Array(w * h);
+    const num = [0, 1, 2].map(() => new Float32Array(w * h));
+    const mean = [0, 0, 0];
+    for (let i = 0; i < w * h; i += 1) {
+      weight[i] = 1 - alpha[i * 4 + 3] / 255;
+      for (let c = 0; c < 3; c += 1) {
+        num[c][i] = rgb.data[i * 4 + c] * weight[i];
+        mean[c] += rgb.data[i * 4 + c] / (w * h);
+      }
+    }
+    const den = boxBlur(boxBlur(weight, w, h, r), w, h, r);
+    const blurred = num.map((channel) => boxBlur(boxBlur(channel, w, h, r), w, h, r));
+    for (let i = 0; i < w * h; i += 1) {
+      const d = den[i] + 1e-3;
+      for (let c = 0; c < 3; c += 1) rgb.data[i * 4 + c] = den[i] + 1e-3 > 0.02 ? blurred[c][i] / d : mean[c];
+      rgb.data[i * 4 + 3] = 255;
+    }
+    ctx.putImageData(rgb, 0, 0);
+  }
+
   function applyBackground() {
     const kind = choice("background");
     $("bg-color-options").hidden = kind !== "color";
@@ -254,10 +329,7 @@ export function setupStudio({ renderCard }) {
     layer.hidden = kind === "transparent" || (kind === "image" && !picture);
     layer.style.setProperty("--bg-color", kind === "color" ? $("bg-color").value : "transparent");
     $("bg-blur").hidden = kind !== "blur";
-    if (kind === "blur" && record && !$("bg-blur").getAttribute("src")) $("bg-blur").src = record.original;
-    // The server's blur is two box passes of about half the radius: a Gaussian of sigma ~0.4 r.
-    const radius = blurFraction() * Math.max(view.w, view.h);
-    layer.style.setProperty("--blur", `${(0.41 * radius).toFixed(1)}px`);
+    if (kind === "blur" && record) drawBlur();
     $("bg-blur-value").textContent = `${(blurFraction() * 100).toFixed(1)}% of the long side`;
     $("bg-picture").hidden = !picture;
     if (picture) $("bg-picture").src = pictureUrl;
@@ -302,15 +374,14 @@ export function setupStudio({ renderCard }) {
 
   async function startEditor() {
     say("Preparing the brush…");
-    const photo = new Image();
-    photo.src = record.original;
+    let source;
     try {
-      await Promise.all([photo.decode(), cutoutImg.decode()]);
+      [source] = await Promise.all([original(), cutoutImg.decode()]);
     } catch {
       say("The images for the brush could not be loaded.");
       return;
     }
-    brush.editor = new BrushEditor(canvas, photo, cutoutImg);
+    brush.editor = new BrushEditor(canvas, source, cutoutImg);
   }
 
   function placeCursor() {
@@ -399,6 +470,7 @@ export function setupStudio({ renderCard }) {
     const wasOn = brush.on;
     brush.editor = null;
     await loadCutout(record.processed);
+    applyBackground();  // the blurred background depends on the subject's outline
     if (wasOn) await setBrush(true);
     refreshBrushButtons();
     say(message);
