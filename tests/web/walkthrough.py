@@ -531,8 +531,8 @@ class StudioSteps:
         assert blurred.mode == "RGB" or np.asarray(blurred.getchannel("A")).min() == 255
         # The live preview is the server's blur: compare them where the background shows.
         shown = page.locator("#bg-blur").evaluate("c => c.toDataURL('image/png')")
-        with Image.open(io.BytesIO(base64.b64decode(shown.split(",")[1]))) as preview:
-            preview = preview.convert("RGB").resize(self.size, Image.Resampling.BILINEAR)
+        with Image.open(io.BytesIO(base64.b64decode(shown.split(",")[1]))) as small:
+            preview = small.convert("RGB").resize(self.size, Image.Resampling.BILINEAR)
         background = self.model_alpha == 0
         difference = np.abs(np.asarray(preview, np.float32) - np.asarray(blurred.convert("RGB")))
         gap = float(difference[background].mean())
