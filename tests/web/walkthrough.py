@@ -171,6 +171,8 @@ class Visit:
             self.page.wait_for_function(
                 "() => [...document.images].every(i => i.loading === 'lazy' || i.complete)"
             )
+        elif shot:  # no script to ask with: the load event comes after the (eager) images
+            self.page.wait_for_load_state("load")
         if shot:
             self.shot(shot, full_page=full_page)
         assert not self.report.problems, self.report.problems
@@ -306,6 +308,11 @@ class Visit:
         for _ in range(3):
             slider.press("PageUp")
         assert int(slider.input_value()) > 20
+        # With the mouse: a press anywhere on the picture moves the divide there.
+        box = pair.bounding_box()
+        assert box is not None
+        self.page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + box["height"] / 2)
+        assert abs(int(slider.input_value()) - 25) <= 3, slider.input_value()
         # The history shows thumbnails, not the full-size images.
         for img in card.locator("img").all():
             assert "/thumbnail/" in (img.get_attribute("src") or "")
@@ -371,15 +378,60 @@ class Visit:
         expect(self.page.locator("#quota")).to_contain_text(f"3 of {USER_LIMIT} images used")
         self.check("image URLs: one refused, one done", "09-from-url")
 
+    def touch_drag(self, start: tuple[float, float], end: tuple[float, float]) -> None:
+        """A finger on the screen (real touch events, through the DevTools protocol)."""
+        cdp = self.context.new_cdp_session(self.page)
+        steps = [start] + [
+            (start[0] + (end[0] - start[0]) * i / 8, start[1] + (end[1] - start[1]) * i / 8)
+            for i in range(1, 9)
+        ]
+        for i, (x, y) in enumerate(steps):
+            kind = "touchStart" if i == 0 else "touchMove"
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        cdp.detach()
+
+    def pinch(self, centre: tuple[float, float], start: float, end: float) -> None:
+        """Two fingers moving apart horizontally from *start* to *end* px between them."""
+        cdp = self.context.new_cdp_session(self.page)
+        x, y = centre
+        for i in range(9):
+            half = (start + (end - start) * i / 8) / 2
+            points = [{"x": x - half, "y": y, "id": 1}, {"x": x + half, "y": y, "id": 2}]
+            kind = "touchStart" if i == 0 else "touchMove"
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        cdp.detach()
+
     def phone(self) -> None:
-        """The same history at 375 px: everything fits, nothing scrolls sideways."""
+        """The same history at 375 px: everything fits, nothing scrolls sideways; touch works."""
         self.page.goto(self.url + "/")
         expect(self.page.locator(".record").first).to_be_visible()
         self.no_horizontal_scroll()
         self.check("phone: home", "30-phone-home")
-        self.page.locator(".record").first.get_by_role("button", name="Edit & export").click()
+        card = self.page.locator(".record").first
+        card.scroll_into_view_if_needed()
+        box = card.locator(".pair").bounding_box()
+        assert box is not None
+        middle = box["y"] + box["height"] / 2
+        self.touch_drag(
+            (box["x"] + box["width"] / 2, middle), (box["x"] + 0.85 * box["width"], middle)
+        )
+        assert int(card.locator(".compare-range").input_value()) >= 75
+        card.get_by_role("button", name="Edit & export").click()
         expect(self.page.locator("#studio")).to_be_visible()
         expect(self.page.locator("#zoom-level")).not_to_have_text("100%")
+        stage = self.page.locator("#stage").bounding_box()
+        assert stage is not None
+        transform = "() => document.getElementById('stage-content').style.transform"
+        before = self.page.evaluate(transform)
+        centre = (stage["x"] + stage["width"] / 2, stage["y"] + stage["height"] / 2)
+        self.touch_drag(centre, (centre[0] - 60, centre[1] + 30))  # a finger pans the view
+        assert self.page.evaluate(transform) != before
+        zoom = self.page.locator("#zoom-level").inner_text()
+        self.pinch(centre, 40, 120)  # two fingers apart: zoom in
+        assert int(self.page.locator("#zoom-level").inner_text().rstrip("%")) > int(zoom[:-1])
+        self.page.get_by_role("button", name="Fit").click()
         self.no_horizontal_scroll()
         assert self.page.evaluate(
             "() => { const d = document.getElementById('studio').getBoundingClientRect();"
@@ -780,16 +832,28 @@ def readme_photos(folder: Path) -> Photos:
     )
 
 
+#: The states the README shows (the browser test keeps all of them in artifacts/).
+README_SHOTS = (
+    "02-photos-chosen", "04-queue-done", "05-history-compare", "06-renaming", "09-from-url",
+    "10-studio", "11-studio-zoom-black", "12-background-colour", "13-background-picture",
+    "14-background-blur", "15-brush", "17-download-mask", "30-phone-home", "31-phone-studio",
+    "41-no-script-limit",
+)  # fmt: skip
+
+
 def main(out: Path) -> None:
     """Make the README screenshots: ``python -m tests.web.walkthrough [docs/screenshots]``."""
     executable = shutil.which("chromium")
     if executable is None:
         sys.exit("Debian's chromium is needed: apt-get install chromium")
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         photos = readme_photos(folder)
-        run_visits(executable, photos, out, folder, axe=None, report=Report())
-    print(f"screenshots written to {out}")
+        run_visits(executable, photos, folder / "shots", folder, axe=None, report=Report())
+        for name in README_SHOTS:
+            shutil.copyfile(folder / "shots" / f"{name}.png", out / f"{name}.png")
+    print(f"{len(README_SHOTS)} screenshots written to {out}")
 
 
 if __name__ == "__main__":
