@@ -7,8 +7,9 @@ APIs do. Touch-ups replay the page's strokes on the full-size alpha
 (:mod:`cutout.imaging.brush`) and store the result as the record's edit; the model's cut-out is
 kept, so a reset always works.
 
-Decoding a photo is what costs memory, so each full-size operation enters the same admission
-gate as removals do: a burst of downloads cannot run the process out of memory either.
+Decoding a photo is what costs memory, so each full-size operation (an edit, a download) enters
+the same admission gate as removals do: a burst of downloads cannot run the process out of
+memory either. Thumbnails made on request wait at a gate of their own, one at a time.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from PIL import Image, ImageChops
@@ -86,6 +88,10 @@ class ExportRequest:
 class Studio:
     images: ImageService  # removals go through it: limits, admission, thumbnails
     fetch_policy: FetchPolicy
+    #: Thumbnails made on request (records from before thumbnails existed) queue here, one at a
+    #: time, rather than at the removals' gate: a first look at an old history asks for dozens
+    #: at once, and the gate would refuse most of them (503) instead of letting them wait.
+    thumbnail_gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
 
     @property
     def store(self) -> ImageStore:
@@ -180,7 +186,7 @@ class Studio:
         if thumb is not None and is_current(thumb, record, kind):
             return thumb
         info, data = self.store.read_image(user_id, record_id, kind)
-        with self.admission:
+        with self.thumbnail_gate:
             photo = load_image(data, self.limits)
             if kind == "original" or photo.alpha is None:
                 thumb = original_thumbnail(photo, info.sha256)

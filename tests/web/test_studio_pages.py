@@ -243,6 +243,22 @@ def test_records_without_thumbnails_get_them_on_first_request(
     assert stored.source_sha256 == record.original.sha256
 
 
+def test_thumbnails_made_on_request_wait_rather_than_fail_when_removals_are_busy(
+    web_settings: Settings, shared_engine: Engine, photo: Path
+) -> None:
+    """An old history asks for many thumbnails at once; a full removal gate must not 503 them."""
+    app = create_app(web_settings.replace(max_queue=0), engine=shared_engine)
+    actions = Actions(app.test_client())
+    record = upload(actions, photo)
+    user = actions.client.get("/", headers={"Accept": "application/json"}).get_json()["user_id"]
+    app.extensions["cutout.store"].save_edit(user, record["_id"], None)  # thumbnail now stale
+    admission = app.extensions["cutout.service"].admission
+    with admission, admission:  # both removal slots taken, and no removal may wait
+        assert actions.upload("busy", photo.read_bytes(), json=True).status_code == 503
+        response = actions.client.get(record["thumbnail_urls"]["processed"])
+    assert response.status_code == 200 and response.mimetype == "image/webp"
+
+
 def test_thumbnails_and_cards_are_only_the_owners(app: Flask, photo: Path) -> None:
     alice, mallory = Actions(app.test_client()), Actions(app.test_client())
     record = upload(alice, photo)
