@@ -79,6 +79,7 @@ export function setupStudio({ renderCard }) {
       say("The image could not be loaded.");
       return;
     }
+    if (!record) return;  // closed while it loaded
     view.w = cutoutImg.naturalWidth;
     view.h = cutoutImg.naturalHeight;
     content.style.width = `${view.w}px`;
@@ -355,6 +356,7 @@ export function setupStudio({ renderCard }) {
   const softness = () => Number($("brush-softness").value) / 100;
 
   async function setBrush(on) {
+    if (brush.editor?.end()) refreshBrushButtons();  // a stroke in progress is kept
     brush.on = on;
     brush.pen = null;
     $("brush-toggle").setAttribute("aria-pressed", String(on));
@@ -432,8 +434,8 @@ export function setupStudio({ renderCard }) {
   $("brush-toggle").addEventListener("click", () => setBrush(!brush.on));
   $("brush-size").addEventListener("input", () => { $("brush-size-value").textContent = `${$("brush-size").value} px`; placeCursor(); });
   $("brush-softness").addEventListener("input", () => { $("brush-softness-value").textContent = `${$("brush-softness").value}%`; });
-  $("brush-undo").addEventListener("click", () => { brush.editor?.undo(); refreshBrushButtons(); });
-  $("brush-redo").addEventListener("click", () => { brush.editor?.redo(); refreshBrushButtons(); });
+  $("brush-undo").addEventListener("click", () => { brush.pen = null; brush.editor?.undo(); refreshBrushButtons(); placeCursor(); });
+  $("brush-redo").addEventListener("click", () => { brush.pen = null; brush.editor?.redo(); refreshBrushButtons(); placeCursor(); });
   $("brush-save").addEventListener("click", () => saveStrokes());
   $("brush-reset").addEventListener("click", () => resetEdit());
 
