@@ -47,6 +47,8 @@ def create_app(
     app.config.update(
         SECRET_KEY=secret_key(settings),
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD,
+        # A multipart text field may hold a whole image in base64 (remove.bg's image_file_b64).
+        MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session cookie
@@ -81,14 +83,16 @@ def create_app(
 
 
 def _register(app: Flask) -> None:
-    from cutout import health
-    from cutout.web import errors, identity, security, views
+    from cutout import api, health
+    from cutout.web import errors, identity, keys, security, views
 
     security.init_app(app)
     identity.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(keys.bp)
+    api.init_app(app)
 
 
 def start_engine(settings: Settings) -> EngineLoader:

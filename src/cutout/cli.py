@@ -214,6 +214,89 @@ def models_fetch(names: tuple[str, ...]) -> None:
         click.echo(f"{name}: {path} ({spec.license})")
 
 
+@main.group()
+def keys() -> None:
+    """Make, list and revoke API keys (the same store as the server: a new key works at once)."""
+
+
+def _key_service() -> Any:
+    return _stores()[1]
+
+
+def _stores() -> tuple[Any, Any]:
+    """The image store and the key service over it, from the server's settings."""
+    from cutout.apikeys import KeyService
+    from cutout.storage import open_key_store, open_store
+
+    images = open_store(_settings())
+    return images, KeyService(open_key_store(images))
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option(
+    "--credits",
+    type=click.FloatRange(min=0),
+    help="Credit allowance (a full-size image costs 1, a preview 0.25). Default: unlimited.",
+)
+@click.option(
+    "--user",
+    "user_id",
+    help="Give the key to this existing user id (its images show in that browser's history). "
+    "Default: a new service account of its own.",
+)
+def keys_create(name: str, credits: float | None, user_id: str | None) -> None:
+    """Make a key called NAME; the key itself is the last line printed, shown only this once."""
+    from cutout.apikeys import service_account_id
+
+    try:
+        images, service = _stores()
+        if user_id and not images.count(user_id) and not service.list(user_id):
+            # Browser users exist only as a signed cookie until they store something.
+            click.echo(
+                f"warning: user {user_id} has no images or keys yet; check the id "
+                "(the browser's API keys panel shows it).",
+                err=True,
+            )
+        key, secret = service.create(user_id or service_account_id(), name, credits)
+    except CutoutError as exc:
+        _fail(exc)
+    allowance = "unlimited" if key.credits is None else f"{key.credits:g}"
+    click.echo(f"Created key {key.id} ({key.name}) for user {key.user_id}; credits: {allowance}.")
+    click.echo("Store it now: it cannot be shown again.")
+    click.echo(secret)
+
+
+@keys.command("list")
+@click.option("--user", "user_id", help="Only this user's keys.")
+def keys_list(user_id: str | None) -> None:
+    """Show every key (never the secret: only its first characters)."""
+    try:
+        found = _key_service().list(user_id)
+    except CutoutError as exc:
+        _fail(exc)
+    rows = [("ID", "NAME", "PREFIX", "USER", "CREATED", "LAST USED", "CREDITS", "STATUS")]
+    for k in found:
+        credits = "unlimited" if k.credits is None else f"{k.credits_used:g}/{k.credits:g}"
+        status = f"revoked {k.revoked_on}" if k.revoked_on else "active"
+        rows.append((k.id, k.name, k.prefix + "…", k.user_id, k.created_on,
+                     k.last_used_on or "never", credits, status))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key KEY_ID (see `cutout keys list`); it stops working at once."""
+    try:
+        key = _key_service().revoke(key_id)
+    except CutoutError as exc:
+        _fail(exc)
+    click.echo(f"Revoked key {key.id} ({key.name}).")
+
+
 @main.command()
 @click.option("--host", help="Address to bind (default CUTOUT_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default CUTOUT_PORT, 5000).")

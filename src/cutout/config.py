@@ -113,6 +113,20 @@ class Settings:
         "",
     )
 
+    # -- the API for programs (issue 8): keys, rate limits ---------------------------------
+    api_rate_limit: str = _setting(
+        "CUTOUT_API_RATE_LIMIT",
+        "Requests allowed per API key (per client address without a key) on `/v1.0` and "
+        "`/api/v1`, in Flask-Limiter's notation, e.g. `500/minute` or `10/second;500/hour`.",
+        "500/minute",
+    )
+    rate_limit_storage: str = _setting(
+        "CUTOUT_RATE_LIMIT_STORAGE",
+        "Where rate-limit counters live: empty = `MONGO_URI` when set (shared by all replicas), "
+        "else this process's memory; or any `limits` storage URI.",
+        "",
+    )
+
     # -- engine ----------------------------------------------------------------------------
     engine: str = _setting("CUTOUT_ENGINE", "`local` (default) or `objectcut`.", "local")
     model: str = _setting(
@@ -229,7 +243,13 @@ class Settings:
             self.fetch_policy  # noqa: B018 - parses the networks
         except ValueError as exc:
             raise ConfigError(f"CUTOUT_URL_ALLOWED_NETWORKS: {exc}.") from None
+        _rate_limit("CUTOUT_API_RATE_LIMIT", self.api_rate_limit)
         return self
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        """The counters' storage: explicit, else the MongoDB of the records, else memory."""
+        return self.rate_limit_storage or self.mongo_uri or "memory://"
 
 
 ENV_FIELDS = tuple(f for f in dataclasses.fields(Settings) if "env" in f.metadata)
@@ -238,6 +258,17 @@ ENV_FIELDS = tuple(f for f in dataclasses.fields(Settings) if "env" in f.metadat
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def _rate_limit(name: str, value: str) -> None:
+    from limits import parse_many  # the rate limiter's own parser: the same notation
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={value!r} is not a rate limit; write e.g. 500/minute or 10/second;500/hour."
+        ) from None
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:

@@ -26,7 +26,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from cutout.errors import IdempotencyConflict, InsufficientCredits, NotFound
+from cutout.errors import InsufficientCredits, NotFound
 from cutout.storage.base import now_created_on
 from cutout.storage.keys import IDEMPOTENCY_TTL, ApiKey, Improvement, NewKey, StoredResponse
 from cutout.storage.mongo import MongoStore, _storage_errors
@@ -161,7 +161,7 @@ class MongoKeyStore:
                     "media_type": item.media_type,
                     "size_bytes": len(item.data),
                     "file_id": file_id,
-                }  # fmt: skip
+                }
             )
         return improvement_id
 

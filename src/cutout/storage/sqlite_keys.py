@@ -60,7 +60,7 @@ class SQLiteKeyStore:
                     0.0,
                     None,
                     key.secret_hash,
-                ),  # fmt: skip
+                ),
             )
         return stored
 
@@ -168,7 +168,7 @@ class SQLiteKeyStore:
                     item.media_type,
                     len(item.data),
                     sqlite3.Binary(item.data),
-                ),  # fmt: skip
+                ),
             )
         return improvement_id
 

@@ -1,0 +1,3 @@
+from flask import Blueprint
+
+bp = Blueprint("api_docs", __name__)
