@@ -57,7 +57,7 @@ def service() -> ImageService:
                 "Stored; the same as GET /images/{id}.",
                 models.Image,
                 headers={"Location": "The new image's URL."},
-            ),  # fmt: skip
+            ),
             400: BAD,
             409: Doc("At USER_LIMIT, or the Idempotency-Key is in use.", models.ErrorBody),
             413: Doc("The photo is too large (bytes or pixels).", models.ErrorBody),
@@ -67,7 +67,7 @@ def service() -> ImageService:
                 "Busy: retry after Retry-After seconds.",
                 models.ErrorBody,
                 headers={"Retry-After": "Seconds."},
-            ),  # fmt: skip
+            ),
         },
     )
 )

@@ -106,7 +106,7 @@ def _operation(op: Operation, path_args: set[str], schemas: dict[str, Any]) -> d
                     "in": "query",
                     "required": name in query.get("required", []),
                     "schema": schema,
-                }  # fmt: skip
+                }
             )
     for name, text in op.headers.items():
         parameters.append(
@@ -116,7 +116,7 @@ def _operation(op: Operation, path_args: set[str], schemas: dict[str, Any]) -> d
                 "required": False,
                 "description": text,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-            }  # fmt: skip
+            }
         )
     out: dict[str, Any] = {"summary": op.summary, "responses": _responses(op, schemas)}
     if op.description:
