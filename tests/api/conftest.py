@@ -13,7 +13,7 @@ from cutout.apikeys import KeyService
 from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
-from tests.web.conftest import photo, shared_engine  # noqa: F401 - fixtures
+from tests.web.conftest import photo, shared_engine
 
 __all__ = ["photo", "shared_engine"]
 
@@ -24,7 +24,7 @@ def api_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def app(api_settings: Settings, shared_engine: Engine) -> Iterator[Flask]:  # noqa: F811
+def app(api_settings: Settings, shared_engine: Engine) -> Iterator[Flask]:
     app = create_app(api_settings, engine=shared_engine)
     yield app
     app.extensions["cutout.store"].close()

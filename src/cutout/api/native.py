@@ -74,7 +74,9 @@ def service() -> ImageService:
 def create_image() -> ResponseReturnValue:
     user_id = current_key().user_id
     fields, data = _upload()
-    idempotency_key = request.headers.get("Idempotency-Key", "").strip()[:255]
+    idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+    if len(idempotency_key) > 255:
+        raise InvalidInput("The Idempotency-Key header is at most 255 characters.")
     if not idempotency_key:
         return _created(_store(user_id, fields, data))
     fingerprint = _fingerprint(fields, data)
@@ -207,7 +209,7 @@ def get_image(image_id: str) -> ResponseReturnValue:
     )
 )
 def rename_image(image_id: str) -> ResponseReturnValue:
-    body = request.get_json()
+    body = request.get_json(silent=True)  # no JSON at all is a 400 like any other bad body
     try:
         rename = models.Rename.model_validate(body if isinstance(body, dict) else None)
     except ValidationError as exc:

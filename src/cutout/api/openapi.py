@@ -115,7 +115,7 @@ def _operation(op: Operation, path_args: set[str], schemas: dict[str, Any]) -> d
                 "in": "header",
                 "required": False,
                 "description": text,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {"type": "string", "maxLength": 255},
             }
         )
     out: dict[str, Any] = {"summary": op.summary, "responses": _responses(op, schemas)}

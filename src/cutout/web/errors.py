@@ -186,8 +186,13 @@ def native_error(exc: Exception, status: int, code: str, message: str) -> Respon
 
 
 def _retry_after(response: Response, exc: Exception) -> None:
+    """Headers the error itself carries: Retry-After when busy, Allow on a 405."""
     if isinstance(exc, e.EngineBusy):
         response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, HTTPException):
+        for name, value in exc.get_headers():
+            if name == "Allow":
+                response.headers[name] = value
 
 
 def _cutout_error(exc: e.CutoutError) -> ResponseReturnValue:
