@@ -279,8 +279,18 @@ def keys_list(user_id: str | None) -> None:
     for k in found:
         credits = "unlimited" if k.credits is None else f"{k.credits_used:g}/{k.credits:g}"
         status = f"revoked {k.revoked_on}" if k.revoked_on else "active"
-        rows.append((k.id, k.name, k.prefix + "…", k.user_id, k.created_on,
-                     k.last_used_on or "never", credits, status))  # fmt: skip
+        rows.append(
+            (
+                k.id,
+                k.name,
+                k.prefix + "…",
+                k.user_id,
+                k.created_on,
+                k.last_used_on or "never",
+                credits,
+                status,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

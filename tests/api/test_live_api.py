@@ -27,8 +27,11 @@ MAX_EXAMPLES, MAX_SECONDS = "25", 240
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("live-api") / "data"
-    env = {"USER_LIMIT": "1000", "CUTOUT_URL_ALLOWED_NETWORKS": "127.0.0.1/32",
-           "CUTOUT_API_RATE_LIMIT": "100000/minute"}  # fmt: skip
+    env = {
+        "USER_LIMIT": "1000",
+        "CUTOUT_URL_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "CUTOUT_API_RATE_LIMIT": "100000/minute",
+    }
     with LiveServer(data, env) as live:
         yield live
 
@@ -37,8 +40,11 @@ def cli_key(server: LiveServer, *args: str) -> str:
     """``cutout keys create`` with the server's settings; the key is the last stdout line."""
     out = subprocess.run(
         [sys.executable, "-m", "cutout", "keys", "create", *args],
-        env=server.env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.strip().splitlines()[-1]
 
 
@@ -52,13 +58,20 @@ def test_a_cli_key_works_at_once_and_a_revoked_one_stops_at_once(server: LiveSer
     assert account.status_code == 200
     assert account.json()["data"]["attributes"]["credits"]["total"] == 10
     listed = subprocess.run(
-        [sys.executable, "-m", "cutout", "keys", "list"], env=server.env, capture_output=True,
-        text=True, check=True,
-    ).stdout  # fmt: skip
+        [sys.executable, "-m", "cutout", "keys", "list"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert secret not in listed and secret[:8] in listed
     key_id = next(line.split()[0] for line in listed.splitlines() if "live" in line)
-    subprocess.run([sys.executable, "-m", "cutout", "keys", "revoke", key_id], env=server.env,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "cutout", "keys", "revoke", key_id],
+        env=server.env,
+        check=True,
+        capture_output=True,
+    )
     again = requests.get(f"{server.url}/v1.0/account", headers={"X-Api-Key": secret}, timeout=10)
     assert again.status_code == 403 and again.json()["errors"][0]["code"] == "auth_failed"
     assert secret not in server.log.read_text()  # nor in the access log
@@ -86,8 +99,11 @@ def test_the_unchanged_pypi_client_remove_bg_api(server: LiveServer, tmp_path: P
         image = Image.open(io.BytesIO(result))
         assert image.mode == "RGBA" and image.size == size
         alpha = image.getchannel("A")
-        assert 0.05 < sum(alpha.point(lambda v: v > 128 and 255).histogram()[255:]) / (
-            size[0] * size[1]) < 0.95  # fmt: skip
+        assert (
+            0.05
+            < sum(alpha.point(lambda v: v > 128 and 255).histogram()[255:]) / (size[0] * size[1])
+            < 0.95
+        )
     assert client.account.balance() == 999_999 - 3  # its local balance, from our headers
     assert client.account.get_all_info()["data"]["attributes"]["usage"]["credits_used"] == 3
     out = tmp_path / "out.png"
@@ -102,11 +118,27 @@ def schemathesis(spec: str, base: str, scheme: str, secret: str, tmp: Path, *ext
     config = tmp / f"{scheme}.toml"
     config.write_text(f'[auth.openapi.{scheme}]\napi_key = "{secret}"\n')
     run = subprocess.run(
-        [ST, "--config-file", str(config), "run", spec, "--url", base,
-         "--max-examples", MAX_EXAMPLES, "--request-timeout", "60", "--seed", "8",
-         "--no-color", *extra],
-        capture_output=True, text=True, timeout=MAX_SECONDS,
-    )  # fmt: skip
+        [
+            ST,
+            "--config-file",
+            str(config),
+            "run",
+            spec,
+            "--url",
+            base,
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--request-timeout",
+            "60",
+            "--seed",
+            "8",
+            "--no-color",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=MAX_SECONDS,
+    )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     return run.stdout
 
@@ -116,9 +148,16 @@ def test_removebg_spec_fuzzes_clean(server: LiveServer, tmp_path: Path) -> None:
     and shapes. Negative data is left out: we accept on purpose what the spec does not (words
     as booleans, size aliases, extra fields), because real clients send them."""
     out = schemathesis(
-        str(REMOVEBG_SPEC), f"{server.url}/v1.0", "APIKeyHeader", cli_key(server, "fuzz"),
-        tmp_path, "--mode", "positive", "--exclude-checks", "positive_data_acceptance",
-    )  # fmt: skip
+        str(REMOVEBG_SPEC),
+        f"{server.url}/v1.0",
+        "APIKeyHeader",
+        cli_key(server, "fuzz"),
+        tmp_path,
+        "--mode",
+        "positive",
+        "--exclude-checks",
+        "positive_data_acceptance",
+    )
     assert "3 selected" in out and " passed" in out
 
 
@@ -128,10 +167,14 @@ def test_our_generated_spec_fuzzes_clean(server: LiveServer, tmp_path: Path) -> 
     text, so a name such as "-17" is valid although it looks like a number to the fuzzer
     (negative_data_rejection)."""
     out = schemathesis(
-        f"{server.url}/api/v1/openapi.json", server.url, "ApiKeyHeader",
-        cli_key(server, "fuzz"), tmp_path,
-        "--exclude-checks", "positive_data_acceptance,negative_data_rejection",
-    )  # fmt: skip
+        f"{server.url}/api/v1/openapi.json",
+        server.url,
+        "ApiKeyHeader",
+        cli_key(server, "fuzz"),
+        tmp_path,
+        "--exclude-checks",
+        "positive_data_acceptance,negative_data_rejection",
+    )
     assert "6 selected" in out
 
 
@@ -140,8 +183,10 @@ def test_rate_limit_headers_and_429(tmp_path: Path) -> None:
     with LiveServer(tmp_path / "data", env) as server:
         secret = cli_key(server, "limited")
         headers = {"X-Api-Key": secret}
-        answers = [requests.get(f"{server.url}/v1.0/account", headers=headers, timeout=10)
-                   for _ in range(4)]  # fmt: skip
+        answers = [
+            requests.get(f"{server.url}/v1.0/account", headers=headers, timeout=10)
+            for _ in range(4)
+        ]
         other = requests.get(f"{server.url}/api/v1/images", timeout=10)  # no key: by address
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]

@@ -41,8 +41,13 @@ def test_upload_list_get_rename_download_delete(client: FlaskClient, key: Key, p
 
 
 def test_json_upload_with_base64(client: FlaskClient, key: Key, photo: Path) -> None:
-    body = {"name": "b64", "image_b64": base64.b64encode(photo.read_bytes()).decode(),
-            "mask_only": True, "crop": True, "margin": 5}  # fmt: skip
+    body = {
+        "name": "b64",
+        "image_b64": base64.b64encode(photo.read_bytes()).decode(),
+        "mask_only": True,
+        "crop": True,
+        "margin": 5,
+    }
     created = client.post("/api/v1/images", json=body, headers=key.headers)
     assert created.status_code == 201
     assert created.get_json()["processed"]["media_type"] == "image/png"

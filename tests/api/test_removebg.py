@@ -60,8 +60,11 @@ def test_default_is_a_preview_png_with_remove_bgs_headers(
     alpha = np.asarray(image.getchannel("A"))
     rows, cols = np.nonzero(alpha > 8)
     assert (top, left, top + height, left + width) == (
-        rows.min(), cols.min(), rows.max() + 1, cols.max() + 1,
-    )  # fmt: skip
+        rows.min(),
+        cols.min(),
+        rows.max() + 1,
+        cols.max() + 1,
+    )
     assert 0.05 < (alpha > 128).mean() < 0.95  # a subject, not everything or nothing
     assert "Set-Cookie" not in h and "Retry-After" not in h
     assert h["X-RateLimit-Limit"] == "500" and int(h["X-RateLimit-Remaining"]) == 499
@@ -73,10 +76,20 @@ def test_what_real_clients_send_is_accepted(client: FlaskClient, key: Key, photo
         ("type_level", "crop_margin", "scale", "position", "channels", "bg_color"), ""
     )
     response = post(
-        client, key, image_file=photo.read_bytes(), image_file_name="image_file", size="full",
-        crop="False", add_shadow="True", semitransparency="true", roi="0 0 100% 100%",
-        shadow_type="3D", shadow_opacity="50", bg_image_file=b"", **empty,
-    )  # fmt: skip
+        client,
+        key,
+        image_file=photo.read_bytes(),
+        image_file_name="image_file",
+        size="full",
+        crop="False",
+        add_shadow="True",
+        semitransparency="true",
+        roi="0 0 100% 100%",
+        shadow_type="3D",
+        shadow_opacity="50",
+        bg_image_file=b"",
+        **empty,
+    )
     assert response.status_code == 200, response.get_json()
     assert response.headers["X-Credits-Charged"] == "1"
     assert Image.open(io.BytesIO(response.data)).size == size_of(photo)
@@ -94,9 +107,11 @@ def test_a_binary_image_file_sent_as_a_plain_field_survives(
         f"\r\n--{boundary}--\r\n".encode()
     )
     response = client.post(
-        "/v1.0/removebg", data=body, headers=key.headers,
+        "/v1.0/removebg",
+        data=body,
+        headers=key.headers,
         content_type=f"multipart/form-data; boundary={boundary}",
-    )  # fmt: skip
+    )
     assert response.status_code == 200, response.get_json()
 
 
@@ -109,8 +124,13 @@ def test_json_mode_base64_input_and_zip_output(client: FlaskClient, key: Key, ph
     )
     assert response.status_code == 200
     data = response.get_json()["data"]
-    assert set(data) == {"result_b64", "foreground_top", "foreground_left",
-                         "foreground_width", "foreground_height"}  # fmt: skip
+    assert set(data) == {
+        "result_b64",
+        "foreground_top",
+        "foreground_left",
+        "foreground_width",
+        "foreground_height",
+    }
     archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(data["result_b64"])))
     assert sorted(archive.namelist()) == ["alpha.png", "color.jpg"]
     color = Image.open(archive.open("color.jpg"))
@@ -128,8 +148,13 @@ def test_formats_channels_and_backgrounds(client: FlaskClient, key: Key, photo: 
     assert flat.getpixel((0, 0)) == pytest.approx((0x81, 0xD4, 0xFA), abs=6)
     mask = post(client, key, image_file=data, channels="alpha")
     assert mask.mimetype == "image/png" and Image.open(io.BytesIO(mask.data)).mode == "L"
-    webp = post(client, key, image_file=data, format="webp", bg_image_file=encode(
-        synthetic_photo(50, 40), "PNG"))  # fmt: skip
+    webp = post(
+        client,
+        key,
+        image_file=data,
+        format="webp",
+        bg_image_file=encode(synthetic_photo(50, 40), "PNG"),
+    )
     assert webp.mimetype == "image/webp"
     assert post(client, key, image_file=data, format="jpg").mimetype == "image/jpeg"
 
@@ -163,7 +188,10 @@ def test_roi_crop_margin_scale_and_position(client: FlaskClient, key: Key, photo
     [
         ({}, "missing_source"),
         ({"image_base64": "aGVsbG8="}, "missing_source"),  # a wrong field name, as one client sends
-        ({"image_file_b64": "aGVsbG8=", "image_url": "http://example.com/x.jpg"}, "multiple_sources"),
+        (
+            {"image_file_b64": "aGVsbG8=", "image_url": "http://example.com/x.jpg"},
+            "multiple_sources",
+        ),
         ({"image_file_b64": "not base64!"}, "failed_to_read_image"),
         ({"image_file_b64": base64.b64encode(b"GIF87a nonsense").decode()}, "failed_to_read_image"),
         ({"image_url": "ftp://example.com/x.jpg"}, "invalid_image_url"),
@@ -181,12 +209,16 @@ def test_roi_crop_margin_scale_and_position(client: FlaskClient, key: Key, photo
         ({"image_file_b64": "aGVsbG8=", "bg_color": "nocolour"}, "invalid_bg_color"),
         ({"image_file_b64": "aGVsbG8=", "crop": "maybe"}, "invalid_crop"),
         ({"image_file_b64": "aGVsbG8=", "semitransparency": "2"}, "invalid_semitransparency"),
-        ({"image_file_b64": "aGVsbG8=", "bg_color": "fff", "bg_image_url": "http://x.example/a"},
-         "multiple_bg_sources"),
-        ({"image_file_b64": "aGVsbG8=", "bg_image_url": "http://192.168.1.1/bg.jpg"},
-         "invalid_bg_image_url"),
+        (
+            {"image_file_b64": "aGVsbG8=", "bg_color": "fff", "bg_image_url": "http://x.example/a"},
+            "multiple_bg_sources",
+        ),
+        (
+            {"image_file_b64": "aGVsbG8=", "bg_image_url": "http://192.168.1.1/bg.jpg"},
+            "invalid_bg_image_url",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_400_with_remove_bgs_code(
     client: FlaskClient, key: Key, fields: dict[str, str], code: str
 ) -> None:
@@ -214,14 +246,16 @@ def test_too_large_and_too_many_pixels(app: Flask, client: FlaskClient, key: Key
     settings = app.config["CUTOUT"]
     big = b"\xff\xd8" + b"0" * (settings.max_upload_bytes + 1)
     assert errors(post(client, key, image_file_b64=base64.b64encode(big).decode())) == (
-        400, "file_too_large",
-    )  # fmt: skip
+        400,
+        "file_too_large",
+    )
     app.extensions["cutout.service"].limits = type(app.extensions["cutout.service"].limits)(
         settings.max_upload_bytes, 1000
     )
     assert errors(post(client, key, image_file=encode(synthetic_photo(64, 48), "PNG"))) == (
-        400, "resolution_too_high",
-    )  # fmt: skip
+        400,
+        "resolution_too_high",
+    )
 
 
 def test_unsupported_file_type(client: FlaskClient, key: Key) -> None:
@@ -230,8 +264,10 @@ def test_unsupported_file_type(client: FlaskClient, key: Key) -> None:
 
 
 def test_a_url_on_an_allowed_network_is_fetched(client: FlaskClient, key: Key, photo: Path) -> None:
-    routes = {("GET", "/p.jpg"): lambda h, b: (200, {"Content-Type": "image/jpeg"}, photo.read_bytes()),
-              ("GET", "/missing.jpg"): lambda h, b: (404, {}, b"no")}  # fmt: skip
+    routes = {
+        ("GET", "/p.jpg"): lambda h, b: (200, {"Content-Type": "image/jpeg"}, photo.read_bytes()),
+        ("GET", "/missing.jpg"): lambda h, b: (404, {}, b"no"),
+    }
     with LocalServer(routes) as server:
         ok = post(client, key, image_url=f"{server.url}/p.jpg")
         missing = post(client, key, image_url=f"{server.url}/missing.jpg")
@@ -245,9 +281,12 @@ def test_a_url_on_an_allowed_network_is_fetched(client: FlaskClient, key: Key, p
 
 @pytest.mark.parametrize(
     ("headers", "title"),
-    [({}, "Missing API Key"), ({"X-Api-Key": "cut_" + "A" * 43}, "API Key invalid"),
-     ({"Authorization": "Bearer nonsense"}, "API Key invalid")],
-)  # fmt: skip
+    [
+        ({}, "Missing API Key"),
+        ({"X-Api-Key": "cut_" + "A" * 43}, "API Key invalid"),
+        ({"Authorization": "Bearer nonsense"}, "API Key invalid"),
+    ],
+)
 def test_missing_or_bad_key_is_403(
     client: FlaskClient, headers: dict[str, str], title: str
 ) -> None:
@@ -317,7 +356,7 @@ def test_improve_keeps_the_image_for_the_operator(
             "image_file": (io.BytesIO(photo.read_bytes()), "x.jpg"),
             "tag": "batch_1",
             "image_filename": "car.jpg",
-        },  # fmt: skip
+        },
         headers=key.headers,
     )
     assert response.status_code == 200 and len(response.get_json()["id"]) == 24

@@ -39,8 +39,9 @@ class ImageUpload(OutputChoices):
 class ImageFromJson(OutputChoices):
     """JSON: the photo in base64, or a URL the server downloads (public addresses only)."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"required": ["image_b64"]}, {"required": ["image_url"]}]})  # fmt: skip
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["image_b64"]}, {"required": ["image_url"]}]}
+    )
 
     name: Name
     image_b64: str | None = Field(None, min_length=1, description="The photo, base64.")

@@ -250,9 +250,17 @@ def image_json(record: Record) -> dict[str, Any]:
     """A record as the native API shows it (the models.Image schema)."""
 
     def info(i: Any) -> dict[str, Any] | None:
-        return None if i is None else {
-            "media_type": i.media_type, "size_bytes": i.size_bytes, "width": i.width,
-            "height": i.height, "sha256": i.sha256}  # fmt: skip
+        return (
+            None
+            if i is None
+            else {
+                "media_type": i.media_type,
+                "size_bytes": i.size_bytes,
+                "width": i.width,
+                "height": i.height,
+                "sha256": i.sha256,
+            }
+        )
 
     links = {k: url_for("api.image_bytes", image_id=record.id, kind=k) for k in KINDS}
     return {
