@@ -22,7 +22,7 @@ def test_create_copy_and_revoke_a_key_then_read_the_docs(tmp_path: Path) -> None
     assert chromium is not None
     with LiveServer(tmp_path / "data") as server, browser_page(chromium) as page:
         problems: list[str] = []
-        page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+        page.on("console", lambda m: problems.extend([m.text] if m.type == "error" else []))
         page.context.grant_permissions(["clipboard-read", "clipboard-write"])
         page.goto(server.url + "/")
         page.fill("#key-name", "Shop sync")
@@ -34,12 +34,16 @@ def test_create_copy_and_revoke_a_key_then_read_the_docs(tmp_path: Path) -> None
         page.wait_for_selector("#key-copied:not([hidden])")
         assert page.evaluate("navigator.clipboard.readText()") == secret
         assert "Shop sync" in page.inner_text("#key-list") and secret not in page.content()
-        account = requests.get(f"{server.url}/v1.0/account", headers={"X-Api-Key": secret})
+        account = requests.get(
+            f"{server.url}/v1.0/account", headers={"X-Api-Key": secret}, timeout=10
+        )
         assert account.status_code == 200
         page.on("dialog", lambda dialog: dialog.accept())
         page.click("#key-list button:has-text('Revoke')")
         page.wait_for_selector("#key-list li.revoked")
-        again = requests.get(f"{server.url}/v1.0/account", headers={"X-Api-Key": secret})
+        again = requests.get(
+            f"{server.url}/v1.0/account", headers={"X-Api-Key": secret}, timeout=10
+        )
         assert again.status_code == 403
         # The docs page: Swagger UI from the app's own files, under our CSP, no errors.
         page.click("text=API documentation")
