@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,7 @@ def main() -> None:
         rows = [measure(p, engine, plain, limits, options, folder) for p in photos]
         print_table(rows)
         check_targets(rows)
+        api_latency(photos, engine, settings, limits, options, folder)
         cli_runs(photos, folder)
     quality_against_peer(testdata, engine, plain, limits)
 
@@ -212,6 +214,52 @@ def check_targets(rows: list[dict[str, float | str]]) -> None:
         f"target: >= 3x faster than the plain onnxruntime pipeline: worst {speedup:.2f}x "
         f"{'OK' if speedup >= 3 else 'MISSED'}"
     )
+
+
+def api_latency(
+    photos: list[Photo],
+    engine: LocalEngine,
+    settings: Settings,
+    limits: Limits,
+    options: OutputOptions,
+    folder: Path,
+) -> None:
+    """``POST /v1.0/removebg`` (size=full, PNG) against ``cutout remove`` on the same 1-2 MP
+    photos, interleaved, in one process: the app on the same engine, through Flask's client
+    (the whole view: parsing, key check, rate limit, admission, render, encode).
+    Target (issue 8): within 1.15x."""
+    import tempfile as _tempfile
+
+    from cutout.app import create_app
+    from cutout.engine.base import BoundedEngine
+
+    data_dir = Path(_tempfile.mkdtemp(prefix="cutout-bench-api-"))
+    app_settings = settings.replace(data_dir=data_dir, env="testing")
+    app = create_app(app_settings, engine=BoundedEngine(engine, slots=1, max_waiting=4, timeout=60))
+    _, secret = app.extensions["cutout.keys"].create("bench", "bench")
+    client = app.test_client()
+    print("\nAPI latency, POST /v1.0/removebg (size=full) vs `cutout remove`, same photo:")
+    for photo in (p for p in photos if 1.0 <= p.megapixels <= 2.0):
+        data = photo.path.read_bytes()
+        job = Job(photo.path, folder / f"{photo.label}.api-cli.png", "png")
+
+        def call(data: bytes = data) -> None:
+            response = client.post(
+                "/v1.0/removebg",
+                data={"image_file": (io.BytesIO(data), "p.jpg"), "size": "full"},
+                headers={"X-Api-Key": secret},
+            )
+            assert response.status_code == 200, response.get_data(as_text=True)
+
+        api, cli = [], []
+        for _ in range(REPEATS):  # interleaved, so noise hits both alike
+            api.append(best_of(call))
+            cli.append(best_of(partial(process, job, engine, limits, options)))
+        ratio = min(api) / min(cli)
+        print(
+            f"  {photo.label:<8} API {min(api):.3f} s, cutout remove {min(cli):.3f} s: "
+            f"{ratio:.2f}x (target <= 1.15: {'OK' if ratio <= 1.15 else 'MISSED'})"
+        )
 
 
 def cli_runs(photos: list[Photo], folder: Path) -> None:
