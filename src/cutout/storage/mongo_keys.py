@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 import secrets
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ from cutout.storage.sqlite_keys import EPSILON, _replay
 
 Doc = dict[str, Any]
 KEYS, IDEMPOTENCY, IMPROVEMENTS = "api_keys", "idempotency", "improvements"
-_PROJECTION = {"secret_hash": 0, "credits_left": 0}
+_PROJECTION = {"secret_hash": 0, "credits_left": 0, "created_ns": 0}
 
 
 class MongoKeyStore:
@@ -56,6 +57,7 @@ class MongoKeyStore:
             "credits_left": key.credits,
             "credits_used": 0.0,
             "revoked_on": None,
+            "created_ns": time.time_ns(),  # "newest first" within one second too
         }
         with _storage_errors("save the API key"):
             self._db()[KEYS].insert_one(doc)
@@ -70,7 +72,7 @@ class MongoKeyStore:
         query = {} if user_id is None else {"user_id": user_id}
         with _storage_errors("list the API keys"):
             cursor = self._db()[KEYS].find(query, _PROJECTION)
-            docs = list(cursor.sort([("created_on", DESCENDING), ("_id", DESCENDING)]))
+            docs = list(cursor.sort([("created_on", DESCENDING), ("created_ns", DESCENDING)]))
         return [_key(doc) for doc in docs]
 
     def get_key(self, key_id: str) -> ApiKey:
