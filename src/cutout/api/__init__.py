@@ -12,7 +12,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from cutout.api import auth, docs, limits, native, removebg
+    from cutout.api import auth, docs, limits, native, removebg, wire
     from cutout.app import csrf
 
     auth.init_app(app)
@@ -20,3 +20,4 @@ def init_app(app: Flask) -> None:
         csrf.exempt(bp)  # key-authenticated: no cookie, so nothing for CSRF to protect
         app.register_blueprint(bp)
     limits.init_app(app, (removebg.bp, native.bp))
+    wire.init_app(app)  # HTTP details clients rely on (draining unread bodies)
