@@ -19,5 +19,5 @@ def init_app(app: Flask) -> None:
     for bp in (removebg.bp, native.bp, docs.bp):
         csrf.exempt(bp)  # key-authenticated: no cookie, so nothing for CSRF to protect
         app.register_blueprint(bp)
-    limits.init_app(app, (removebg.bp, native.bp))
-    wire.init_app(app)  # HTTP details clients rely on (draining unread bodies)
+    limiter = limits.init_app(app, (removebg.bp, native.bp))
+    wire.init_app(app, limiter)  # body draining, CORS on /v1.0: what clients rely on
