@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 TESTDATA ?= $(abspath ../shared/testdata)
 
-.PHONY: install dev model browser run test lint typecheck bench clean
+.PHONY: install dev model browser node-clients run test lint typecheck bench clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -36,6 +36,16 @@ browser:
 				--no-install-recommends chromium; \
 		else echo "note: no chromium; the browser test will skip (fail under CI)"; fi; }
 
+# The npm remove.bg client the API tests run unchanged, pinned by its package-lock.json.
+CLIENTS := tests/clients
+NODE_STAMP := $(CLIENTS)/node_modules/.package-lock.json
+node-clients: $(NODE_STAMP)
+
+$(NODE_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	@command -v npm >/dev/null || { \
+		echo "note: no npm; the npm client test will skip (fail under CI)"; exit 0; }
+	npm ci --prefix $(CLIENTS) --no-audit --no-fund --loglevel=error
+
 run: install ## start the app on SQLite + the local model at http://localhost:5000
 	CUTOUT_ENV=$${CUTOUT_ENV:-development} $(BIN)/cutout serve
 
@@ -46,7 +56,7 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-test: install dev browser lint typecheck
+test: install dev browser node-clients lint typecheck
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/pytest
 
 bench: install dev
@@ -54,4 +64,5 @@ bench: install dev
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts \
+		$(CLIENTS)/node_modules
