@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 TESTDATA ?= $(abspath ../shared/testdata)
 
-.PHONY: install dev model browser node-clients run test lint typecheck bench clean
+.PHONY: install dev model browser node-clients run test lint typecheck bench clients clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -62,6 +62,10 @@ test: install dev browser node-clients lint typecheck
 bench: install dev
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
+
+# Every published remove.bg client we can install, unchanged, against a live server (~1 min).
+clients: install dev node-clients
+	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/remove_bg_clients.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts \

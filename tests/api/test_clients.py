@@ -7,7 +7,8 @@
 * A real browser calling /v1.0 from another origin, as pages call remove.bg (CORS).
 * A refused upload leaves a kept-alive connection usable (found with the npm client).
 
-The PyPI client ``remove-bg-api`` runs in ``test_live_api.py``.
+The PyPI client ``remove-bg-api`` runs in ``test_live_api.py``; the rest of the published
+clients are run by ``scripts/remove_bg_clients.py`` (see the README, "Clients verified").
 """
 
 from __future__ import annotations
