@@ -73,6 +73,8 @@ class ImageService:
             processed=processed,
             engine=cutout.engine,
             model=cutout.model,
+            confidence=cutout.confidence,
+            needs_review=cutout.needs_review,
         )
         return self.store.add(record, limit=self.user_limit)
 
