@@ -18,14 +18,17 @@ from PIL import Image
 
 from cutout.config import Settings
 from cutout.engine import model_engine
-from cutout.engine.base import BoundedEngine
+from cutout.engine.base import BoundedEngine, predict
 from cutout.engine.fused import FusedEngine
 from cutout.engine.local import LocalEngine, input_size, postprocess, preprocess
 from cutout.engine.registry import MODELS, get_spec
 from cutout.engine.runtimes import OnnxRuntime, cpu_has_bf16, load_runtime
 from cutout.errors import ConfigError, EngineBusy, EngineError
+from cutout.imaging.compose import OutputOptions
+from cutout.imaging.decode import Limits
+from cutout.pipeline import remove_background
 from tests.conftest import Sample
-from tests.helpers import synthetic_photo
+from tests.helpers import encode, synthetic_photo
 
 SIZE = 16
 
@@ -223,3 +226,19 @@ def test_compile_cache_is_optional(tiny_model: Path, tmp_path: Path) -> None:
     assert np.allclose(runtime.run(x), 1.0)
     cached = load_runtime(tiny_model, choice="openvino", cache_dir=tmp_path / "cache")
     assert np.allclose(cached.run(x), 1.0) and any((tmp_path / "cache").iterdir())
+
+
+def test_engines_that_cannot_judge_themselves_give_no_confidence() -> None:
+    """The remote engine, or one model alone: the cut-out is made, its score is None."""
+    inner = SlowEngine()
+    inner.release.set()
+    engine = BoundedEngine(inner, slots=1, max_waiting=1, timeout=5)
+    prediction = predict(engine, synthetic_photo(8, 8))
+    assert prediction.confidence is None and prediction.mask.shape == (2, 2)
+    cutout = remove_background(
+        encode(synthetic_photo(32, 24), "PNG"),
+        engine,
+        limits=Limits(max_bytes=1 << 20, max_pixels=1 << 20),
+        options=OutputOptions(),
+    )
+    assert (cutout.confidence, cutout.needs_review) == (None, None)
