@@ -212,3 +212,14 @@ def test_min_confidence_must_be_a_fraction(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
     result = run("remove", tmp_path / "a.jpg", "--min-confidence", "2")
     assert result.returncode == 2 and "0<=x<=1" in result.stderr.replace(" ", "")
+
+
+@pytest.mark.model
+def test_the_float_model_stays_selectable(
+    tmp_path: Path, samples: list[Sample], model_settings: Settings
+) -> None:
+    env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
+    out = tmp_path / "float.png"
+    result = run("remove", samples[0].image, "-o", out, "--precision", "bf16", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == str(out) and out.is_file()

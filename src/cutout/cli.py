@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from cutout import __version__
-from cutout.config import ENGINES, RUNTIMES, Settings
+from cutout.config import ENGINES, PRECISIONS, RUNTIMES, Settings
 from cutout.errors import ConfigError, CutoutError, ModelError
 
 if TYPE_CHECKING:
@@ -96,6 +96,11 @@ def main() -> None:
 @click.option("-m", "--model", help="Override CUTOUT_MODEL (see `cutout models list`).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Override CUTOUT_RUNTIME.")
 @click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    help="Override CUTOUT_PRECISION: int8 (the INT8 ISNet), bf16 or f32 (the float model).",
+)
+@click.option(
     "-j",
     "--jobs",
     type=click.IntRange(min=1),
@@ -130,6 +135,7 @@ def remove(
     engine: str | None,
     model: str | None,
     runtime: str | None,
+    precision: str | None,
     jobs: int,
     as_json: bool,
     min_confidence: float | None,
@@ -139,7 +145,9 @@ def remove(
     from cutout.engine import build_engine
     from cutout.imaging.compose import OutputOptions, parse_color
 
-    settings = _settings(engine=engine, model=model, runtime=runtime, max_queue=max(jobs, 1))
+    settings = _settings(
+        engine=engine, model=model, runtime=runtime, precision=precision, max_queue=max(jobs, 1)
+    )
     try:
         jobs_list = plan_jobs(inputs, output, fmt)
         options = OutputOptions(
