@@ -23,8 +23,7 @@ class Parts:
 class FusedEngine:
     """Runs *primary* (ISNet) and *secondary* (MODNet) on the same photo and fuses them.
 
-    The two forward passes run one after the other: each already uses every core, and
-    running them side by side measured no faster on two cores.
+    The two forward passes run one after the other: each already uses every core.
     """
 
     def __init__(self, primary: LocalEngine, secondary: LocalEngine) -> None:

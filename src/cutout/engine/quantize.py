@@ -16,7 +16,7 @@ used. The recipe, as a probe of ISNet on this CPU learned:
 The result is an OpenVINO IR (``NAME.int8.xml``/``.bin``) beside the float ONNX file, with a
 manifest (``NAME.int8.json``) written last: it names the float model's checksum and the recipe,
 so a build from another model or an older recipe is ignored (and rebuilt by the next fetch).
-Only this module imports NNCF, and only :func:`quantize_model` does so: the server never does.
+Only :func:`quantize` imports NNCF (``cutout models fetch`` calls it); the server never does.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ CALIBRATION = WheelSource(
     version="0.26.0",
     filename="scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
     sha256="74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
-    member="",
+    member="",  # several members: CALIBRATION_PHOTOS
 )
 #: Member of the wheel -> its licence, as scikit-image's ``skimage.data`` documents it.
 CALIBRATION_PHOTOS = {
@@ -147,6 +147,7 @@ def quantize(source: Path, spec: ModelSpec, images: list[Image.Image], dest: Pat
         nncf.Dataset(tensors),
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(tensors),
+        fast_bias_correction=True,
     )
     ov.save_model(quantized, str(dest), compress_to_fp16=False)
 

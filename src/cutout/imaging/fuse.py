@@ -35,8 +35,9 @@ class FusionParams:
     threshold: float = 0.5  # MODNet alpha that makes a region, at low resolution
     seed: float = 0.5  # ISNet alpha that counts as its foreground
     support: float = 0.02  # ISNet alpha that counts as evidence
-    reach: int = 4  # px at 1024 (at least one grid step): how close to ISNet's foreground
-    # MODNet may add without ISNet's support
+    #: px at 1024 (at least one grid step): how close to ISNet's foreground MODNet may add
+    #: without ISNet's support
+    reach: int = 4
     grid: int = 256  # side of the low-resolution grid of the connectivity check
 
 
@@ -58,13 +59,19 @@ def allowed_region(primary: Array, secondary: Array, params: FusionParams = FUSI
     grid = (params.grid, params.grid)
     main = resize(primary, grid)
     seeds = main > params.seed
-    labels, _ = ndimage.label(resize(secondary, grid) > params.threshold)
-    touching = np.unique(labels[seeds & (labels > 0)])
-    connected = np.isin(labels, touching[touching > 0])
+    connected = regions_touching(resize(secondary, grid) > params.threshold, seeds)
     steps = max(1, round(params.reach * params.grid / 1024))
     near = ndimage.binary_dilation(seeds, iterations=steps) if seeds.any() else seeds
     result: Array = connected & (near | (main > params.support))
     return result
+
+
+def regions_touching(regions: Array, seeds: Array) -> Array:
+    """The connected components of the boolean *regions* that overlap the boolean *seeds*."""
+    labels, _ = ndimage.label(regions)
+    touching = np.unique(labels[seeds & (labels > 0)])
+    found: Array = np.isin(labels, touching[touching > 0])
+    return found
 
 
 def resize(a: Array, size: tuple[int, int]) -> Array:
@@ -112,9 +119,7 @@ def risk(
     main, soft, out = resize(primary, grid), resize(secondary, grid), resize(fused, grid)
     low, high = params.uncertain
     uncertain = float(np.mean((out > low) & (out < high)))
-    labels, _ = ndimage.label(soft > params.region)
-    touching = np.unique(labels[(main > FUSION.seed) & (labels > 0)])
-    subject = np.isin(labels, touching[touching > 0])
+    subject = regions_touching(soft > params.region, main > FUSION.seed)
     disagreement = float(np.mean(np.abs(out - soft) * subject))
     return uncertain + params.disagreement_weight * disagreement
 
