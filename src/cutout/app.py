@@ -12,11 +12,10 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cutout.config import Settings
-from cutout.engine import build_engine
+from cutout.engine import build_engine, required_models
 from cutout.engine.base import Admission, Engine
 from cutout.engine.fetch import model_path
 from cutout.engine.loader import EngineLoader
-from cutout.engine.registry import get_spec
 from cutout.errors import ConfigError
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits
@@ -102,9 +101,10 @@ def start_engine(settings: Settings) -> EngineLoader:
 
 
 def start_engine_check(settings: Settings) -> None:
-    """Raise :class:`ModelNotFetched` (naming the fetch command) if the local model is missing."""
+    """Raise :class:`ModelNotFetched` (naming the fetch command) if a local model is missing."""
     if settings.engine == "local":
-        model_path(get_spec(settings.model), settings.model_dir)
+        for spec in required_models(settings):
+            model_path(spec, settings.model_dir)
 
 
 def secret_key(settings: Settings) -> str:

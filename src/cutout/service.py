@@ -18,7 +18,7 @@ from cutout.engine.base import Admission, Engine
 from cutout.errors import InvalidImage, InvalidName, LimitReached
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits, Photo, load_image
-from cutout.pipeline import cutout_alpha, remove_background
+from cutout.pipeline import full_alpha, predict_photo, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 
 NAME_MAX = 100
@@ -86,21 +86,27 @@ class ImageService:
             processed=processed,
             engine=cutout.engine,
             model=cutout.model,
+            confidence=cutout.confidence,
+            needs_review=cutout.needs_review,
         )
         return self.store.add(record, limit=self.user_limit)
 
-    def cut(self, data: bytes | None, render: Callable[[Photo, Image.Image], T]) -> T:
+    def cut(
+        self, data: bytes | None, render: Callable[[Photo, Image.Image], T]
+    ) -> tuple[T, float | None]:
         """Stateless removal (remove.bg's ``/v1.0/removebg``): nothing is stored.
 
         Decodes *data*, finds the subject and hands the photo and its full-size alpha to
         *render*, all inside the same admission gate as :meth:`create`, so every surface shares
-        one bound on memory and a full queue answers "busy" everywhere.
+        one bound on memory and a full queue answers "busy" everywhere. Returns what *render*
+        made and the cut-out's confidence (None when the engine cannot score itself).
         """
         if not data:
             raise InvalidImage("Please send an image.")
         with self.admission:
             photo = load_image(data, self.limits)
-            return render(photo, cutout_alpha(photo, self.engine()))
+            prediction = predict_photo(photo, self.engine())
+            return render(photo, full_alpha(photo, prediction.mask)), prediction.confidence
 
     def history(self, user_id: str) -> list[Record]:
         return self.store.list(user_id)

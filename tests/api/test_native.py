@@ -28,6 +28,8 @@ def test_upload_list_get_rename_download_delete(client: FlaskClient, key: Key, p
     assert created.status_code == 201, created.get_json()
     image = created.get_json()
     assert created.headers["Location"] == image["links"]["self"]
+    assert 0.0 <= image["confidence"] <= 1.0 and isinstance(image["needs_review"], bool)
+    assert created.headers["X-Cutout-Confidence"] == f"{image['confidence']:.3f}"
     assert image["processed"]["media_type"] == "image/jpeg" and "Set-Cookie" not in created.headers
     listed = client.get("/api/v1/images", headers=key.headers).get_json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == image["id"]

@@ -17,6 +17,7 @@ from PIL import Image
 
 from cutout.engine.base import Admission
 from cutout.errors import EngineBusy
+from cutout.imaging.fuse import REVIEW_BELOW
 from tests.api.conftest import Key, MakeKey
 from tests.helpers import LocalServer, encode, synthetic_photo
 
@@ -68,6 +69,10 @@ def test_default_is_a_preview_png_with_remove_bgs_headers(
     assert 0.05 < (alpha > 128).mean() < 0.95  # a subject, not everything or nothing
     assert "Set-Cookie" not in h and "Retry-After" not in h
     assert h["X-RateLimit-Limit"] == "500" and int(h["X-RateLimit-Remaining"]) == 499
+    # ours, not remove.bg's: the fused engine's confidence in the cut-out
+    score = float(h["X-Cutout-Confidence"])
+    assert 0.0 <= score <= 1.0
+    assert h["X-Cutout-Needs-Review"] == ("true" if score < REVIEW_BELOW else "false")
 
 
 def test_what_real_clients_send_is_accepted(client: FlaskClient, key: Key, photo: Path) -> None:

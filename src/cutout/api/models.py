@@ -79,6 +79,12 @@ class Image(BaseModel):
     created_on: str = Field(description='"YYYY-MM-DD HH:MM:SS", UTC.')
     engine: str
     model: str
+    confidence: float | None = Field(
+        description="How far to trust the cut-out, 0-1; null when the engine cannot score it."
+    )
+    needs_review: bool | None = Field(
+        description="True when the confidence is below the review threshold: check this one."
+    )
     original: ImageInfo | None
     processed: ImageInfo | None
     links: Links

@@ -56,7 +56,10 @@ def service() -> ImageService:
             201: Doc(
                 "Stored; the same as GET /images/{id}.",
                 models.Image,
-                headers={"Location": "The new image's URL."},
+                headers={
+                    "Location": "The new image's URL.",
+                    "X-Cutout-Confidence": "The cut-out's confidence, 0-1 (absent if unscored).",
+                },
             ),
             400: BAD,
             409: Doc("At USER_LIMIT, or the Idempotency-Key is in use.", models.ErrorBody),
@@ -159,6 +162,8 @@ def _created(record: Record) -> Response:
     response = jsonify(image_json(record))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_image", image_id=record.id)
+    if record.confidence is not None:
+        response.headers["X-Cutout-Confidence"] = f"{record.confidence:.3f}"
     return response
 
 
@@ -269,6 +274,8 @@ def image_json(record: Record) -> dict[str, Any]:
         "created_on": record.created_on,
         "engine": record.engine,
         "model": record.model,
+        "confidence": record.confidence,
+        "needs_review": record.needs_review,
         "original": info(record.original),
         "processed": info(record.processed),
         "links": {"self": url_for("api.get_image", image_id=record.id), **links},

@@ -33,6 +33,7 @@ from cutout.errors import (
     UnsupportedFormat,
 )
 from cutout.imaging.decode import Photo, load_image
+from cutout.imaging.fuse import needs_review
 from cutout.removebg.params import Params, parse
 from cutout.removebg.render import Rendered, render
 from cutout.service import ImageService
@@ -183,9 +184,9 @@ def removebg() -> ResponseReturnValue:
     params, cost = priced(parse(fields), key)
     source = image_source(fields, blobs)
     background = background_image(fields, blobs, params)
-    rendered = _cut(source, params, background)
+    rendered, confidence = _cut(source, params, background)
     keys().charge(key, cost)  # after success only: errors are never charged
-    return result_response(rendered, params, cost)
+    return result_response(rendered, params, cost, confidence)
 
 
 def priced(params: Params, key: ApiKey) -> tuple[Params, float]:
@@ -226,7 +227,9 @@ def background_image(
         raise InvalidParameter(f"The background image: {exc}", "failed_to_read_image") from None
 
 
-def _cut(source: bytes, params: Params, background: Image.Image | None) -> Rendered:
+def _cut(
+    source: bytes, params: Params, background: Image.Image | None
+) -> tuple[Rendered, float | None]:
     settings: Settings = current_app.config["CUTOUT"]
 
     def draw(photo: Photo, alpha: Image.Image) -> Rendered:
@@ -244,7 +247,9 @@ def _cut(source: bytes, params: Params, background: Image.Image | None) -> Rende
         raise InvalidParameter(str(exc), "resolution_too_high") from None
 
 
-def result_response(rendered: Rendered, params: Params, cost: float) -> Response:
+def result_response(
+    rendered: Rendered, params: Params, cost: float, confidence: float | None = None
+) -> Response:
     """The image (or remove.bg's JSON), with remove.bg's headers."""
     if _wants_json():
         top, left, width, height = rendered.foreground
@@ -259,12 +264,15 @@ def result_response(rendered: Rendered, params: Params, cost: float) -> Response
         )
     else:
         response = Response(rendered.data, mimetype=rendered.media_type)
-    response.headers.update(result_headers(rendered, params, cost))
+    response.headers.update(result_headers(rendered, params, cost, confidence))
     return response
 
 
-def result_headers(rendered: Rendered, params: Params, cost: float) -> dict[str, str]:
-    """remove.bg's result headers, built in one place (more may join them, e.g. confidence)."""
+def result_headers(
+    rendered: Rendered, params: Params, cost: float, confidence: float | None = None
+) -> dict[str, str]:
+    """remove.bg's result headers, and ours: ``X-Cutout-Confidence`` when the engine scored
+    the cut-out (in [0, 1]; below the review threshold, ``X-Cutout-Needs-Review: true``)."""
     top, left, width, height = rendered.foreground
     headers = {
         "X-Width": str(rendered.width),
@@ -276,6 +284,9 @@ def result_headers(rendered: Rendered, params: Params, cost: float) -> dict[str,
         "X-Foreground-Height": str(height),
         "Cache-Control": "private, no-store",
     }
+    if confidence is not None:
+        headers["X-Cutout-Confidence"] = f"{confidence:.3f}"
+        headers["X-Cutout-Needs-Review"] = "true" if needs_review(confidence) else "false"
     if params.type_level != "none":
         # No type detection here: the type the client named, else "other" (see the README).
         headers["X-Type"] = "other" if params.type == "auto" else _x_type(params.type)

@@ -42,6 +42,8 @@ EXPOSED = ", ".join(
         "X-RateLimit-Remaining",
         "X-RateLimit-Reset",
         "Retry-After",
+        "X-Cutout-Confidence",
+        "X-Cutout-Needs-Review",
     )
 )
 PREFLIGHT_HEADERS = "X-Api-Key, Authorization, Content-Type, Accept"

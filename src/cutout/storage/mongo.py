@@ -3,6 +3,7 @@
 A record document keeps the seed's field names and adds what the seed lacked::
 
     {_id: ObjectId, user_id, image_name, created_on: "YYYY-MM-DD HH:MM:SS", engine, model,
+     confidence: 0.93, needs_review: false,      (optional: absent on older documents)
      slot: 3, slot_key: "<user_id>#3",
      original: {file_id, media_type, size_bytes, width, height, sha256}, processed: {...}}
 
@@ -360,6 +361,9 @@ def _document(record_id: ObjectId, record: NewRecord, files: list[ObjectId], slo
         "slot": slot,
         "slot_key": f"{record.user_id}#{slot}",
     }
+    if record.confidence is not None:
+        doc["confidence"] = record.confidence
+        doc["needs_review"] = record.needs_review
     for kind, file_id in zip(KINDS, files, strict=True):
         info = _image(record, kind).info()
         doc[kind] = {"file_id": file_id, "media_type": info.media_type,
@@ -407,6 +411,8 @@ def _record(doc: Doc) -> Record:
         processed=images["processed"],
         engine=doc.get("engine", LEGACY_ENGINE),
         model=doc.get("model", LEGACY_MODEL),
+        confidence=doc.get("confidence"),
+        needs_review=doc.get("needs_review"),
     )
 
 

@@ -158,4 +158,6 @@ def record_json(record: Record) -> dict[str, Any]:
         "processed": info(record.processed),
         "engine": record.engine,
         "model": record.model,
+        "confidence": record.confidence,
+        "needs_review": record.needs_review,
     }
