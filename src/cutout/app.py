@@ -12,11 +12,10 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cutout.config import Settings
-from cutout.engine import build_engine
+from cutout.engine import build_engine, required_models
 from cutout.engine.base import Admission, Engine
 from cutout.engine.fetch import model_path
 from cutout.engine.loader import EngineLoader
-from cutout.engine.registry import get_spec
 from cutout.errors import ConfigError
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits
@@ -48,6 +47,8 @@ def create_app(
     app.config.update(
         SECRET_KEY=secret_key(settings),
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD,
+        # A multipart text field may hold a whole image in base64 (remove.bg's image_file_b64).
+        MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session cookie
@@ -85,8 +86,8 @@ def create_app(
 
 
 def _register(app: Flask) -> None:
-    from cutout import health
-    from cutout.web import errors, identity, security, studio, views
+    from cutout import api, health
+    from cutout.web import errors, identity, keys, security, studio, views
 
     security.init_app(app)
     identity.init_app(app)
@@ -94,6 +95,8 @@ def _register(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(studio.bp)
+    app.register_blueprint(keys.bp)
+    api.init_app(app)
 
 
 def start_engine(settings: Settings) -> EngineLoader:
@@ -103,9 +106,10 @@ def start_engine(settings: Settings) -> EngineLoader:
 
 
 def start_engine_check(settings: Settings) -> None:
-    """Raise :class:`ModelNotFetched` (naming the fetch command) if the local model is missing."""
+    """Raise :class:`ModelNotFetched` (naming the fetch command) if a local model is missing."""
     if settings.engine == "local":
-        model_path(get_spec(settings.model), settings.model_dir)
+        for spec in required_models(settings):
+            model_path(spec, settings.model_dir)
 
 
 def secret_key(settings: Settings) -> str:

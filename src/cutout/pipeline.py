@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageChops
 
-from cutout.engine.base import Engine
+from cutout.engine.base import Engine, Prediction, predict
 from cutout.imaging.compose import Encoded, OutputOptions, compose
 from cutout.imaging.decode import Limits, Photo, load_image
+from cutout.imaging.fuse import needs_review
 from cutout.imaging.refine import refine_alpha
 
 
@@ -24,6 +25,13 @@ class Cutout:
     engine: str
     model: str
     runtime: str
+    #: How far to trust the cut-out, in [0, 1] (None when the engine cannot tell, e.g. a
+    #: single model or the remote engine); low scores "need review" (see imaging/fuse.py).
+    confidence: float | None = None
+
+    @property
+    def needs_review(self) -> bool | None:
+        return needs_review(self.confidence)
 
 
 def remove_background(
@@ -35,7 +43,8 @@ def remove_background(
     :raises EngineError: the engine failed (or is busy).
     """
     photo = load_image(data, limits)
-    alpha = cutout_alpha(photo, engine)
+    prediction = predict_photo(photo, engine)
+    alpha = full_alpha(photo, prediction.mask)
     output = compose(photo, alpha, options)
     return Cutout(
         photo=photo,
@@ -44,12 +53,18 @@ def remove_background(
         engine=engine.name,
         model=engine.model,
         runtime=engine.runtime,
+        confidence=prediction.confidence,
     )
 
 
 def cutout_alpha(photo: Photo, engine: Engine) -> Image.Image:
     """The full-size alpha for *photo*: the engine's mask, refined, within the photo's own alpha."""
-    return full_alpha(photo, engine.predict_mask(model_input(photo)))
+    return full_alpha(photo, predict_photo(photo, engine).mask)
+
+
+def predict_photo(photo: Photo, engine: Engine) -> Prediction:
+    """The engine's low-resolution mask for *photo*, with its confidence when it has one."""
+    return predict(engine, model_input(photo))
 
 
 def model_input(photo: Photo) -> Image.Image:

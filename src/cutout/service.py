@@ -10,16 +10,20 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from PIL import Image
 
 from cutout.engine.base import Admission, Engine
 from cutout.errors import InvalidImage, InvalidName, LimitReached
 from cutout.imaging.compose import OutputOptions
-from cutout.imaging.decode import Limits, Photo
-from cutout.pipeline import remove_background
+from cutout.imaging.decode import Limits, Photo, load_image
+from cutout.pipeline import full_alpha, predict_photo, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 from cutout.thumbnails import save_thumbnails
 
 NAME_MAX = 100
+T = TypeVar("T")
 #: Uploads in these formats are kept byte for byte; browsers can show them.
 BROWSER_FORMATS = {
     "JPEG": "image/jpeg",
@@ -51,11 +55,18 @@ class ImageService:
     user_limit: int
     output: OutputOptions
 
-    def create(self, user_id: str, name: str | None, data: bytes | None) -> Record:
+    def create(
+        self,
+        user_id: str,
+        name: str | None,
+        data: bytes | None,
+        output: OutputOptions | None = None,
+    ) -> Record:
         """Remove the background of *data* and store both images under *name*.
 
         Nothing is stored unless processing succeeded. The limit is checked first (so a full
         account does not wait for the model) and enforced again, atomically, by the store.
+        *output* replaces the service's default output options (the native API's choices).
         """
         image_name = clean_name(name)
         if not data:
@@ -63,7 +74,9 @@ class ImageService:
         if self.store.count(user_id) >= self.user_limit:
             raise LimitReached()
         with self.admission:
-            cutout = remove_background(data, self.engine(), limits=self.limits, options=self.output)
+            cutout = remove_background(
+                data, self.engine(), limits=self.limits, options=output or self.output
+            )
         processed = NewImage(
             cutout.output.data, cutout.output.media_type, cutout.output.width, cutout.output.height
         )
@@ -74,10 +87,29 @@ class ImageService:
             processed=processed,
             engine=cutout.engine,
             model=cutout.model,
+            confidence=cutout.confidence,
+            needs_review=cutout.needs_review,
         )
         stored = self.store.add(record, limit=self.user_limit)
         save_thumbnails(self.store, stored, cutout.photo, cutout.alpha)
         return stored
+
+    def cut(
+        self, data: bytes | None, render: Callable[[Photo, Image.Image], T]
+    ) -> tuple[T, float | None]:
+        """Stateless removal (remove.bg's ``/v1.0/removebg``): nothing is stored.
+
+        Decodes *data*, finds the subject and hands the photo and its full-size alpha to
+        *render*, all inside the same admission gate as :meth:`create`, so every surface shares
+        one bound on memory and a full queue answers "busy" everywhere. Returns what *render*
+        made and the cut-out's confidence (None when the engine cannot score itself).
+        """
+        if not data:
+            raise InvalidImage("Please send an image.")
+        with self.admission:
+            photo = load_image(data, self.limits)
+            prediction = predict_photo(photo, self.engine())
+            return render(photo, full_alpha(photo, prediction.mask)), prediction.confidence
 
     def history(self, user_id: str) -> list[Record]:
         return self.store.list(user_id)

@@ -149,7 +149,8 @@ def test_a_real_photo_goes_through_end_to_end(server: Server, samples: list[Samp
     assert response.status_code == 201, response.text
     record: dict[str, Any] = response.json()
     assert record["image_name"] == "deploy smoke test"
-    assert record["model"] == "isnet"
+    assert record["model"] == "isnet+modnet"
+    assert 0.0 <= record["confidence"] <= 1.0
 
     image = session.get(server.url + record["processed_url"], timeout=30)
     assert image.status_code == 200
@@ -208,6 +209,9 @@ def run_engine_on_read_only_dir(
     models = tmp_path / "models"
     models.mkdir()
     (models / spec.filename).symlink_to(model_path(spec, model_settings.model_dir))
+    # MODNet and the INT8 build too, as `cutout models fetch` leaves them in the image
+    for name in ("modnet.onnx", *(f"{spec.name}.int8.{ext}" for ext in ("xml", "bin", "json"))):
+        (models / name).symlink_to(model_settings.model_dir / name)
     if with_cache_dir:
         (models / "openvino-cache").mkdir()
     read_only = [models, *([models / "openvino-cache"] if with_cache_dir else [])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Callable
@@ -50,6 +51,22 @@ def test_add_then_list_get_and_read_images(backend: Backend) -> None:
     assert store.read_image("alice", record.id, "original") == (record.original, JPEG)
     assert store.read_image("alice", record.id, "processed") == (record.processed, PNG)
     assert backend.stored_images() == 2
+
+
+@pytest.mark.parametrize(("score", "review"), [(0.93, False), (0.41, True), (None, None)])
+def test_confidence_is_stored_and_read_back(
+    backend: Backend, score: float | None, review: bool | None
+) -> None:
+    """Each cut-out's confidence and review flag; None for engines that cannot score."""
+    store = backend.store
+    new = dataclasses.replace(new_record("alice", "cat"), confidence=score, needs_review=review)
+    record = store.add(new, limit=5)
+    assert (record.confidence, record.needs_review) == (score, review)
+    for read in (store.get("alice", record.id), store.list("alice")[0]):
+        assert (read.confidence, read.needs_review) == (score, review)
+        assert read.needs_review is review  # a bool (or None), not 0/1
+    renamed = store.rename("alice", record.id, "renamed")
+    assert (renamed.confidence, renamed.needs_review) == (score, review)
 
 
 def test_rename_changes_only_the_name(backend: Backend) -> None:

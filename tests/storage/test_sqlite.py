@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -132,25 +133,30 @@ def test_two_store_instances_share_one_limit(data_dir: Path) -> None:
     assert len(list((data_dir / "images").iterdir())) == 8
 
 
-def test_a_database_from_before_migrations_is_brought_up_to_date(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A file made by the first release (schema.sql, user_version 1) keeps its rows."""
-    import cutout.storage.sqlite
-    from cutout.storage.sqlite import migrations
+def test_a_database_from_the_first_release_is_brought_up_to_date(data_dir: Path) -> None:
+    """A file made by the first release (schema 1, user_version 1) keeps its rows; migration
+    0002 adds the confidence columns, NULL for the rows that existed (not scored), 0004 the
+    touch-up revision (0) and the table of edits and thumbnails (empty)."""
+    from cutout.storage.sqlite import _statements, migrations
 
-    all_migrations = migrations()
-    with monkeypatch.context() as patch:  # the first release knew only the first schema
-        patch.setattr(cutout.storage.sqlite, "migrations", lambda: all_migrations[:1])
-        kept = SQLiteStore(data_dir).add(new_record(), limit=5)
-    with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
-
-    again = SQLiteStore(data_dir)
-    assert again.list("alice") == [kept]
-    assert again.read_image("alice", kept.id, "processed")[1] == PNG
-    with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == all_migrations[-1][0]
+    data_dir.mkdir(parents=True)
+    with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:  # a version-1 database
+        for statement in _statements(dict(migrations())[1]):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO records VALUES (1, 'abcdefabcdefabcdefabcdef', 'alice', 'old', "
+            "'2024-01-01 00:00:00', 'local:isnet', 'isnet', 'image/jpeg', 3, 1, 1, 'x', "
+            "'image/png', 3, 1, 1, 'y')"
+        )
+    store = SQLiteStore(data_dir)
+    [old] = store.list("alice")
+    assert (old.image_name, old.confidence, old.needs_review) == ("old", None, None)
+    assert (old.edited, old.revision) == (False, 0)  # migration 0004: not touched up
+    scored = store.add(
+        dataclasses.replace(new_record(), confidence=0.5, needs_review=True), limit=5
+    )
+    assert store.get("alice", scored.id).confidence == 0.5
 
 
 def test_migrations_are_numbered_and_run_once_when_stores_start_together(

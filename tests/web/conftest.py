@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse, encode_multipart
 from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine, Engine
-from cutout.engine.local import LocalEngine
+from cutout.engine.fused import FusedEngine
 from tests.conftest import Sample
 
 
@@ -28,7 +28,7 @@ def web_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def shared_engine(real_engine: LocalEngine) -> Engine:
+def shared_engine(real_engine: FusedEngine) -> Engine:
     """The real model behind the same admission control the app builds."""
     return BoundedEngine(real_engine, slots=1, max_waiting=4, timeout=60)
 

@@ -18,6 +18,8 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
 from cutout.errors import EngineBusy, EngineError
+from cutout.imaging.fuse import REVIEW_BELOW
+from cutout.storage.base import NewImage, NewRecord
 from tests.helpers import encode, synthetic_photo
 from tests.web.conftest import Actions
 
@@ -108,7 +110,10 @@ def test_upload_stores_original_and_cutout(
     [record] = actions.records()
     assert record["image_name"] == "Microwave"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", str(record["created_on"]))
-    assert record["engine"] == "local:isnet" and record["model"] == "isnet"
+    assert record["engine"] == "local:isnet+modnet" and record["model"] == "isnet+modnet"
+    score = record["confidence"]
+    assert isinstance(score, float) and 0.0 <= score <= 1.0
+    assert record["needs_review"] is (score < REVIEW_BELOW)
     original = client.get(str(record["original_url"]))
     assert original.status_code == 200 and original.mimetype == "image/jpeg"
     assert original.data == photo.read_bytes()  # kept byte for byte
@@ -126,6 +131,30 @@ def test_upload_json_returns_the_record(actions: Actions, photo: Path) -> None:
     body = response.get_json()
     assert body["image_name"] == "As JSON" and body["_id"] == actions.records()[0]["_id"]
     assert body["processed"]["media_type"] == "image/png"
+
+
+def test_a_cutout_that_needs_review_gets_a_badge(
+    app: Flask, actions: Actions, client: FlaskClient
+) -> None:
+    """The "check this one" badge shows on exactly the records flagged for review."""
+    user = client.get("/", headers={"Accept": "application/json"}).get_json()["user_id"]
+    image = NewImage(encode(synthetic_photo(), "PNG"), "image/png", 320, 240)
+    store = app.extensions["cutout.store"]
+    for name, score in (("sure", 0.95), ("unsure", 0.31)):
+        store.add(
+            NewRecord(user, name, image, image, "local:isnet+modnet", "isnet+modnet",
+                      confidence=score, needs_review=score < REVIEW_BELOW),
+            limit=3,
+        )  # fmt: skip
+    page = client.get("/").get_data(as_text=True)
+    cards = {
+        c.split("</h3>")[0].rsplit(">", 1)[1]: c for c in page.split('class="card record"')[1:]
+    }
+    assert "Check this one" in cards["unsure"] and "Confidence 0.31" in cards["unsure"]
+    assert "Check this one" not in cards["sure"]
+    listed = {r["image_name"]: r for r in actions.records()}
+    assert listed["unsure"]["needs_review"] is True and listed["unsure"]["confidence"] == 0.31
+    assert listed["sure"]["needs_review"] is False
 
 
 def test_history_is_newest_first_and_rendered(

@@ -39,6 +39,7 @@ from playwright.sync_api import (
     Browser,
     BrowserContext,
     Locator,
+    Page,
     ViewportSize,
     expect,
     sync_playwright,
@@ -101,6 +102,19 @@ def chromium(executable: str) -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def browser_page(executable: str) -> Iterator[Page]:
+    """One page in a fresh context (1200x900, downloads allowed), for short browser tests."""
+    with chromium(executable) as browser:
+        context = browser.new_context(
+            viewport={"width": 1200, "height": 900}, accept_downloads=True
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
 
 
 @contextmanager

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.fetch import model_path
+from cutout.engine.fused import FusedEngine
 from cutout.engine.local import LocalEngine
 from cutout.engine.objectcut import ObjectCutEngine
-from cutout.engine.registry import get_spec
-from cutout.engine.runtimes import Runtime, load_runtime
+from cutout.engine.quantize import int8_path
+from cutout.engine.registry import FUSION_MODEL, ModelSpec, get_spec
+from cutout.engine.runtimes import Runtime, load_runtime, resolve_runtime
+from cutout.errors import ModelNotFetched
 
-__all__ = ["BoundedEngine", "Engine", "build_engine", "local_engine"]
+__all__ = ["BoundedEngine", "Engine", "build_engine", "local_engine", "model_engine"]
+
+log = logging.getLogger(__name__)
 
 
 def build_engine(settings: Settings) -> BoundedEngine:
     """Return the engine *settings* ask for, behind the configured admission limits.
 
-    Raises :class:`~cutout.errors.ModelNotFetched` (naming the command to run) when the local
+    Raises :class:`~cutout.errors.ModelNotFetched` (naming the command to run) when a local
     model is missing: nothing is ever downloaded here.
     """
     inner: Engine
@@ -43,13 +49,29 @@ def build_engine(settings: Settings) -> BoundedEngine:
     )
 
 
-def local_engine(settings: Settings) -> LocalEngine:
-    spec = get_spec(settings.model)
-    path = model_path(spec, settings.model_dir)
+def local_engine(settings: Settings) -> LocalEngine | FusedEngine:
+    """The configured model, fused with MODNet unless ``CUTOUT_FUSION=off``."""
+    primary = model_engine(get_spec(settings.model), settings)
+    if settings.fusion == "off":
+        return primary
+    return FusedEngine(primary, model_engine(get_spec(FUSION_MODEL), settings))
+
+
+def required_models(settings: Settings) -> list[ModelSpec]:
+    """The registry entries the configured local engine needs installed."""
+    specs = [get_spec(settings.model)]
+    if settings.fusion != "off":
+        specs.append(get_spec(FUSION_MODEL))
+    return specs
+
+
+def model_engine(spec: ModelSpec, settings: Settings) -> LocalEngine:
+    """One model on the configured runtime, its INT8 build when that is wanted and installed."""
+    path, precision = model_file(spec, settings)
     runtime = _shared_runtime(
         path,
         settings.runtime,
-        settings.precision,
+        precision,
         settings.inference_threads,
         settings.max_concurrent,
         spec.input_name,
@@ -58,7 +80,33 @@ def local_engine(settings: Settings) -> LocalEngine:
     return LocalEngine(spec, runtime)
 
 
-@functools.lru_cache(maxsize=4)
+def model_file(spec: ModelSpec, settings: Settings) -> tuple[Path, str]:
+    """The file to load for *spec* and the precision to run it at.
+
+    ``auto`` takes the INT8 build when it is installed and the runtime is OpenVINO (the only
+    one that runs it); ``int8`` insists on it there, and on onnxruntime falls back to the
+    float model with a warning. Models without an INT8 build run in float either way.
+    """
+    path = model_path(spec, settings.model_dir)
+    wants_int8 = settings.precision in ("auto", "int8") and spec.quantize
+    on_openvino = resolve_runtime(settings.runtime) == "openvino"
+    if wants_int8 and on_openvino:
+        quantized = int8_path(spec, settings.model_dir)
+        if quantized is not None:
+            return quantized, "int8"
+        if settings.precision == "int8":
+            raise ModelNotFetched(
+                f"CUTOUT_PRECISION=int8 but the INT8 build of {spec.name!r} is not installed in "
+                f"{settings.model_dir}. Run `cutout models fetch` (or `make install`) first."
+            )
+    elif settings.precision == "int8":
+        log.warning(
+            "no INT8 build of %s for this runtime: running the float model instead", spec.name
+        )
+    return path, "auto" if settings.precision == "int8" else settings.precision
+
+
+@functools.lru_cache(maxsize=8)
 def _shared_runtime(
     path: Path,
     choice: str,

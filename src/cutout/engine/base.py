@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -36,6 +37,28 @@ class Engine(Protocol):
         is natural to them (the model's square input, or the remote service's output).
         """
         ...
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """An engine's answer: the mask, and how far to trust it when the engine can tell."""
+
+    mask: np.ndarray  # float32 alpha in [0, 1], any resolution (see Engine.predict_mask)
+    confidence: float | None = None  # in [0, 1]; None: this engine cannot judge itself
+
+
+@runtime_checkable
+class JudgingEngine(Engine, Protocol):
+    """An engine that also scores its own mask (the fused local engine)."""
+
+    def predict(self, image: Image.Image) -> Prediction: ...
+
+
+def predict(engine: Engine, image: Image.Image) -> Prediction:
+    """The engine's mask with its confidence, or with none if the engine cannot judge itself."""
+    if isinstance(engine, JudgingEngine):
+        return engine.predict(image)
+    return Prediction(engine.predict_mask(image))
 
 
 class Admission:
@@ -93,3 +116,7 @@ class BoundedEngine:
     def predict_mask(self, image: Image.Image) -> np.ndarray:
         with self.admission:
             return self.inner.predict_mask(image)
+
+    def predict(self, image: Image.Image) -> Prediction:
+        with self.admission:
+            return predict(self.inner, image)

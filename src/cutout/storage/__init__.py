@@ -21,21 +21,28 @@ from cutout.storage.base import (
     Thumbnail,
     now_created_on,
 )
+from cutout.storage.keys import KeyStore
 from cutout.storage.mongo import MongoStore
+from cutout.storage.mongo_keys import MongoKeyStore
 from cutout.storage.sqlite import SQLiteStore
+from cutout.storage.sqlite_keys import SQLiteKeyStore
 
 __all__ = [
     "KINDS",
     "ImageInfo",
     "ImageStore",
+    "KeyStore",
     "Kind",
+    "MongoKeyStore",
     "MongoStore",
     "NewImage",
     "NewRecord",
     "Record",
+    "SQLiteKeyStore",
     "SQLiteStore",
     "Thumbnail",
     "now_created_on",
+    "open_key_store",
     "open_store",
 ]
 
@@ -45,3 +52,12 @@ def open_store(settings: Settings) -> ImageStore:
     if settings.mongo_uri:
         return MongoStore(settings.mongo_uri)
     return SQLiteStore(settings.data_dir)
+
+
+def open_key_store(images: ImageStore) -> KeyStore:
+    """The API's store, beside *images*: the same SQLite file or the same MongoDB database."""
+    if isinstance(images, MongoStore):
+        return MongoKeyStore(images)
+    if isinstance(images, SQLiteStore):
+        return SQLiteKeyStore(images)
+    raise TypeError(f"No key store for {type(images).__name__}.")

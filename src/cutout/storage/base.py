@@ -2,7 +2,8 @@
 
 Records keep the seed's schema names (``_id``, ``user_id``, ``image_name``, ``created_on`` as
 "YYYY-MM-DD HH:MM:SS" UTC) plus what we need: sizes, formats, content hashes, the engine and
-model used. Image bytes never sit inside a record (no base64): they go to files or GridFS.
+model used, the cut-out's confidence score. Image bytes never sit inside a record (no base64):
+they go to files or GridFS.
 Every method takes the caller's ``user_id`` and treats another user's record exactly like a
 missing one (:class:`NotFound`), so no code path can leak or touch somebody else's images.
 """
@@ -55,6 +56,8 @@ class NewRecord:
     processed: NewImage
     engine: str
     model: str
+    confidence: float | None = None  # in [0, 1]; None when the engine cannot score itself
+    needs_review: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Record:
     processed: ImageInfo | None
     engine: str
     model: str
+    confidence: float | None = None  # None for older records and unscored engines
+    needs_review: bool | None = None
     # -- touch-up (issue 10): ``processed`` is the *current* cut-out, the model's or an edit --
     edited: bool = False  # the current cut-out is a touched-up revision, not the model's
     revision: int = 0  # bumped by every saved edit or reset: names the current cut-out

@@ -3,6 +3,7 @@
 A record document keeps the seed's field names and adds what the seed lacked::
 
     {_id: ObjectId, user_id, image_name, created_on: "YYYY-MM-DD HH:MM:SS", engine, model,
+     confidence: 0.93, needs_review: false,      (optional: absent on older documents)
      slot: 3, slot_key: "<user_id>#3",
      original: {file_id, media_type, size_bytes, width, height, sha256}, processed: {...},
      revision: 2, edit: {file_id, ...},                  # a touched-up cut-out (optional)
@@ -493,6 +494,9 @@ def _document(record_id: ObjectId, record: NewRecord, files: list[ObjectId], slo
         "slot": slot,
         "slot_key": f"{record.user_id}#{slot}",
     }
+    if record.confidence is not None:
+        doc["confidence"] = record.confidence
+        doc["needs_review"] = record.needs_review
     for kind, file_id in zip(KINDS, files, strict=True):
         doc[kind] = _subdocument(file_id, _image(record, kind).info())
     return doc
@@ -546,6 +550,8 @@ def _record(doc: Doc) -> Record:
         processed=images["processed"],
         engine=doc.get("engine", LEGACY_ENGINE),
         model=doc.get("model", LEGACY_MODEL),
+        confidence=doc.get("confidence"),
+        needs_review=doc.get("needs_review"),
         edited=edited,
         revision=int(doc.get("revision", 0)),
     )

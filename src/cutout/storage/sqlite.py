@@ -58,9 +58,14 @@ BUSY_TIMEOUT = 15.0
 ORPHAN_AGE = 60.0
 _ID = re.compile(r"[0-9a-f]{24}")
 _MIGRATION = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
-_COLUMNS = "id, user_id, image_name, created_on, engine, model, " + ", ".join(
-    f"{k}_{f}" for k in KINDS for f in ("media_type", "size_bytes", "width", "height", "sha256")
+_COLUMNS = (
+    "id, user_id, image_name, created_on, engine, model, "
+    + ", ".join(
+        f"{k}_{f}" for k in KINDS for f in ("media_type", "size_bytes", "width", "height", "sha256")
+    )
+    + ", confidence, needs_review"
 )
+_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
 _INFO = ("media_type", "size_bytes", "width", "height", "sha256")
 #: A record with its current edit, if any (the row of kind 'edit' in record_images).
 _SELECT = (
@@ -303,7 +308,7 @@ class SQLiteStore:
                 raise LimitReached()
             stored = _new_record(record_id, record, now_created_on())
             conn.execute(
-                f"INSERT INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                f"INSERT INTO records ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 _row_values(stored),
             )
         return stored
@@ -553,17 +558,26 @@ def _new_record(record_id: str, record: NewRecord, created_on: str) -> Record:
         processed=record.processed.info(),
         engine=record.engine,
         model=record.model,
+        confidence=record.confidence,
+        needs_review=record.needs_review,
     )
 
 
-def _row_values(record: Record) -> list[str | int]:
+def _row_values(record: Record) -> list[str | int | float | None]:
     """*record* in the order of ``_COLUMNS``."""
-    values: list[str | int] = [record.id, record.user_id, record.image_name, record.created_on,
-                               record.engine, record.model]  # fmt: skip
+    values: list[str | int | float | None] = [
+        record.id,
+        record.user_id,
+        record.image_name,
+        record.created_on,
+        record.engine,
+        record.model,
+    ]
     for info in (record.original, record.processed):
         assert info is not None  # new records always carry both images
         values += [info.media_type, info.size_bytes, info.width, info.height, info.sha256]
-    return values
+    review = None if record.needs_review is None else int(record.needs_review)
+    return [*values, record.confidence, review]
 
 
 def _record(row: sqlite3.Row) -> Record:
@@ -588,6 +602,8 @@ def _record(row: sqlite3.Row) -> Record:
         processed=info("edit" if edited else "processed"),
         engine=row["engine"],
         model=row["model"],
+        confidence=row["confidence"],
+        needs_review=None if row["needs_review"] is None else bool(row["needs_review"]),
         edited=edited,
         revision=row["revision"],
     )

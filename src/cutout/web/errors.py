@@ -7,13 +7,28 @@ Three audiences get the same error three ways:
 * programs (``Accept: application/json``, or the JSON endpoints PUT/DELETE) get
   ``{"error": code, "message": text}`` with the status below;
 * anything else gets a small HTML error page with that status.
+
+The API for programs has two more shapes, chosen by path (see :func:`api_surface`):
+``/v1.0/...`` answers remove.bg's ``{"errors": [{"title", "code", "detail"}]}`` with remove.bg's
+codes and statuses (400 for every bad input, 402, 403, 429), and ``/api/v1/...`` answers
+``{"error", "message"}``, always JSON, whatever the Accept header says.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, flash, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Flask,
+    Response,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -28,6 +43,9 @@ STATUS: dict[type[e.CutoutError], int] = {
     e.ImageTooLarge: 413,
     e.NotFound: 404,
     e.LimitReached: 409,
+    e.AuthFailed: 401,
+    e.InsufficientCredits: 402,
+    e.IdempotencyConflict: 409,
     e.EngineBusy: 503,
     e.EngineError: 502,
     e.ModelError: 503,
@@ -82,6 +100,13 @@ def too_large_message() -> str:
 
 
 def error_response(exc: Exception, status: int, code: str, message: str) -> ResponseReturnValue:
+    if isinstance(exc, e.EngineBusy):
+        g.busy_retry_after = exc.retry_after  # kept over the rate limiter's Retry-After
+    surface = api_surface()
+    if surface == "removebg":
+        return removebg_error(exc, status, code, message)
+    if surface == "api":
+        return native_error(exc, status, code, message)
     if request.method == "POST" and request.endpoint in FORM_ENDPOINTS and not wants_json():
         flash(flash_message(exc), "danger")
         return redirect(url_for("web.index"))
@@ -92,6 +117,84 @@ def error_response(exc: Exception, status: int, code: str, message: str) -> Resp
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
     return render_template("error.html", status=status, message=message), status
+
+
+# -- the API surfaces ----------------------------------------------------------------------
+
+#: remove.bg's codes for our generic ones, on /v1.0 (InvalidParameter carries its own).
+REMOVEBG_CODES = {
+    "invalid_url": "invalid_image_url",
+    "download_failed": "failed_image_download",
+    "image_too_large": "file_too_large",
+    "unsupported_format": "invalid_file_type",
+    "invalid_image": "failed_to_read_image",
+    "too_many_requests": "rate_limit_exceeded",
+    "request_entity_too_large": "file_too_large",
+}
+#: remove.bg's titles (from its OpenAPI examples); other codes get a generic one.
+REMOVEBG_TITLES = {
+    "missing_source": "No image given",
+    "multiple_sources": "Multiple image sources given",
+    "multiple_bg_sources": "Multiple background sources given",
+    "file_too_large": "File too large",
+    "invalid_file_type": "Invalid file type",
+    "failed_image_download": "Failed to download image from given image_url",
+    "failed_bg_download": "Failed to download background image from given bg_image_url",
+    "failed_to_read_image": "There was an error reading the image.",
+    "resolution_too_high": "Image resolution too high",
+    "roi_exceeds_bounds": "ROI exceeds image bounds",
+    "roi_region_empty": "ROI region is empty",
+    "unknown_foreground": "Could not identify foreground in image.",
+    "insufficient_credits": "Insufficient credits",
+    "rate_limit_exceeded": "Rate limit exceeded",
+    "busy": "Service busy, please retry",
+}
+
+
+def api_surface() -> str | None:
+    """Which API the request is for, by path: ``removebg``, ``api`` or None (the page)."""
+    if request.path.startswith("/v1.0/"):
+        return "removebg"
+    if request.path.startswith("/api/"):
+        return "api"
+    return None
+
+
+def removebg_error(exc: Exception, status: int, code: str, message: str) -> ResponseReturnValue:
+    """remove.bg's error shape and statuses: 400 for any bad input, 403 for a bad key."""
+    code = REMOVEBG_CODES.get(code, code)
+    if status in (409, 413, 415):  # remove.bg reports every unusable input as 400
+        status = 400
+    if status == 401:
+        status = 403
+        title = "Missing API Key" if message.startswith("Missing") else "API Key invalid"
+    elif code.startswith("invalid_") and code not in REMOVEBG_TITLES:
+        title = f"Invalid {code.removeprefix('invalid_')} parameter given"
+    else:
+        title = REMOVEBG_TITLES.get(code, message if status < 500 else "Server error")
+    response = jsonify(errors=[{"title": title, "code": code, "detail": message}])
+    response.status_code = status
+    _retry_after(response, exc)
+    return response
+
+
+def native_error(exc: Exception, status: int, code: str, message: str) -> ResponseReturnValue:
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="cutout"'
+    _retry_after(response, exc)
+    return response
+
+
+def _retry_after(response: Response, exc: Exception) -> None:
+    """Headers the error itself carries: Retry-After when busy, Allow on a 405."""
+    if isinstance(exc, e.EngineBusy):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, HTTPException):
+        for name, value in exc.get_headers():
+            if name == "Allow":
+                response.headers[name] = value
 
 
 def _cutout_error(exc: e.CutoutError) -> ResponseReturnValue:
@@ -114,6 +217,10 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     if isinstance(exc, RequestEntityTooLarge):
         return error_response(exc, 413, "image_too_large", too_large_message())
     code = (exc.name or "error").lower().replace(" ", "_")
+    if status == 429:  # Flask-Limiter: the description names the limit that was hit
+        return error_response(
+            exc, 429, "rate_limit_exceeded", f"Rate limit exceeded ({exc.description})."
+        )
     return error_response(exc, status, code, exc.description or exc.name or "Error")
 
 

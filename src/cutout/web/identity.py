@@ -16,6 +16,8 @@ COOKIE = "user_id"
 MAX_AGE = 365 * 24 * 3600
 #: Requests that need no identity (and should not mint one): probes and static files.
 ANONYMOUS_ENDPOINTS = {"static", "health.health", "health.ready"}
+#: The API for programs authenticates with keys only: no cookie read, none minted.
+API_PREFIXES = ("/v1.0/", "/api/")
 
 
 def init_app(app: Flask) -> None:
@@ -33,7 +35,7 @@ def _serializer() -> URLSafeSerializer:
 
 
 def _load_user() -> None:
-    if request.endpoint in ANONYMOUS_ENDPOINTS:
+    if request.endpoint in ANONYMOUS_ENDPOINTS or request.path.startswith(API_PREFIXES):
         return
     raw = request.cookies.get(COOKIE)
     try:

@@ -159,6 +159,8 @@ def record_json(record: Record) -> dict[str, Any]:
         "processed": info(record.processed),
         "engine": record.engine,
         "model": record.model,
+        "confidence": record.confidence,
+        "needs_review": record.needs_review,
         "edited": record.edited,  # the cut-out was touched up by hand (the model's is kept)
         "revision": record.revision,
         "thumbnail_urls": {

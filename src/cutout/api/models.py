@@ -1,0 +1,102 @@
+"""The native API's request and response bodies: they validate requests and, through
+pydantic's JSON Schema, make the OpenAPI document (one definition, so the two cannot drift)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from cutout.service import NAME_MAX
+
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, description="1-100 characters.")]
+Binary = Annotated[
+    bytes, WithJsonSchema({"type": "string", "format": "binary", "description": "The photo."})
+]
+
+
+class OutputChoices(BaseModel):
+    """The same output options as ``cutout remove``."""
+
+    format: Literal["png", "webp", "jpeg"] = Field("png", description="Output format.")
+    background: str | None = Field(
+        None,
+        max_length=64,
+        description="Flatten onto a colour: a name, #rrggbb, #rrggbbaa or r,g,b.",
+    )
+    crop: bool = Field(False, description="Crop to the subject.")
+    margin: int = Field(0, ge=0, le=10_000, description="Pixels kept around the subject.")
+    mask_only: bool = Field(False, description="Return the alpha mask as a grayscale image.")
+
+
+class ImageUpload(OutputChoices):
+    """``multipart/form-data``: the photo as a file."""
+
+    name: Name
+    image: Binary
+
+
+class ImageFromJson(OutputChoices):
+    """JSON: the photo in base64, or a URL the server downloads (public addresses only)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["image_b64"]}, {"required": ["image_url"]}]}
+    )
+
+    name: Name
+    image_b64: str | None = Field(None, min_length=1, description="The photo, base64.")
+    image_url: str | None = Field(
+        None, min_length=1, max_length=2048, description="http(s) URL of the photo."
+    )
+
+
+class Rename(BaseModel):
+    name: Name
+
+
+class Page(BaseModel):
+    page: int = Field(1, ge=1, le=1_000_000, description="1-based page number.")
+    per_page: int = Field(20, ge=1, le=100, description="Items per page.")
+
+
+class ImageInfo(BaseModel):
+    media_type: str
+    size_bytes: int
+    width: int
+    height: int
+    sha256: str
+
+
+class Links(BaseModel):
+    self: str
+    original: str
+    processed: str
+
+
+class Image(BaseModel):
+    id: str
+    name: str
+    created_on: str = Field(description='"YYYY-MM-DD HH:MM:SS", UTC.')
+    engine: str
+    model: str
+    confidence: float | None = Field(
+        description="How far to trust the cut-out, 0-1; null when the engine cannot score it."
+    )
+    needs_review: bool | None = Field(
+        description="True when the confidence is below the review threshold: check this one."
+    )
+    original: ImageInfo | None
+    processed: ImageInfo | None
+    links: Links
+
+
+class ImagePage(BaseModel):
+    items: list[Image]
+    page: int
+    per_page: int
+    total: int
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="A stable code, e.g. invalid_image or limit_reached.")
+    message: str = Field(description="What went wrong and how to fix it.")

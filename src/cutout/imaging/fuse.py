@@ -1,0 +1,129 @@
+"""Fuse the main model's mask with MODNet's soft alpha, and score how far to trust the result.
+
+ISNet alone loses whole strands and fluffy regions of hair, fur and plants; MODNet, a portrait
+matting model, sees them, but it also mattes people and things that are not the subject. So
+MODNet may only *add* to ISNet's mask, and only where both hold:
+
+* connected: the MODNet region (alpha > ``threshold``, on a ``grid``-square low-resolution
+  grid) touches ISNet's own foreground (> ``seed``), so bystanders and background objects
+  do not come back;
+* supported: ISNet itself shows some evidence there (> ``support``: where it is unsure it is
+  grey, not black), or the pixel lies within ``reach`` (px at 1024) of ISNet's foreground,
+  where the fine strands it misses are.
+
+Where ISNet is confident, it decides (the rule is a maximum). The result goes on to the usual
+full-resolution refinement (:mod:`cutout.imaging.refine`). Every parameter was chosen by
+leave-one-out on the 29 test photos (``scripts/fusion_research.py``; README "Quality").
+
+:func:`confidence` turns the two models' disagreement and the share of uncertain alpha into a
+score in [0, 1]; below :data:`REVIEW_BELOW` a cut-out "needs review".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    threshold: float = 0.5  # MODNet alpha that makes a region, at low resolution
+    seed: float = 0.5  # ISNet alpha that counts as its foreground
+    support: float = 0.02  # ISNet alpha that counts as evidence
+    #: px at 1024 (at least one grid step): how close to ISNet's foreground MODNet may add
+    #: without ISNet's support
+    reach: int = 4
+    grid: int = 256  # side of the low-resolution grid of the connectivity check
+
+
+FUSION = FusionParams()
+
+
+def fuse(primary: Array, secondary: Array, params: FusionParams = FUSION) -> Array:
+    """The fused mask at *primary*'s resolution; both inputs are alphas in [0, 1]."""
+    size = primary.shape[::-1]
+    allowed = resize(allowed_region(primary, secondary, params).astype(np.float32), size)
+    added = resize(secondary, size)
+    added *= allowed
+    fused: Array = np.maximum(primary, added).astype(np.float32, copy=False)
+    return fused
+
+
+def allowed_region(primary: Array, secondary: Array, params: FusionParams = FUSION) -> Array:
+    """Boolean grid: where *secondary* may add to *primary* (connected and supported)."""
+    grid = (params.grid, params.grid)
+    main = resize(primary, grid)
+    seeds = main > params.seed
+    connected = regions_touching(resize(secondary, grid) > params.threshold, seeds)
+    steps = max(1, round(params.reach * params.grid / 1024))
+    near = ndimage.binary_dilation(seeds, iterations=steps) if seeds.any() else seeds
+    result: Array = connected & (near | (main > params.support))
+    return result
+
+
+def regions_touching(regions: Array, seeds: Array) -> Array:
+    """The connected components of the boolean *regions* that overlap the boolean *seeds*."""
+    labels, _ = ndimage.label(regions)
+    touching = np.unique(labels[seeds & (labels > 0)])
+    found: Array = np.isin(labels, touching[touching > 0])
+    return found
+
+
+def resize(a: Array, size: tuple[int, int]) -> Array:
+    """Bilinear resize of a 2-D float array to *size* (width, height)."""
+    a = np.asarray(a, np.float32)
+    if a.shape[::-1] == size:
+        return a.copy()
+    image = Image.fromarray(a, "F").resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image, np.float32).copy()
+
+
+@dataclass(frozen=True)
+class ConfidenceParams:
+    #: Fused-mask values counted as uncertain: those the refinement's levels curve (0.05-0.9)
+    #: leaves semi-transparent, roughly.
+    uncertain: tuple[float, float] = (0.1, 0.85)
+    disagreement_weight: float = 0.1  # weight of the two models' disagreement in the risk
+    region: float = 0.1  # MODNet alpha that delimits "its" subject (connected to ISNet's)
+    risk_zero: float = 0.25  # risk at which the confidence reaches 0
+    grid: int = 256
+
+
+SCORING = ConfidenceParams()
+#: Cut-outs scoring below this "need review" (chosen on the test photos; README "Quality").
+REVIEW_BELOW = 0.8
+
+
+def confidence(
+    primary: Array, secondary: Array, fused: Array, params: ConfidenceParams = SCORING
+) -> float:
+    """How far to trust a fused mask, in [0, 1] (1: nothing uncertain, the models agree).
+
+    The risk is the share of the fused mask that is neither clearly foreground nor clearly
+    background, plus the mean disagreement between the fused mask and MODNet over MODNet's
+    own view of the subject (its regions that touch ISNet's foreground). Outside that view
+    MODNet's silence means nothing: it is a portrait model and sees no microwaves.
+    """
+    return 1.0 - min(1.0, risk(primary, secondary, fused, params) / params.risk_zero)
+
+
+def risk(
+    primary: Array, secondary: Array, fused: Array, params: ConfidenceParams = SCORING
+) -> float:
+    grid = (params.grid, params.grid)
+    main, soft, out = resize(primary, grid), resize(secondary, grid), resize(fused, grid)
+    low, high = params.uncertain
+    uncertain = float(np.mean((out > low) & (out < high)))
+    subject = regions_touching(soft > params.region, main > FUSION.seed)
+    disagreement = float(np.mean(np.abs(out - soft) * subject))
+    return uncertain + params.disagreement_weight * disagreement
+
+
+def needs_review(score: float | None) -> bool | None:
+    """True when a cut-out's *score* is below :data:`REVIEW_BELOW` (None: not scored)."""
+    return None if score is None else score < REVIEW_BELOW

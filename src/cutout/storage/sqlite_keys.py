@@ -1,0 +1,215 @@
+""":class:`~cutout.storage.keys.KeyStore` in the image store's SQLite file (migration 0003).
+
+It borrows the image store's connections, so both share one set-up (directory, WAL mode,
+migrations) and one file: a key made by ``cutout keys create`` is visible to a running server
+at once, because every operation reads the file afresh.
+"""
+
+from __future__ import annotations
+
+import builtins
+import secrets
+import sqlite3
+
+from cutout.errors import IdempotencyConflict, InsufficientCredits, NotFound
+from cutout.storage.base import now_created_on
+from cutout.storage.keys import (
+    IDEMPOTENCY_TTL,
+    ApiKey,
+    Improvement,
+    NewKey,
+    StoredResponse,
+)
+from cutout.storage.sqlite import SQLiteStore, _immediate
+
+_KEY_COLUMNS = (
+    "id, user_id, name, prefix, created_on, last_used_on, credits, credits_used, revoked_on"
+)
+#: Float sums of quarter credits are exact, but leave room for allowances like 0.1.
+EPSILON = 1e-9
+
+
+class SQLiteKeyStore:
+    def __init__(self, images: SQLiteStore) -> None:
+        self._images = images
+
+    def add_key(self, key: NewKey) -> ApiKey:
+        stored = ApiKey(
+            id=secrets.token_hex(12),
+            user_id=key.user_id,
+            name=key.name,
+            prefix=key.prefix,
+            created_on=now_created_on(),
+            last_used_on=None,
+            credits=key.credits,
+            credits_used=0.0,
+            revoked_on=None,
+        )
+        with self._images._connection("save the API key") as conn:
+            conn.execute(
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}, secret_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stored.id,
+                    stored.user_id,
+                    stored.name,
+                    stored.prefix,
+                    stored.created_on,
+                    None,
+                    stored.credits,
+                    0.0,
+                    None,
+                    key.secret_hash,
+                ),
+            )
+        return stored
+
+    def find_key(self, secret_hash: str) -> ApiKey | None:
+        with self._images._connection("check the API key") as conn:
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?", (secret_hash,)
+            ).fetchone()
+        return _key(row) if row else None
+
+    def list_keys(self, user_id: str | None = None) -> builtins.list[ApiKey]:
+        query = f"SELECT {_KEY_COLUMNS} FROM api_keys"
+        args: tuple[str, ...] = ()
+        if user_id is not None:
+            query, args = query + " WHERE user_id = ?", (user_id,)
+        with self._images._connection("list the API keys") as conn:
+            rows = conn.execute(query + " ORDER BY created_on DESC, seq DESC", args).fetchall()
+        return [_key(row) for row in rows]
+
+    def get_key(self, key_id: str) -> ApiKey:
+        with self._images._connection("read the API key") as conn:
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
+        return _key(_found(row))
+
+    def revoke_key(self, key_id: str, user_id: str | None = None) -> ApiKey:
+        owner = "" if user_id is None else " AND user_id = ?"
+        args = (now_created_on(), key_id) + (() if user_id is None else (user_id,))
+        with self._images._connection("revoke the API key") as conn:
+            rows = conn.execute(
+                "UPDATE api_keys SET revoked_on = COALESCE(revoked_on, ?) "
+                f"WHERE id = ?{owner} RETURNING {_KEY_COLUMNS}",
+                args,
+            ).fetchall()
+        return _key(_found(rows[0] if rows else None))
+
+    def touch_key(self, key_id: str, when: str) -> None:
+        with self._images._connection("record the API key's use") as conn:
+            conn.execute("UPDATE api_keys SET last_used_on = ? WHERE id = ?", (when, key_id))
+
+    def charge_key(self, key_id: str, cost: float) -> ApiKey:
+        with self._images._connection("charge the API key") as conn:
+            rows = conn.execute(
+                "UPDATE api_keys SET credits_used = credits_used + ? "
+                "WHERE id = ? AND revoked_on IS NULL "
+                "AND (credits IS NULL OR credits - credits_used >= ? - ?) "
+                f"RETURNING {_KEY_COLUMNS}",
+                (cost, key_id, cost, EPSILON),
+            ).fetchall()
+            if rows:
+                return _key(rows[0])
+            exists = conn.execute(
+                "SELECT 1 FROM api_keys WHERE id = ? AND revoked_on IS NULL", (key_id,)
+            ).fetchone()
+        if exists:
+            raise InsufficientCredits("This API key has no credits left for this image.")
+        raise NotFound("No such API key.")
+
+    def begin_idempotent(
+        self, user_id: str, key: str, fingerprint: str, now: float
+    ) -> StoredResponse | None:
+        with self._images._connection("check the Idempotency-Key") as conn, _immediate(conn):
+            conn.execute("DELETE FROM idempotency WHERE created < ?", (now - IDEMPOTENCY_TTL,))
+            row = conn.execute(
+                "SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?",
+                (user_id, key),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO idempotency (user_id, key, fingerprint, created) "
+                    "VALUES (?, ?, ?, ?)",
+                    (user_id, key, fingerprint, now),
+                )
+                return None
+        return _replay(row["fingerprint"], fingerprint, row["status"], row["body"])
+
+    def finish_idempotent(self, user_id: str, key: str, response: StoredResponse) -> None:
+        with self._images._connection("store the answer for the Idempotency-Key") as conn:
+            conn.execute(
+                "UPDATE idempotency SET status = ?, body = ? WHERE user_id = ? AND key = ?",
+                (response.status, response.body, user_id, key),
+            )
+
+    def abandon_idempotent(self, user_id: str, key: str) -> None:
+        with self._images._connection("release the Idempotency-Key") as conn:
+            conn.execute(
+                "DELETE FROM idempotency WHERE user_id = ? AND key = ? AND status IS NULL",
+                (user_id, key),
+            )
+
+    def add_improvement(self, item: Improvement) -> str:
+        improvement_id = secrets.token_hex(12)
+        with self._images._connection("keep the submitted image") as conn:
+            conn.execute(
+                "INSERT INTO improvements (id, key_id, user_id, created_on, image_filename, tag, "
+                "media_type, size_bytes, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    improvement_id,
+                    item.key_id,
+                    item.user_id,
+                    now_created_on(),
+                    item.image_filename,
+                    item.tag,
+                    item.media_type,
+                    len(item.data),
+                    sqlite3.Binary(item.data),
+                ),
+            )
+        return improvement_id
+
+    def count_improvements(self, key_id: str) -> int:
+        with self._images._connection("count the submitted images") as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM improvements WHERE key_id = ?", (key_id,)
+            ).fetchone()
+        return int(row[0])
+
+
+def _replay(
+    stored_fingerprint: str, fingerprint: str, status: int | None, body: str | None
+) -> StoredResponse:
+    """The first answer for a reused Idempotency-Key, or the reason there is none to give."""
+    if stored_fingerprint != fingerprint:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was already used for a different request; use a new key."
+        )
+    if status is None or body is None:
+        raise IdempotencyConflict(
+            "A request with this Idempotency-Key is still being processed; retry in a moment."
+        )
+    return StoredResponse(status, body)
+
+
+def _found(row: sqlite3.Row | None) -> sqlite3.Row:
+    if row is None:
+        raise NotFound("No such API key.")
+    return row
+
+
+def _key(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        created_on=row["created_on"],
+        last_used_on=row["last_used_on"],
+        credits=row["credits"],
+        credits_used=float(row["credits_used"]),
+        revoked_on=row["revoked_on"],
+    )
