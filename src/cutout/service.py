@@ -91,7 +91,10 @@ class ImageService:
             needs_review=cutout.needs_review,
         )
         stored = self.store.add(record, limit=self.user_limit)
-        save_thumbnails(self.store, stored, cutout.photo, cutout.alpha)
+        # With other output options (the native API's) the stored cut-out may be flattened,
+        # cropped or a mask: its thumbnail is then made from the stored file, on request.
+        alpha = cutout.alpha if output is None else None
+        save_thumbnails(self.store, stored, cutout.photo, alpha)
         return stored
 
     def cut(

@@ -212,9 +212,27 @@ class Studio:
 
 
 def current_alpha(processed: bytes, size: tuple[int, int]) -> Image.Image:
-    """The alpha channel of a stored cut-out, at *size* (seed-era cut-outs may be smaller)."""
+    """The alpha of a stored cut-out, at the photo's *size*.
+
+    The page's cut-outs carry it as their alpha channel (seed-era ones may be smaller: they
+    are scaled up). A stored mask is the alpha itself. What the native API may have stored
+    instead, a cut-out flattened on a colour, a JPEG or a crop, no longer holds the alpha of
+    the whole photo: such a record can be viewed but not touched up or exported again.
+    :raises InvalidInput: saying so.
+    """
     with Image.open(io.BytesIO(processed)) as image:
-        alpha = (image if image.mode in ("RGBA", "LA") else image.convert("RGBA")).getchannel("A")
+        if image.mode == "L":
+            alpha = image.copy()
+        elif "A" in image.getbands() or "transparency" in image.info:
+            alpha = image.convert("RGBA").getchannel("A")
+        else:
+            alpha = None
+    width, height = size
+    if alpha is None or abs(alpha.width / alpha.height - width / height) > 0.005:
+        raise InvalidInput(
+            "This cut-out was saved flattened, as a JPEG or cropped (by an API request), so "
+            "its transparency is not stored. Upload the photo again to edit or export it here."
+        )
     if alpha.size != size:
         alpha = alpha.resize(size, Image.Resampling.BILINEAR)
     return alpha

@@ -60,17 +60,24 @@ def cutout_thumbnail(photo: Photo, alpha: Image.Image, source_sha256: str) -> Th
 
 
 def save_thumbnails(
-    store: ImageStore, record: Record, photo: Photo, alpha: Image.Image, *, original: bool = True
+    store: ImageStore,
+    record: Record,
+    photo: Photo,
+    alpha: Image.Image | None,
+    *,
+    original: bool = True,
 ) -> None:
     """Store the record's cut-out thumbnail (and, if *original*, the original's), best effort.
 
-    A failure here must not fail the upload or edit that already succeeded: the thumbnail is
-    made again on first request.
+    *alpha* None: the stored cut-out is not simply the photo with this alpha (an API client
+    asked for it flattened, cropped or as a mask), so its thumbnail is made from the stored
+    file on first request instead. A failure here must not fail the upload or edit that
+    already succeeded: the thumbnail is made again on first request.
     """
     made: list[tuple[Kind, Thumbnail]] = []
     if original and record.original is not None:
         made.append(("original", original_thumbnail(photo, record.original.sha256)))
-    if record.processed is not None:
+    if record.processed is not None and alpha is not None:
         made.append(("processed", cutout_thumbnail(photo, alpha, record.processed.sha256)))
     for kind, thumb in made:
         try:

@@ -19,6 +19,7 @@ from werkzeug.test import TestResponse
 from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
+from cutout.imaging.compose import OutputOptions
 from cutout.storage import NewImage, NewRecord
 from tests.conftest import Sample
 from tests.helpers import LocalServer, encode, synthetic_photo
@@ -497,3 +498,32 @@ def test_a_download_uses_the_edit(actions: Actions, client: FlaskClient, photo: 
     assert mask[mask.shape[0] // 2, mask.shape[1] // 2] == 0
     response = client.get(f"/records/{record['_id']}/export?mask=1")
     assert re.search(r"filename=.*-mask\.png", response.headers["Content-Disposition"])
+
+
+def test_api_cutouts_saved_without_their_alpha_are_viewable_but_not_editable(
+    app: Flask, actions: Actions, client: FlaskClient, photo: Path
+) -> None:
+    """The native API may store a cut-out flattened (here a JPEG) or as the mask alone."""
+    user = client.get("/", headers={"Accept": "application/json"}).get_json()["user_id"]
+    service = app.extensions["cutout.service"]
+    flat = service.create(user, "flat", photo.read_bytes(), output=OutputOptions(format="jpeg"))
+    mask = service.create(user, "mask", photo.read_bytes(), output=OutputOptions(mask_only=True))
+
+    for response in (
+        client.get(f"/records/{flat.id}/export", headers={"Accept": "application/json"}),
+        post_json(actions, f"/records/{flat.id}/edits", ERASE_MIDDLE),
+    ):
+        assert response.status_code == 400
+        assert "transparency is not stored" in response.get_json()["message"]
+    thumb = image_of(client.get(f"/records/{flat.id}/thumbnail/processed"))
+    assert thumb.mode == "RGB" and max(thumb.size) <= 640  # made from the stored JPEG
+
+    stored_mask = image_of(client.get(f"/images/{mask.id}/processed"))
+    exported = image_of(client.get(f"/records/{mask.id}/export?mask=1"))
+    assert stored_mask.mode == "L" and np.array_equal(np.asarray(exported), np.asarray(stored_mask))
+    cutout = image_of(client.get(f"/records/{mask.id}/export"))
+    assert cutout.mode == "RGBA" and np.array_equal(alpha_of_image(cutout), np.asarray(stored_mask))
+
+
+def alpha_of_image(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.getchannel("A"))
