@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -36,6 +37,14 @@ Image.init()  # register every plugin now, so ``Image.open(formats=...)`` knows 
 
 #: Pillow format names we accept (the JPEG opener also yields MPO, as many phones save).
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF")
+#: Our sentence for bytes that start like an image but cannot be decoded; Pillow's own message
+#: ("Truncated File Read", "broken data stream...") goes to the debug log, not to the user.
+CORRUPT = (
+    "The image data is corrupt or truncated. Check that the file opens on your computer and "
+    "upload it again."
+)
+#: What Pillow's openers and decoders raise on damaged data (besides UnidentifiedImageError).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 #: Modes whose ICC profile (if any) describes RGB data, and so still fits after conversion.
 _RGB_MODES = {"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"}
 
@@ -82,8 +91,11 @@ def load_image(data: bytes, limits: Limits) -> Photo:
         image.load()
         image = ImageOps.exif_transpose(image)
         rgb, alpha = _split(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"The image data is corrupt or truncated ({exc}).") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge("The image has far too many pixels to process.") from None
+    except DECODE_ERRORS as exc:
+        log.debug("undecodable image: %s: %s", type(exc).__name__, exc)
+        raise InvalidImage(CORRUPT) from None
     return Photo(rgb=rgb, alpha=alpha, format=fmt, icc_profile=icc or None)
 
 
@@ -106,6 +118,9 @@ def _open(data: bytes) -> Image.Image:
                 "The file is not an image we can read (JPEG, PNG, WebP, HEIC, AVIF, TIFF, BMP, "
                 "GIF)."
             ) from None
+        except DECODE_ERRORS as exc:  # e.g. a JPEG cut short inside its header (ICC profile)
+            log.debug("unreadable image header: %s: %s", type(exc).__name__, exc)
+            raise InvalidImage(CORRUPT) from None
 
 
 def _format_of(data: bytes) -> str | None:
