@@ -45,7 +45,9 @@ def small(samples: list[Sample]) -> Path:
 # -- fault 1 (CLI side): our sentence, not Pillow's --------------------------------------------
 
 
-def test_a_header_truncated_jpeg_gets_our_sentence(tmp_path: Path, model_settings: Settings) -> None:
+def test_a_header_truncated_jpeg_gets_our_sentence(
+    tmp_path: Path, model_settings: Settings
+) -> None:
     broken = tmp_path / "cut.jpg"
     broken.write_bytes(header_truncated_jpeg())
     result = run("remove", broken, "-o", tmp_path / "out.png", model_settings=model_settings)
@@ -174,7 +176,9 @@ def test_each_output_is_reported_and_quiet_silences_it(
     assert len(list((tmp_path / "q").iterdir())) == 2
 
 
-def test_quality_has_only_its_long_name(tmp_path: Path, small: Path, model_settings: Settings) -> None:
+def test_quality_has_only_its_long_name(
+    tmp_path: Path, small: Path, model_settings: Settings
+) -> None:
     """-q is --quiet now (the Unix convention); --quality keeps working, under its long name."""
     help_text = run("remove", "--help", model_settings=model_settings).stdout
     assert "-q, --quiet" in help_text and "--quality" in help_text

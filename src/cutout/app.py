@@ -23,6 +23,7 @@ from cutout.imaging.decode import Limits
 from cutout.service import ImageService
 from cutout.storage import open_store
 from cutout.storage.base import ImageStore
+from cutout.web.request import CutoutRequest
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -44,6 +45,7 @@ def create_app(
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
+    app.request_class = CutoutRequest
     app.config.update(
         SECRET_KEY=secret_key(settings),
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD,

@@ -10,9 +10,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from flask import Flask, Response, jsonify, request
 from flask.testing import FlaskClient
 
 from cutout.config import Settings
+from cutout.web.errors import json_only
 from tests.helpers import encode, synthetic_photo
 from tests.web.conftest import Actions
 
@@ -81,13 +83,12 @@ def test_malformed_json_bodies_are_400_with_the_usual_shape(
 def test_any_json_endpoint_gets_the_same_answer(actions: Actions, client: FlaskClient) -> None:
     """The rule lives in the request class: a view that calls get_json() is covered too."""
     app = client.application
-    token = actions.token()
 
     @app.post("/test-only/echo")
-    def echo() -> object:
-        from flask import jsonify, request
-
+    def echo() -> Response:
         return jsonify(request.get_json())
+
+    token = actions.token()
 
     ok = client.post("/test-only/echo", json={"a": [1]}, headers={"X-CSRFToken": token})
     assert ok.status_code == 200 and ok.get_json() == {"a": [1]}
@@ -174,3 +175,13 @@ def test_overlong_url_is_414_json_for_programs(client: FlaskClient) -> None:
 def test_overlong_url_is_414_html_for_browsers(client: FlaskClient) -> None:
     response = client.get("/images/" + "x" * 5000 + "/processed")
     assert response.status_code == 414 and response.mimetype == "text/html"
+
+
+def test_json_only_prefixes_get_json_errors_whatever_the_accept_header(app: Flask) -> None:
+    """What an API blueprint registers: its 404s and 405s are JSON even for a browser."""
+    json_only(app, "/api/")
+    client = app.test_client()
+    missing = client.get("/api/v1/nothing", headers={"Accept": "text/html"})
+    assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+    page = client.get("/nothing", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and page.mimetype == "text/html"

@@ -4,7 +4,8 @@ Three audiences get the same error three ways:
 
 * the upload form (``POST /`` from a browser) gets a 302 back to ``/`` with a flash message,
   worded exactly as the seed's where the seed had one;
-* programs (``Accept: application/json``, or the JSON endpoints PUT/DELETE) get
+* programs (``Accept: application/json``, a JSON body, the JSON endpoints PUT/DELETE, or any
+  path under a prefix registered with :func:`json_only`, such as an API blueprint's) get
   ``{"error": code, "message": text}`` with the status below;
 * anything else gets a small HTML error page with that status.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, flash, jsonify, redirect, render_template, request, url_for
+from flask import Flask, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -48,9 +49,21 @@ def status_of(exc: e.CutoutError) -> int:
     return 500
 
 
+def json_only(app: Flask, *prefixes: str) -> None:
+    """Answer every error under these path prefixes in JSON, whatever the Accept header says.
+
+    For API blueprints (``json_only(app, "/api/")``): their unknown URLs, wrong methods and
+    refused requests (404, 405, 413, 414...) are JSON too, not only their views' own errors.
+    """
+    known: tuple[str, ...] = app.extensions.get("cutout.json_prefixes", ())
+    app.extensions["cutout.json_prefixes"] = known + prefixes
+
+
 def wants_json() -> bool:
     """JSON for programs: an Accept header preferring it, a JSON body, or a JSON-only endpoint."""
     if request.method in ("PUT", "DELETE") or request.is_json:
+        return True
+    if request.path.startswith(current_app.extensions.get("cutout.json_prefixes", ())):
         return True
     # On a tie (e.g. curl's */*) best_match prefers the first: HTML, as for a browser.
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
@@ -73,8 +86,6 @@ def flash_message(exc: Exception) -> str:
 
 
 def too_large_message() -> str:
-    from flask import current_app
-
     limit = current_app.config["CUTOUT"].max_upload_mb
     return f"The file is too large: the largest accepted upload is {limit:g} MB."
 
