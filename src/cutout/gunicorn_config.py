@@ -28,4 +28,10 @@ preload_app = False
 # the container; nothing here uses it.
 control_socket_disable = True
 # Uploads of several MB arrive as multipart bodies; keep gunicorn's header limits default.
-forwarded_allow_ips = "*" if _settings.trusted_proxies else "127.0.0.1"
+# Forwarded headers are the app's business alone (ProxyFix, as CUTOUT_TRUSTED_PROXIES says).
+# gunicorn's own defaults trusted X-Forwarded-Proto/-Ssl/-Protocol from 127.0.0.1, so any local
+# client could claim HTTPS and get HSTS and Secure cookies with no proxy configured; and with
+# "*" it would have trusted X-Forwarded-Ssl, which a proxy that sets only X-Forwarded-Proto
+# passes through from the client untouched.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}

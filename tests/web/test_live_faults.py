@@ -40,9 +40,13 @@ def test_forwarded_proto_is_honoured_from_a_trusted_proxy(tmp_path: Path) -> Non
             server.url + "/", headers={"X-Forwarded-Proto": "https"}, timeout=10
         )
         plain = requests.get(server.url + "/", timeout=10)
+        # Only the header ProxyFix reads counts: a client's X-Forwarded-Ssl passed through a
+        # proxy that sets X-Forwarded-Proto alone must not make the request HTTPS.
+        other = requests.get(server.url + "/", headers={"X-Forwarded-Ssl": "on"}, timeout=10)
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
     assert "Secure" in user_cookie(response)
     assert "Strict-Transport-Security" not in plain.headers
+    assert "Strict-Transport-Security" not in other.headers
 
 
 # -- fault 8: an overlong URL gets our JSON 414, not gunicorn's HTML page ----------------------
