@@ -8,6 +8,7 @@ surfaces cannot drift apart and tests can drive the rules without HTTP.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ from cutout.pipeline import remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 
 NAME_MAX = 100
+#: C0/C1 controls and DEL, lone surrogates, and the bidirectional embeddings, overrides and
+#: isolates (U+202A-U+202E, U+2066-U+2069).
+UNSAFE_NAME_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 #: Uploads in these formats are kept byte for byte; browsers can show them.
 BROWSER_FORMATS = {
     "JPEG": "image/jpeg",
@@ -32,8 +36,16 @@ BROWSER_FORMATS = {
 
 
 def clean_name(raw: str | None) -> str:
-    """Trim *raw* and check its length (1-100 characters)."""
+    """Trim *raw*, strip control characters, and check its length (1-100 characters).
+
+    Whitespace (tabs, newlines) folds into single spaces. Control characters (NUL, ESC...),
+    lone surrogates (which no database can store as text) and the bidirectional overrides that
+    make a name read differently from what it holds are removed, not refused: a name pasted
+    from somewhere with stray controls is still a usable name. Other format characters stay
+    (the zero-width joiner builds emoji).
+    """
     name = " ".join((raw or "").split())  # trims, and folds newlines/tabs into spaces
+    name = " ".join(UNSAFE_NAME_CHARACTERS.sub("", name).split())
     if not name:
         raise InvalidName("Please give the image a name.")
     if len(name) > NAME_MAX:
