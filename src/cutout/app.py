@@ -23,7 +23,6 @@ from cutout.imaging.decode import Limits
 from cutout.service import ImageService
 from cutout.storage import open_store
 from cutout.storage.base import ImageStore
-from cutout.web.request import CutoutRequest
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -45,7 +44,6 @@ def create_app(
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
-    app.request_class = CutoutRequest
     app.config.update(
         SECRET_KEY=secret_key(settings),
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD,
@@ -84,8 +82,9 @@ def create_app(
 
 def _register(app: Flask) -> None:
     from cutout import health
-    from cutout.web import errors, identity, security, views
+    from cutout.web import errors, identity, request, security, views
 
+    request.init_app(app)
     security.init_app(app)
     identity.init_app(app)
     errors.init_app(app)

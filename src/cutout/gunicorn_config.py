@@ -28,6 +28,10 @@ preload_app = False
 # the container; nothing here uses it.
 control_socket_disable = True
 # Uploads of several MB arrive as multipart bodies; keep gunicorn's header limits default.
+# The request line may be up to gunicorn's maximum (8190 bytes, default 4094): the app refuses
+# URLs over 4096 characters itself (cutout.web.request), with a JSON 414 for programs. Longer
+# lines still get gunicorn's HTML error, before any of our code runs (see the README).
+limit_request_line = 8190
 # Forwarded headers are the app's business alone (ProxyFix, as CUTOUT_TRUSTED_PROXIES says).
 # gunicorn's own defaults trusted X-Forwarded-Proto/-Ssl/-Protocol from 127.0.0.1, so any local
 # client could claim HTTPS and get HSTS and Secure cookies with no proxy configured; and with

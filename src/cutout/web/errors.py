@@ -34,6 +34,8 @@ STATUS: dict[type[e.CutoutError], int] = {
     e.ModelError: 503,
     e.StorageError: 503,
 }
+#: Our names for HTTP errors whose Werkzeug names read badly as codes.
+HTTP_CODES = {414: "uri_too_long"}
 #: The seed's flash texts, kept word for word.
 SUCCESS = "Image generated successfully"
 FAILED = "Failed to generate the image"
@@ -122,7 +124,7 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     status = exc.code or 500
     if isinstance(exc, RequestEntityTooLarge):
         return error_response(exc, 413, "image_too_large", too_large_message())
-    code = (exc.name or "error").lower().replace(" ", "_")
+    code = HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
     return error_response(exc, status, code, exc.description or exc.name or "Error")
 
 
