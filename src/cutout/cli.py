@@ -17,7 +17,11 @@ from cutout import __version__
 from cutout.config import ENGINES, RUNTIMES, Settings
 from cutout.errors import ConfigError, CutoutError, ModelError
 
+#: Exit codes: 0 every photo done; 1 a photo failed (the others are still done); 2 a usage
+#: error (click's own code: bad option value, unknown extension...); 3 a setup problem (a
+#: missing model, a malformed setting).
 EXIT_FAILED_INPUTS = 1
+EXIT_USAGE = 2
 EXIT_SETUP = 3
 
 
@@ -33,6 +37,27 @@ def _settings(**overrides: Any) -> Settings:
         return settings.replace(**changes).validated() if changes else settings
     except CutoutError as exc:
         _fail(exc)
+
+
+def _color(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    """Parse ``-b`` at parse time, so a bad colour is a usage error (exit 2), not a failure."""
+    if value is None:
+        return None
+    from cutout.imaging.compose import parse_color
+
+    try:
+        return parse_color(value)
+    except CutoutError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _model(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from cutout.engine.registry import get_spec
+
+    try:
+        return value if value is None else get_spec(value).name
+    except CutoutError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,6 +86,7 @@ def main() -> None:
     "-b",
     "--background",
     metavar="COLOR",
+    callback=_color,
     help="Flatten onto a colour: a name, #rrggbb or r,g,b (jpeg defaults to white).",
 )
 @click.option("--mask-only", is_flag=True, help="Write the alpha mask as a grayscale image.")
@@ -78,15 +104,17 @@ def main() -> None:
     help="Estimate foreground colours at soft edges (hair, fur) to remove fringes.",
 )
 @click.option(
-    "-q",
     "--quality",
     type=click.IntRange(1, 100),
     default=90,
     show_default=True,
     help="JPEG/WebP quality.",
 )
+@click.option("-q", "--quiet", is_flag=True, help="Do not print where each output went.")
 @click.option("--engine", type=click.Choice(ENGINES), help="Override CUTOUT_ENGINE.")
-@click.option("-m", "--model", help="Override CUTOUT_MODEL (see `cutout models list`).")
+@click.option(
+    "-m", "--model", callback=_model, help="Override CUTOUT_MODEL (see `cutout models list`)."
+)
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Override CUTOUT_RUNTIME.")
 @click.option(
     "-j",
@@ -100,28 +128,36 @@ def remove(
     inputs: tuple[Path, ...],
     output: Path | None,
     fmt: str | None,
-    background: str | None,
+    background: tuple[int, int, int] | None,
     mask_only: bool,
     crop: bool,
     margin: int,
     refine_edges: bool,
     quality: int,
+    quiet: bool,
     engine: str | None,
     model: str | None,
     runtime: str | None,
     jobs: int,
 ) -> None:
-    """Remove the background of INPUTS (files or folders of photos)."""
+    """Remove the background of INPUTS (files or folders of photos).
+
+    Prints one line per photo done (INPUT -> OUTPUT) unless -q; errors go to stderr.
+    """
     from cutout.batch import plan_jobs, run_jobs
     from cutout.engine import build_engine
-    from cutout.imaging.compose import OutputOptions, parse_color
+    from cutout.errors import InvalidInput
+    from cutout.imaging.compose import OutputOptions
 
-    settings = _settings(engine=engine, model=model, runtime=runtime, max_queue=max(jobs, 1))
     try:
         jobs_list = plan_jobs(inputs, output, fmt)
+    except InvalidInput as exc:  # the arguments cannot work: a usage error
+        raise click.UsageError(str(exc)) from None
+    settings = _settings(engine=engine, model=model, runtime=runtime, max_queue=max(jobs, 1))
+    try:
         options = OutputOptions(
             format=jobs_list[0].format,
-            background=parse_color(background) if background else None,
+            background=background,
             mask_only=mask_only,
             crop=crop,
             crop_margin=margin,
@@ -146,6 +182,11 @@ def remove(
             )
     else:
         failures = run_jobs(jobs_list, built, settings, options, workers=1)
+    failed = {job for job, _ in failures}
+    if not quiet:
+        for job in jobs_list:
+            if job not in failed:
+                click.echo(f"{job.source} -> {job.target}")
     for job, message in failures:
         click.echo(f"error: {job.source}: {message}", err=True)
     if failures:
