@@ -8,9 +8,31 @@ admission control bounds how many forward passes run at once.
 
 from __future__ import annotations
 
-from cutout.config import Settings
+import sys
 
-_settings = Settings.from_env()
+from cutout.config import Settings
+from cutout.errors import CutoutError
+
+
+def _checked_settings() -> Settings:
+    """The settings, with what would stop every worker checked once, here, in one line.
+
+    Without this a malformed setting is a traceback from gunicorn's config loader, and a
+    missing secret key or model is one traceback per worker before "Worker failed to boot".
+    """
+    from cutout.app import secret_key, start_engine_check
+
+    try:
+        settings = Settings.from_env()
+        secret_key(settings)
+        start_engine_check(settings)
+    except CutoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
+    return settings
+
+
+_settings = _checked_settings()
 
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.web_workers
