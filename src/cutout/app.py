@@ -23,6 +23,7 @@ from cutout.imaging.decode import Limits
 from cutout.service import ImageService
 from cutout.storage import open_store
 from cutout.storage.base import ImageStore
+from cutout.storage.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -61,6 +62,8 @@ def create_app(
     loader = EngineLoader.ready_with(engine) if engine else start_engine(settings)
     store = store or open_store(settings)
     app.extensions["cutout.store"] = store
+    if settings.sweep_interval > 0:  # per process: each gunicorn worker runs its own
+        app.extensions["cutout.sweeper"] = Sweeper(store, settings.sweep_interval).start()
     app.extensions["cutout.engine"] = loader
     app.extensions["cutout.service"] = ImageService(
         store=store,

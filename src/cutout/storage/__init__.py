@@ -10,6 +10,7 @@ its first call, so building one at app start never fails for an unreachable back
 from __future__ import annotations
 
 from cutout.config import Settings
+from cutout.faults import NO_FAULTS, Faults
 from cutout.storage.base import (
     KINDS,
     ImageInfo,
@@ -40,6 +41,9 @@ __all__ = [
 
 def open_store(settings: Settings) -> ImageStore:
     """The store *settings* ask for: MongoDB when ``mongo_uri`` is set, else SQLite."""
+    faults = NO_FAULTS
+    if settings.test_faults and settings.env == "testing":  # validated: testing only
+        faults = Faults.from_spec(settings.test_faults, settings.data_dir)
     if settings.mongo_uri:
-        return MongoStore(settings.mongo_uri)
-    return SQLiteStore(settings.data_dir)
+        return MongoStore(settings.mongo_uri, faults=faults)
+    return SQLiteStore(settings.data_dir, faults=faults)

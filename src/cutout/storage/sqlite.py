@@ -5,6 +5,7 @@ Layout under ``data_dir``::
     cutout.sqlite3            records (migrations/NNNN_*.sql), no image bytes
     images/<id>.original      the upload, written atomically (temp file + os.replace)
     images/<id>.processed     the cut-out
+    locks/<id>.lock           held (flock) by the add that is writing <id>, gone after it
 
 Concurrency: every operation opens its own short-lived connection (cheap for a local file),
 so no connection is ever shared between threads or carried across a gunicorn fork. Writes
@@ -14,12 +15,24 @@ interleave with another add. The busy timeout makes the others wait instead of f
 
 All-or-nothing: images are written before the row, and removed again if the row cannot be
 written. A crash between the two leaves files without a row; :meth:`SQLiteStore.sweep` removes
-those (it runs once when the store is first used).
+those: once when the store is first used, then periodically while the server runs
+(:mod:`cutout.storage.sweeper`), in every worker.
+
+**Why the sweep never takes a live add's files.** An add holds an exclusive ``flock`` on
+``locks/<id>.lock`` from before its first byte is written until its row is committed (or its
+files are removed again). The sweep deletes the files of an id only while holding that same
+lock, and only if, once it holds it, the id still has no row. ``flock`` belongs to the open
+file and the kernel drops it when the holder dies, so "I got the lock" proves that no live
+process (any gunicorn worker, any thread) is still writing that id, however slow it is: no
+clock is involved. Both sides check, after locking, that the lock file they hold is still the
+one at that path (a finished add or a sweep unlinks it), the usual lock-file discipline.
 """
 
 from __future__ import annotations
 
 import builtins
+import errno
+import fcntl
 import logging
 import os
 import re
@@ -34,6 +47,7 @@ from importlib import resources
 from pathlib import Path
 
 from cutout.errors import LimitReached, NotFound, StorageError
+from cutout.faults import NO_FAULTS, Faults
 from cutout.storage.base import (
     KINDS,
     ImageInfo,
@@ -48,10 +62,12 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "cutout.sqlite3"
 IMAGES_DIR = "images"
-#: How long a writer waits for another one, seconds. Well under ORPHAN_AGE, so a file older
-#: than that with no row can no longer belong to an add that is still running.
+LOCKS_DIR = "locks"
+#: How long a writer waits for another one, seconds.
 BUSY_TIMEOUT = 15.0
-ORPHAN_AGE = 60.0
+#: The sweep's default age guard. Zero: the per-add lock, not a file's age, says whether a
+#: writer is alive (see the module docstring). Tests pass larger values to pick files.
+ORPHAN_AGE = 0.0
 _ID = re.compile(r"[0-9a-f]{24}")
 _MIGRATION = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _COLUMNS = "id, user_id, image_name, created_on, engine, model, " + ", ".join(
@@ -67,11 +83,15 @@ class SQLiteStore:
     volume that appears late is picked up without a restart).
     """
 
-    def __init__(self, data_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(
+        self, data_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT, faults: Faults = NO_FAULTS
+    ) -> None:
         self.data_dir = data_dir
         self.db_path = data_dir / DB_NAME
         self.images_dir = data_dir / IMAGES_DIR
+        self.locks_dir = data_dir / LOCKS_DIR
         self._busy_timeout = busy_timeout
+        self._faults = faults
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -82,13 +102,19 @@ class SQLiteStore:
         written: list[Path] = []
         with _storage_errors("store the record"):
             self._setup()
-            try:
-                for kind in KINDS:
-                    written.append(self._save_image(record_id, kind, _image(record, kind).data))
-                return self._insert_record(record_id, record, limit)
-            except BaseException:
-                self._discard(record_id, written)
-                raise
+            with self._writing(record_id):
+                try:
+                    self._faults.reached("add.start")
+                    for kind in KINDS:
+                        data = _image(record, kind).data
+                        written.append(self._save_image(record_id, kind, data))
+                        self._faults.reached(f"add.after_{kind}")
+                    stored = self._insert_record(record_id, record, limit)
+                    self._faults.reached("add.after_row")
+                    return stored
+                except BaseException:
+                    self._discard(record_id, written)
+                    raise
 
     def count(self, user_id: str) -> int:
         with self._connection("count the records") as conn:
@@ -152,19 +178,23 @@ class SQLiteStore:
     # -- recovery --------------------------------------------------------------------------
 
     def orphans(self, min_age: float = ORPHAN_AGE) -> builtins.list[Path]:
-        """Image and temp files older than *min_age* seconds that no record refers to.
-
-        The age guard keeps this from racing an add that has written its files but not yet
-        its row.
-        """
+        """Image and temp files (older than *min_age* seconds) that no record refers to and
+        no live add is writing (its lock is free). A snapshot: :meth:`sweep` re-checks."""
         with self._connection("look for orphaned images") as conn:
-            return self._orphans(conn, min_age)
+            found = []
+            for record_id, paths in self._unclaimed(conn, min_age).items():
+                with self._sweep_lock(record_id) as free:
+                    if free:
+                        found += paths
+            return sorted(found)
 
     def sweep(self, min_age: float = ORPHAN_AGE) -> int:
-        """Remove :meth:`orphans`; return how many files went."""
-        found = self.orphans(min_age)
-        _remove_files(found)
-        return len(found)
+        """Remove the files of adds that died, and of deletes cut short; return how many.
+
+        Safe to run at any time, from any number of processes: see the module docstring.
+        """
+        with self._connection("remove orphaned images") as conn:
+            return self._sweep(conn, min_age)
 
     # -- internals (tests patch _save_image and _insert_record to inject failures) ---------
 
@@ -174,7 +204,12 @@ class SQLiteStore:
         fd, tmp = tempfile.mkstemp(dir=self.images_dir, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
+                half = len(data) // 2
+                out.write(data[:half])
+                if self._faults.active:  # a crash test stops the process mid-file here
+                    out.flush()
+                    self._faults.reached(f"write.{kind}.half")
+                out.write(data[half:])
                 out.flush()
                 os.fsync(out.fileno())  # the row will vouch for these bytes: get them to disk
             os.replace(tmp, path)
@@ -216,6 +251,67 @@ class SQLiteStore:
         return self.images_dir / f"{record_id}.{kind}"
 
     @contextmanager
+    def _writing(self, record_id: str) -> Iterator[None]:
+        """Hold *record_id*'s lock while an add writes it; the sweep leaves it alone meanwhile."""
+        path = self.locks_dir / f"{record_id}.lock"
+        fd = _lock(path, blocking=True)
+        assert fd is not None
+        try:
+            yield
+        finally:
+            _unlock(path, fd)
+
+    @contextmanager
+    def _sweep_lock(self, record_id: str) -> Iterator[bool]:
+        """Take *record_id*'s lock if no live add holds it; yield whether we got it."""
+        path = self.locks_dir / f"{record_id}.lock"
+        fd = _lock(path, blocking=False)
+        try:
+            yield fd is not None
+        finally:
+            if fd is not None:
+                _unlock(path, fd)
+
+    def _unclaimed(
+        self, conn: sqlite3.Connection, min_age: float
+    ) -> dict[str, builtins.list[Path]]:
+        """Files (older than *min_age*) by record id, for ids that have no row."""
+        cutoff = time.time() - min_age
+        by_id: dict[str, builtins.list[Path]] = {}
+        for path in self.images_dir.iterdir():
+            try:
+                if not path.is_file() or path.stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:  # removed meanwhile (an add's temp file, a delete)
+                continue
+            by_id.setdefault(_id_of(path), []).append(path)
+        if by_id:
+            live = {row[0] for row in conn.execute("SELECT id FROM records")}
+            by_id = {i: paths for i, paths in by_id.items() if i not in live}
+        return by_id
+
+    def _sweep(self, conn: sqlite3.Connection, min_age: float) -> int:
+        removed = 0
+        for record_id, _ in self._unclaimed(conn, min_age).items():
+            with self._sweep_lock(record_id) as free:
+                if not free:
+                    continue  # a live add is writing it
+                # Re-read under the lock: the add may have committed since we listed.
+                row = conn.execute("SELECT 1 FROM records WHERE id = ?", (record_id,))
+                if row.fetchone() is not None:
+                    continue
+                paths = self._files_of(record_id)
+                _remove_files(paths)
+                removed += len(paths)
+        return removed
+
+    def _files_of(self, record_id: str) -> builtins.list[Path]:
+        """Every file of *record_id* now: final images and temp files."""
+        finals = [self._image_path(record_id, kind) for kind in KINDS]
+        temps = self.images_dir.glob(f".{record_id}.*.tmp")
+        return [p for p in [*finals, *temps] if p.exists()]
+
+    @contextmanager
     def _connection(self, action: str) -> Iterator[sqlite3.Connection]:
         """A fresh connection for one operation; sqlite3/OS errors become StorageError."""
         with _storage_errors(action):
@@ -241,6 +337,7 @@ class SQLiteStore:
             if self._ready:
                 return
             self.images_dir.mkdir(parents=True, exist_ok=True)
+            self.locks_dir.mkdir(exist_ok=True)
             conn = self._open()
             try:
                 self._enable_wal(conn)
@@ -271,24 +368,12 @@ class SQLiteStore:
 
     def _sweep_at_start(self, conn: sqlite3.Connection) -> None:
         try:
-            found = self._orphans(conn, ORPHAN_AGE)
-            _remove_files(found)
+            removed = self._sweep(conn, ORPHAN_AGE)
         except (OSError, sqlite3.Error) as exc:  # recovery is best effort; never block start
             log.warning("Could not sweep orphaned images in %s: %s", self.images_dir, exc)
             return
-        if found:
-            log.info("Removed %d orphaned image files from %s", len(found), self.images_dir)
-
-    def _orphans(self, conn: sqlite3.Connection, min_age: float) -> builtins.list[Path]:
-        cutoff = time.time() - min_age
-        candidates = [
-            p for p in self.images_dir.iterdir() if p.is_file() and p.stat().st_mtime <= cutoff
-        ]
-        if not candidates:
-            return []
-        live = {row[0] for row in conn.execute("SELECT id FROM records")}
-        # Temp files start with "."; their id part never matches a live id.
-        return [p for p in candidates if p.name.split(".")[0] not in live]
+        if removed:
+            log.info("Removed %d orphaned image files from %s", removed, self.images_dir)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -365,6 +450,45 @@ def _statements(sql: str) -> builtins.list[str]:
     ):
         raise StorageError(f"Migration has an unterminated statement: {pending.strip()[:60]}")
     return statements
+
+
+def _id_of(path: Path) -> str:
+    """The record id a file belongs to: ``<id>.original``, or a temp ``.<id>.original.x.tmp``."""
+    return path.name.lstrip(".").split(".")[0]
+
+
+def _lock(path: Path, *, blocking: bool) -> int | None:
+    """An fd holding an exclusive flock on *path* (created if need be), or None if another
+    open file holds it and *blocking* is false.
+
+    After locking, the fd must still be the file at *path*: if the holder we waited for
+    unlinked it meanwhile, we hold a lock nobody else can see, so we start again.
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        fd = os.open(path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _unlock(path: Path, fd: int) -> None:
+    """Remove the lock file while still holding it, then release it."""
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def _check_id(record_id: str) -> None:
