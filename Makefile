@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 TESTDATA ?= $(abspath ../shared/testdata)
 
-.PHONY: install dev model browser run test lint typecheck bench clean
+.PHONY: install dev model browser run test lint typecheck bench measure-memory clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -52,6 +52,11 @@ test: install dev browser lint typecheck
 bench: install dev
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
+
+# Re-measure what a removal costs in memory (after any pipeline change) and print the
+# constants of src/cutout/memory.py; ~4 minutes.
+measure-memory: install dev
+	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/measure_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -70,10 +70,12 @@ def create_app(
         engine=loader.get,
         # One more removal than forward-pass slots: it decodes, refines and encodes while
         # another runs the model. Waiting requests hold only their upload, not a decoded photo.
+        # The budget bounds what the admitted ones may cost together (cutout.memory).
         admission=Admission(
             slots=settings.max_concurrent + 1,
             max_waiting=settings.max_queue,
             timeout=settings.queue_timeout,
+            budget=settings.memory_budget_bytes,
         ),
         limits=Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels),
         user_limit=settings.user_limit,

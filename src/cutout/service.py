@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cutout.engine.base import Admission, Engine
 from cutout.errors import InvalidImage, InvalidName, LimitReached
 from cutout.imaging.compose import OutputOptions
-from cutout.imaging.decode import Limits, Photo
-from cutout.pipeline import remove_background
+from cutout.imaging.decode import Limits, Photo, probe
+from cutout.memory import estimate, largest_pixels
+from cutout.pipeline import Cutout, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 
 NAME_MAX = 100
@@ -57,7 +59,7 @@ def clean_name(raw: str | None) -> str:
 class ImageService:
     store: ImageStore
     engine: Callable[[], Engine]  # resolved per call: the model may still be loading at start
-    admission: Admission  # bounds whole removals (decoded photos are big), not just the model
+    admission: Admission  # bounds whole removals by count and by memory, not just the model
     limits: Limits
     user_limit: int
     output: OutputOptions
@@ -73,20 +75,49 @@ class ImageService:
             raise InvalidImage("Please choose an image to upload.")
         if self.store.count(user_id) >= self.user_limit:
             raise LimitReached()
-        with self.admission:
+        with self.admitted(data):
             cutout = remove_background(data, self.engine(), limits=self.limits, options=self.output)
-        processed = NewImage(
-            cutout.output.data, cutout.output.media_type, cutout.output.width, cutout.output.height
-        )
+            original = _original(data, cutout.photo)  # re-encoding works on the decoded photo
+            output, engine, model = cutout.output, cutout.engine, cutout.model
+            del cutout  # the decoded photo goes before the next removal may start
         record = NewRecord(
             user_id=user_id,
             image_name=image_name,
-            original=_original(data, cutout.photo),
-            processed=processed,
-            engine=cutout.engine,
-            model=cutout.model,
+            original=original,
+            processed=NewImage(output.data, output.media_type, output.width, output.height),
+            engine=engine,
+            model=model,
         )
         return self.store.add(record, limit=self.user_limit)
+
+    @contextmanager
+    def admitted(self, data: bytes) -> Iterator[None]:
+        """The gate every removal goes through, whatever the surface (form, API, ...).
+
+        The image's size is read from its header first, so bad input is refused before any
+        wait; then the ``with`` block holds a slot and the removal's estimated peak memory
+        (:mod:`cutout.memory`) from the budget. Do all the work on the decoded photo inside
+        the block, and drop it there: what outlives the block is not accounted for.
+
+        :raises InvalidInput: the bytes are not an acceptable image.
+        :raises ImageTooLarge: the image could never fit in the memory budget (413).
+        :raises EngineBusy: no room now, and none came within the queue's timeout (503).
+        """
+        width, height = probe(data, self.limits)
+        too_large = (
+            f"The image is {width}x{height} ({width * height / 1e6:.1f} MP); this server can "
+            f"process images up to {largest_pixels(self.admission.budget or 0) / 1e6:.1f} MP."
+        )
+        with self.admission.admit(estimate(width, height), too_large=too_large):
+            yield
+
+    def remove(self, data: bytes, options: OutputOptions | None = None) -> Cutout:
+        """Remove the background of *data* behind :meth:`admitted` (for surfaces that only
+        need the encoded result: keep ``cutout.output``, drop ``cutout.photo`` soon)."""
+        with self.admitted(data):
+            return remove_background(
+                data, self.engine(), limits=self.limits, options=options or self.output
+            )
 
     def history(self, user_id: str) -> list[Record]:
         return self.store.list(user_id)

@@ -70,23 +70,20 @@ class Photo:
         return self.rgb.size
 
 
+def probe(data: bytes, limits: Limits) -> tuple[int, int]:
+    """Width and height of *data* from its header alone, with every check short of decoding.
+
+    Admission control sizes a removal from this before any pixel is allocated.
+    """
+    with _checked_open(data, limits) as image:
+        return image.size
+
+
 def load_image(data: bytes, limits: Limits) -> Photo:
     """Decode *data* as a photo; raise :class:`InvalidInput` subclasses for anything unusable."""
-    if not data:
-        raise InvalidImage("The file is empty.")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLarge(
-            f"The file is {_mb(len(data))}; the largest accepted is {_mb(limits.max_bytes)}."
-        )
-    image = _open(data)
+    image = _checked_open(data, limits)
     fmt = str(image.format)
     icc = image.info.get("icc_profile") if image.mode in _RGB_MODES else None
-    width, height = image.size
-    if width * height > limits.max_pixels:
-        raise ImageTooLarge(
-            f"The image is {width}x{height} ({width * height / 1e6:.1f} MP); the largest "
-            f"accepted is {limits.max_pixels / 1e6:.1f} MP."
-        )
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
@@ -97,6 +94,24 @@ def load_image(data: bytes, limits: Limits) -> Photo:
         log.debug("undecodable image: %s: %s", type(exc).__name__, exc)
         raise InvalidImage(CORRUPT) from None
     return Photo(rgb=rgb, alpha=alpha, format=fmt, icc_profile=icc or None)
+
+
+def _checked_open(data: bytes, limits: Limits) -> Image.Image:
+    """Open *data* (header only) within the byte and pixel limits."""
+    if not data:
+        raise InvalidImage("The file is empty.")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(
+            f"The file is {_mb(len(data))}; the largest accepted is {_mb(limits.max_bytes)}."
+        )
+    image = _open(data)
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} ({width * height / 1e6:.1f} MP); the largest "
+            f"accepted is {limits.max_pixels / 1e6:.1f} MP."
+        )
+    return image
 
 
 def _open(data: bytes) -> Image.Image:
