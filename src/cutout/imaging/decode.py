@@ -34,6 +34,10 @@ except ImportError:  # pragma: no cover - it is a declared dependency
     log.warning("pillow-heif is not installed: HEIC/HEIF photos will be refused")
 
 Image.init()  # register every plugin now, so ``Image.open(formats=...)`` knows all names
+# Pillow warns (UserWarning) about damage it works around, such as corrupt EXIF data: the
+# photo still decodes, so these are not errors of ours and must not reach stderr once per
+# message. Set once, here: catch_warnings() around each decode is not thread-safe.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 #: Pillow format names we accept (the JPEG opener also yields MPO, as many phones save).
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF")
@@ -44,7 +48,17 @@ CORRUPT = (
     "upload it again."
 )
 #: What Pillow's openers and decoders raise on damaged data (besides UnidentifiedImageError).
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+#: RuntimeError: the AVIF and HEIF codecs ("Failed to decode frame 0", found by the fuzzer).
+DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+    RuntimeError,
+)
 #: Modes whose ICC profile (if any) describes RGB data, and so still fits after conversion.
 _RGB_MODES = {"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"}
 
