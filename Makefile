@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 TESTDATA ?= $(abspath ../shared/testdata)
 
-.PHONY: install dev model browser run test lint typecheck bench measure-memory clean
+.PHONY: install dev model browser run test lint typecheck bench fuzz soak measure-memory clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -52,6 +52,12 @@ test: install dev browser lint typecheck
 bench: install dev
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
+
+# The fuzzing campaign at full size: 10,000 damaged photos through the decoder, POST / and
+# the CLI each, new inputs every run (make test replays a fixed 400/50/50). About an hour.
+FUZZ_CASES ?= 10000
+fuzz: install dev
+	CUTOUT_TESTDATA=$(TESTDATA) FUZZ_CASES=$(FUZZ_CASES) $(BIN)/pytest tests/fuzz -p no:cacheprovider
 
 # Re-measure what a removal costs in memory (after any pipeline change) and print the
 # constants of src/cutout/memory.py; ~4 minutes.

@@ -1,0 +1,60 @@
+"""The fuzzing campaign's settings and its tally, printed at the end of the run.
+
+Bounded in `make test`: the decoder gets FUZZ_CASES cases (default 400), the web app and the
+CLI a fraction, since every input that still decodes runs the real model (~1 s). `make fuzz`
+sets FUZZ_CASES=10000 and draws new inputs on every run; `make test` replays a fixed
+derandomized sequence, so CI stays deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from _pytest.terminal import TerminalReporter
+from hypothesis import HealthCheck, settings
+
+from tests.conftest import Sample
+from tests.fuzz.mutate import Seed, seeds
+
+CASES = int(os.environ.get("FUZZ_CASES", "400"))
+FULL = CASES > 400
+#: The real model runs for every input that still decodes (about one in six), so in `make test`
+#: the surfaces that include it get 50 cases each; `make fuzz` gives them all FUZZ_CASES.
+MODEL_CASES = int(os.environ.get("FUZZ_MODEL_CASES", str(CASES if FULL else 50)))
+
+settings.register_profile(
+    "fuzz",
+    deadline=None,  # a case that decodes runs the model; time is bounded by pytest-timeout
+    derandomize=not FULL,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+#: What each surface did with its cases, e.g. TALLY["http"]["201"] += 1.
+TALLY: dict[str, Counter[str]] = {}
+
+
+def tally(surface: str, outcome: str) -> None:
+    TALLY.setdefault(surface, Counter())[outcome] += 1
+
+
+@pytest.fixture(scope="session")
+def seed_pool(samples: list[Sample]) -> list[Seed]:
+    sample = next(s for s in samples if s.name == "alphamatting_GT03")
+    return seeds(sample.image, sample.mask)
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
+    for surface, counts in sorted(TALLY.items()):
+        total = sum(counts.values())
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        terminalreporter.write_line(f"fuzz {surface}: {total} cases ({detail})")
+
+
+def report_path() -> Path | None:
+    path = os.environ.get("FUZZ_REPORT")
+    return Path(path) if path else None
