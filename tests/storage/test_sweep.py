@@ -122,6 +122,24 @@ def test_a_live_writer_in_another_process_keeps_its_files(
     assert image_files(data_dir) == [] and store.count("alice") == 0
 
 
+@pytest.mark.parametrize("point", ["add.start", "add.after_row"])
+def test_the_lock_file_of_a_dead_add_is_swept(
+    tmp_path: Path, paused_writer: Any, point: str
+) -> None:
+    data_dir = tmp_path / "data"
+    writer = paused_writer(data_dir, point)
+    locks = data_dir / "locks"
+    assert len(list(locks.iterdir())) == 1
+    store = SQLiteStore(data_dir)
+    store.sweep()
+    assert len(list(locks.iterdir())) == 1  # held: the add is alive
+    writer.kill()
+    writer.wait()
+    store.sweep()
+    assert list(locks.iterdir()) == []
+    assert store.count("alice") == (1 if point == "add.after_row" else 0)
+
+
 def test_a_crash_is_swept_at_once_by_a_restarted_store(tmp_path: Path, paused_writer: Any) -> None:
     """No 60-second wait: a file whose lock is free belongs to nobody, however new it is."""
     data_dir = tmp_path / "data"

@@ -303,6 +303,11 @@ class SQLiteStore:
                 paths = self._files_of(record_id)
                 _remove_files(paths)
                 removed += len(paths)
+        # Lock files of adds that died before writing anything (or after their row): taking
+        # a free lock removes its file; a live add's lock is busy and stays.
+        for lock in self.locks_dir.glob("*.lock"):
+            with self._sweep_lock(lock.stem):
+                pass
         return removed
 
     def _files_of(self, record_id: str) -> builtins.list[Path]:
