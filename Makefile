@@ -59,6 +59,11 @@ FUZZ_CASES ?= 10000
 fuzz: install dev
 	CUTOUT_TESTDATA=$(TESTDATA) FUZZ_CASES=$(FUZZ_CASES) $(BIN)/pytest tests/fuzz -p no:cacheprovider
 
+# N upload/delete cycles against a live server; prints the RSS curve of its process tree.
+SOAK_CYCLES ?= 300
+soak: install dev
+	CUTOUT_TESTDATA=$(TESTDATA) SOAK_CYCLES=$(SOAK_CYCLES) $(BIN)/python scripts/soak.py
+
 # Re-measure what a removal costs in memory (after any pipeline change) and print the
 # constants of src/cutout/memory.py; ~4 minutes.
 measure-memory: install dev
