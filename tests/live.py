@@ -31,6 +31,7 @@ class LiveServer:
             "CUTOUT_PORT": str(self.port),
             "CUTOUT_HOST": "127.0.0.1",
             "CUTOUT_LOG_LEVEL": "WARNING",
+            "CUTOUT_METRICS_PORT": "0",  # tests that read metrics give a free port
         }
         if "CUTOUT_MODEL_DIR" in os.environ:
             self.env["CUTOUT_MODEL_DIR"] = os.environ["CUTOUT_MODEL_DIR"]

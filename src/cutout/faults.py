@@ -11,7 +11,8 @@ never use). Tests that run in-process build :class:`Faults` with their own calla
 
 * ``pause``: create ``<marker_dir>/fault-<point>`` (so the test knows the process got there)
   and sleep until the process is killed;
-* ``fail``: raise ``OSError(EIO)``, as a failing disk would.
+* ``fail``: raise ``OSError(EIO)``, as a failing disk would;
+* ``bug``: raise ``RuntimeError``, as a bug of ours would (the app answers 500 and logs it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from types import MappingProxyType
 from cutout.errors import ConfigError
 
 Action = Callable[[], None]
-ACTIONS = ("pause", "fail")
+ACTIONS = ("pause", "fail", "bug")
 
 
 class Faults:
@@ -53,6 +54,8 @@ class Faults:
                 actions[point] = _pause(marker_dir / f"fault-{point}")
             elif action == "fail":
                 actions[point] = _fail(point)
+            elif action == "bug":
+                actions[point] = _bug(point)
             else:
                 raise ConfigError(
                     f"CUTOUT_TEST_FAULTS: {item!r} is not point=action ({', '.join(ACTIONS)})."
@@ -78,3 +81,10 @@ def _fail(point: str) -> Action:
         raise OSError(errno.EIO, f"Input/output error (fault injected at {point})")
 
     return fail
+
+
+def _bug(point: str) -> Action:
+    def bug() -> None:
+        raise RuntimeError(f"a bug (fault injected at {point})")
+
+    return bug

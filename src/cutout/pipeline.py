@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +14,10 @@ from cutout.engine.base import Engine
 from cutout.imaging.compose import Encoded, OutputOptions, compose
 from cutout.imaging.decode import Limits, Photo, load_image
 from cutout.imaging.refine import refine_alpha
+
+#: Told ``(stage, seconds)`` after each stage of a removal (decode, model, refine, encode):
+#: the metrics set it once per process. "model" includes waiting for a forward-pass slot.
+on_stage: Callable[[str, float], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -32,9 +39,11 @@ def remove_background(
     :raises InvalidInput: the bytes are not an acceptable image.
     :raises EngineError: the engine failed (or is busy).
     """
-    photo = load_image(data, limits)
+    with _stage("decode"):
+        photo = load_image(data, limits)
     alpha = cutout_alpha(photo, engine)
-    output = compose(photo, alpha, options)
+    with _stage("encode"):
+        output = compose(photo, alpha, options)
     return Cutout(
         photo=photo,
         output=output,
@@ -46,7 +55,10 @@ def remove_background(
 
 def cutout_alpha(photo: Photo, engine: Engine) -> Image.Image:
     """The full-size alpha for *photo*: the engine's mask, refined, within the photo's own alpha."""
-    return full_alpha(photo, engine.predict_mask(model_input(photo)))
+    with _stage("model"):
+        mask = engine.predict_mask(model_input(photo))
+    with _stage("refine"):
+        return full_alpha(photo, mask)
 
 
 def model_input(photo: Photo) -> Image.Image:
@@ -63,3 +75,12 @@ def full_alpha(photo: Photo, mask: np.ndarray) -> Image.Image:
     if photo.alpha is not None:
         alpha = ImageChops.darker(alpha, photo.alpha)
     return alpha
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Time the block for :data:`on_stage`, when it completes."""
+    started = time.perf_counter()
+    yield
+    if on_stage is not None:
+        on_stage(name, time.perf_counter() - started)

@@ -29,6 +29,11 @@ def test_forwarded_proto_is_ignored_without_a_trusted_proxy(tmp_path: Path) -> N
     with LiveServer(tmp_path / "data", {"CUTOUT_TRUSTED_PROXIES": "0"}) as server:
         response = requests.get(server.url + "/", headers=HTTPS_CLAIM, timeout=10)
     assert response.status_code == 200
+    # (and, in passing: gunicorn's plain-text access line ends with the request id)
+    access = [
+        line for line in server.log.read_text().splitlines() if '"GET / HTTP/1.1" 200' in line
+    ]
+    assert access and access[-1].endswith(" " + response.headers["X-Request-ID"])
     assert "Strict-Transport-Security" not in response.headers
     assert "Secure" not in user_cookie(response)
 

@@ -20,6 +20,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cutout import errors as e
+from cutout.metrics import observe_error
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def too_large_message() -> str:
 
 
 def error_response(exc: Exception, status: int, code: str, message: str) -> ResponseReturnValue:
+    observe_error(code)
     if request.method == "POST" and request.endpoint == "web.create" and not wants_json():
         flash(flash_message(exc), "danger")
         return redirect(url_for("web.index"))
@@ -115,6 +117,7 @@ def _cutout_error(exc: e.CutoutError) -> ResponseReturnValue:
 def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
     # Never a redirect: a forged cross-site POST must not be able to plant flash messages.
     message = "The form expired or is missing its security token. Reload the page and retry."
+    observe_error("csrf_failed")
     if wants_json():
         return jsonify(error="csrf_failed", message=exc.description or message), 400
     return render_template("error.html", status=400, message=message), 400
