@@ -18,7 +18,7 @@ from cutout.errors import InvalidImage, InvalidName, LimitReached
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits, Photo, probe
 from cutout.memory import estimate, largest_pixels
-from cutout.pipeline import Cutout, remove_background
+from cutout.pipeline import remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 
 NAME_MAX = 100
@@ -92,7 +92,8 @@ class ImageService:
 
     @contextmanager
     def admitted(self, data: bytes) -> Iterator[None]:
-        """The gate every removal goes through, whatever the surface (form, API, ...).
+        """The gate every removal goes through, whatever the surface (the form, an API...):
+        ``with service.admitted(data): cutout = remove_background(data, ...)``.
 
         The image's size is read from its header first, so bad input is refused before any
         wait; then the ``with`` block holds a slot and the removal's estimated peak memory
@@ -110,14 +111,6 @@ class ImageService:
         )
         with self.admission.admit(estimate(width, height), too_large=too_large):
             yield
-
-    def remove(self, data: bytes, options: OutputOptions | None = None) -> Cutout:
-        """Remove the background of *data* behind :meth:`admitted` (for surfaces that only
-        need the encoded result: keep ``cutout.output``, drop ``cutout.photo`` soon)."""
-        with self.admitted(data):
-            return remove_background(
-                data, self.engine(), limits=self.limits, options=options or self.output
-            )
 
     def history(self, user_id: str) -> list[Record]:
         return self.store.list(user_id)
