@@ -9,7 +9,13 @@ import re
 
 from flask import Flask
 
-from cutout.logs import JsonFormatter, RequestIdFilter, TextFormatter, request_id_from
+from cutout.logs import (
+    REQUEST_ID,
+    JsonFormatter,
+    RequestIdFilter,
+    TextFormatter,
+    request_id_from,
+)
 
 
 def capture(formatter: logging.Formatter) -> tuple[logging.Handler, io.StringIO]:
@@ -30,6 +36,8 @@ def test_every_line_of_a_request_carries_its_id(app: Flask) -> None:
     handler, stream = capture(JsonFormatter())
     log = logging.getLogger("cutout.test")
     log.addHandler(handler)
+    # Other tests' responses are left unclosed, which leaves their ids set on this thread.
+    outer = REQUEST_ID.set(None)
     try:
 
         @app.get("/test-only/log")
@@ -42,6 +50,7 @@ def test_every_line_of_a_request_carries_its_id(app: Flask) -> None:
         log.warning("outside any request")
     finally:
         log.removeHandler(handler)
+        REQUEST_ID.reset(outer)
     assert response.headers["X-Request-ID"] == "r-1"
     inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
     assert inside["request_id"] == "r-1" and inside["message"] == "inside the request"
