@@ -62,6 +62,7 @@ def _multiprocess_metrics(settings: Settings) -> None:
         return
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
         for stale in Path(folder).glob("*.db"):
             stale.unlink()
     else:
