@@ -63,7 +63,8 @@ def create_app(
     metered = MeteredStore(store or open_store(settings))
     app.extensions["cutout.store"] = metered
     if settings.sweep_interval > 0:  # per process: each gunicorn worker runs its own
-        app.extensions["cutout.sweeper"] = Sweeper(metered, settings.sweep_interval).start()
+        sweeper = Sweeper(metered, settings.sweep_interval).start()
+        metered.on_close.append(sweeper.stop)
     app.extensions["cutout.engine"] = loader
     app.extensions["cutout.service"] = _service(settings, metered, loader)
     pipeline.on_stage = metrics.observe_stage

@@ -23,7 +23,7 @@ What is measured (all names start with ``cutout_``):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flask import Flask, Response, request
@@ -138,6 +138,7 @@ class MeteredStore:
 
     def __init__(self, inner: ImageStore) -> None:
         self.inner = inner
+        self.on_close: list[Callable[[], None]] = []  # e.g. stop the sweeper of this store
 
     def add(self, record: NewRecord, *, limit: int) -> Record:
         with _counted("add"):
@@ -181,6 +182,8 @@ class MeteredStore:
         return removed
 
     def close(self) -> None:
+        for stop in self.on_close:
+            stop()
         self.inner.close()
 
 
