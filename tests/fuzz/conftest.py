@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from _pytest.terminal import TerminalReporter
@@ -53,8 +52,3 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
         total = sum(counts.values())
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
         terminalreporter.write_line(f"fuzz {surface}: {total} cases ({detail})")
-
-
-def report_path() -> Path | None:
-    path = os.environ.get("FUZZ_REPORT")
-    return Path(path) if path else None
