@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
+
 from cutout.engine.base import Admission, Engine
 from cutout.errors import InvalidImage, InvalidName, LimitReached
-from cutout.imaging.compose import OutputOptions
+from cutout.imaging import png
+from cutout.imaging.compose import JPEG_MAX_SIDE, OutputOptions
 from cutout.imaging.decode import Limits, Photo, probe
 from cutout.memory import estimate, largest_pixels
 from cutout.pipeline import remove_background
@@ -128,10 +131,14 @@ class ImageService:
 
 
 def _original(data: bytes, photo: Photo) -> NewImage:
-    """The upload as the user sent it, unless browsers cannot show it (HEIC, TIFF): then JPEG."""
+    """The upload as the user sent it, unless browsers cannot show it (HEIC, TIFF): then JPEG,
+    or PNG for images wider or taller than JPEG allows (found by the fuzzer: a 500)."""
     media_type = BROWSER_FORMATS.get(photo.format)
     if media_type:
         return NewImage(data, media_type, *photo.size)
+    if max(photo.size) > JPEG_MAX_SIDE:
+        encoded = png.encode(np.asarray(photo.rgb), level=1)
+        return NewImage(encoded, "image/png", *photo.size)
     buffer = io.BytesIO()
     photo.rgb.save(buffer, "JPEG", quality=92)
     return NewImage(buffer.getvalue(), "image/jpeg", *photo.size)

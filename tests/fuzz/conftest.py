@@ -8,14 +8,17 @@ derandomized sequence, so CI stays deterministic.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from _pytest.terminal import TerminalReporter
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import Sample
+from tests.conftest import ROOT, Sample
 from tests.fuzz.mutate import Seed, seeds
 
 CASES = int(os.environ.get("FUZZ_CASES", "400"))
@@ -33,12 +36,29 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+FAILURES = ROOT / "artifacts" / "fuzz"
 #: What each surface did with its cases, e.g. TALLY["http"]["201"] += 1.
 TALLY: dict[str, Counter[str]] = {}
 
 
 def tally(surface: str, outcome: str) -> None:
     TALLY.setdefault(surface, Counter())[outcome] += 1
+
+
+@contextmanager
+def kept_if_failing(name: str, payload: bytes) -> Iterator[None]:
+    """Save an input that fails the test under artifacts/fuzz/, to replay it by hand.
+
+    Hypothesis reports the failing example too, but a failure that depends on state can make
+    its replay differ ("Flaky"); the saved file is the input exactly as it was sent.
+    """
+    try:
+        yield
+    except BaseException:
+        digest = hashlib.sha256(payload).hexdigest()[:16]
+        FAILURES.mkdir(parents=True, exist_ok=True)
+        (FAILURES / f"{digest}-{name}.bin").write_bytes(payload)
+        raise
 
 
 @pytest.fixture(scope="session")

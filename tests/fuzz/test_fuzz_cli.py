@@ -18,7 +18,7 @@ from cutout.batch import Job, run_jobs
 from cutout.config import Settings
 from cutout.engine.local import LocalEngine
 from cutout.imaging.compose import OutputOptions
-from tests.fuzz.conftest import MODEL_CASES, tally
+from tests.fuzz.conftest import MODEL_CASES, kept_if_failing, tally
 from tests.fuzz.mutate import Seed, mutated
 
 #: The beginnings of our decode errors (cutout.imaging.decode).
@@ -36,17 +36,18 @@ def test_the_cli_reports_every_bad_photo_in_one_line_of_ours(
     data: st.DataObject,
 ) -> None:
     name, payload = mutated(data, seed_pool)
-    folder = tmp_path_factory.mktemp("fuzz-cli")
-    source, target = folder / "in.bin", folder / "out.png"
-    source.write_bytes(payload)
-    job = Job(source, target, "png")
-    failures = run_jobs([job], real_engine, model_settings, OutputOptions(), workers=1)
-    if failures:
-        ((_, message),) = failures
-        tally("cli", "refused")
-        assert OURS.match(message), (name, message)
-        assert not target.exists() and [p.name for p in folder.iterdir()] == ["in.bin"]
-        return
-    tally("cli", "done")
-    with Image.open(target) as out:
-        assert out.format == "PNG" and out.mode == "RGBA"
+    with kept_if_failing(name, payload):
+        folder = tmp_path_factory.mktemp("fuzz-cli")
+        source, target = folder / "in.bin", folder / "out.png"
+        source.write_bytes(payload)
+        job = Job(source, target, "png")
+        failures = run_jobs([job], real_engine, model_settings, OutputOptions(), workers=1)
+        if failures:
+            ((_, message),) = failures
+            tally("cli", "refused")
+            assert OURS.match(message), (name, message)
+            assert not target.exists() and [p.name for p in folder.iterdir()] == ["in.bin"]
+            return
+        tally("cli", "done")
+        with Image.open(target) as out:
+            assert out.format == "PNG" and out.mode == "RGBA"

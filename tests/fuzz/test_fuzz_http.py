@@ -24,7 +24,7 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine
 from cutout.engine.local import LocalEngine
-from tests.fuzz.conftest import MODEL_CASES, tally
+from tests.fuzz.conftest import MODEL_CASES, kept_if_failing, tally
 from tests.fuzz.mutate import Seed, mutated
 
 REFUSALS = {400: {"invalid_image"}, 413: {"image_too_large"}, 415: {"unsupported_format"}}
@@ -109,20 +109,21 @@ def test_post_never_answers_5xx_and_stores_nothing_it_refuses(
     session: Session, log_records: Collect, seed_pool: list[Seed], data: st.DataObject
 ) -> None:
     name, payload = mutated(data, seed_pool)
-    files_before = session.files()
-    status, body = session.upload(payload)
-    tally("http POST /", str(status))
-    problems = [r for r in log_records.records if r.levelno >= logging.ERROR or r.exc_info]
-    log_records.records.clear()
-    assert status < 500, (name, status, body)
-    assert not problems, (name, [r.getMessage() for r in problems])
-    if status == 201:
-        response = session.client.delete(
-            f"/remove/{body['_id']}", headers={"X-CSRFToken": session.token}
-        )
-        assert response.status_code == 200
-    else:
-        assert body["error"] in REFUSALS.get(status, set()), (name, status, body)
-        assert set(body) == {"error", "message"}
-    assert session.files() == files_before == []
-    assert session.records() == []
+    with kept_if_failing(name, payload):
+        files_before = session.files()
+        status, body = session.upload(payload)
+        tally("http POST /", str(status))
+        problems = [r for r in log_records.records if r.levelno >= logging.ERROR or r.exc_info]
+        log_records.records.clear()
+        assert status < 500, (name, status, body)
+        assert not problems, (name, [r.getMessage() for r in problems])
+        if status == 201:
+            response = session.client.delete(
+                f"/remove/{body['_id']}", headers={"X-CSRFToken": session.token}
+            )
+            assert response.status_code == 200
+        else:
+            assert body["error"] in REFUSALS.get(status, set()), (name, status, body)
+            assert set(body) == {"error", "message"}
+        assert session.files() == files_before == []
+        assert session.records() == []

@@ -7,16 +7,23 @@ Faults that need the real HTTP server (gunicorn) are in ``test_live_faults.py``.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import pytest
 from flask import Flask, Response, jsonify, request
 from flask.testing import FlaskClient
+from PIL import Image
 
 from cutout.config import Settings
+from cutout.errors import ImageTooLarge
+from cutout.imaging.compose import OutputFormat, OutputOptions, compose
+from cutout.imaging.decode import Photo
 from cutout.web.errors import json_only
 from tests.helpers import encode, synthetic_photo
 from tests.web.conftest import Actions
+
+Size = tuple[int, int]
 
 
 def stored_files(settings: Settings) -> list[Path]:
@@ -185,3 +192,26 @@ def test_json_only_prefixes_get_json_errors_whatever_the_accept_header(app: Flas
     assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
     page = client.get("/nothing", headers={"Accept": "text/html"})
     assert page.status_code == 404 and page.mimetype == "text/html"
+
+
+# -- found by `make fuzz`: images wider than JPEG or WebP can hold ------------------------------
+
+
+def test_a_tiff_wider_than_jpeg_allows_is_kept_as_png(actions: Actions) -> None:
+    """Originals browsers cannot show (TIFF, HEIC) are re-encoded; JPEG stops at 65500 px a
+    side, and a 70000x2 TIFF made that re-encoding fail with a 500."""
+    data = encode(Image.new("RGB", (70_000, 2), (40, 90, 160)), "TIFF")
+    response = actions.upload("wide", data, json=True)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    record = response.get_json()
+    assert record["original"]["media_type"] == "image/png"
+    stored = actions.client.get(record["original_url"]).get_data()
+    with Image.open(io.BytesIO(stored)) as original:
+        assert original.format == "PNG" and original.size == (70_000, 2)
+
+
+@pytest.mark.parametrize(("fmt", "size"), [("jpeg", (65_501, 2)), ("webp", (2, 16_384))])
+def test_an_output_too_large_for_its_format_is_our_error(fmt: OutputFormat, size: Size) -> None:
+    photo = Photo(rgb=Image.new("RGB", size), alpha=None, format="PNG")
+    with pytest.raises(ImageTooLarge, match=f"{fmt.upper()} holds at most .* Write PNG"):
+        compose(photo, Image.new("L", size, 255), OutputOptions(format=fmt))
