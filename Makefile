@@ -9,7 +9,7 @@ TESTDATA ?= $(abspath ../shared/testdata)
 # axe-core, the accessibility checker the browser tests inject (fetched from the npm registry).
 AXE_JS := build/axe-core/axe.min.js
 
-.PHONY: install dev model browser axe node-clients run test lint typecheck bench clients clean
+.PHONY: install dev model browser axe node-clients run test lint typecheck bench clients fuzz soak measure-memory clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -73,6 +73,21 @@ bench: install dev
 # Every published remove.bg client we can install, unchanged, against a live server (~1 min).
 clients: install dev node-clients
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/remove_bg_clients.py
+# The fuzzing campaign at full size: 10,000 damaged photos through the decoder, POST / and
+# the CLI each, new inputs every run (make test replays a fixed 400/50/50). About an hour.
+FUZZ_CASES ?= 10000
+fuzz: install dev
+	CUTOUT_TESTDATA=$(TESTDATA) FUZZ_CASES=$(FUZZ_CASES) $(BIN)/pytest tests/fuzz -p no:cacheprovider
+
+# N upload/delete cycles against a live server; prints the RSS curve of its process tree.
+SOAK_CYCLES ?= 300
+soak: install dev
+	CUTOUT_TESTDATA=$(TESTDATA) SOAK_CYCLES=$(SOAK_CYCLES) $(BIN)/python scripts/soak.py
+
+# Re-measure what a removal costs in memory (after any pipeline change) and print the
+# constants of src/cutout/memory.py; ~4 minutes.
+measure-memory: install dev
+	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/measure_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts \

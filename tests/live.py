@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ class LiveServer:
             "CUTOUT_PORT": str(self.port),
             "CUTOUT_HOST": "127.0.0.1",
             "CUTOUT_LOG_LEVEL": "WARNING",
+            "CUTOUT_METRICS_PORT": "0",  # tests that read metrics give a free port
         }
         if "CUTOUT_MODEL_DIR" in os.environ:
             self.env["CUTOUT_MODEL_DIR"] = os.environ["CUTOUT_MODEL_DIR"]
@@ -42,8 +44,14 @@ class LiveServer:
     def __enter__(self) -> LiveServer:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as log:
+            # Its own process group: kill() takes the master and its workers at once.
             self.process = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.wait_ready()
         return self
@@ -62,6 +70,23 @@ class LiveServer:
             time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log.read_text()}")
 
+    def workers(self) -> list[int]:
+        """The pids of gunicorn's workers (the master's children)."""
+        assert self.process is not None
+        return children(self.process.pid)
+
+    def tree_rss(self) -> int:
+        """Resident memory of the master and its workers, bytes."""
+        assert self.process is not None
+        return sum(proc_status(pid, "VmRSS") for pid in [self.process.pid, *self.workers()])
+
+    def kill(self) -> None:
+        """SIGKILL the master and every worker at the same instant: a crash, not a shutdown
+        (a worker that outlives its master notices and exits cleanly, running cleanup)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -75,3 +100,26 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM...), bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def reset_peak(pid: int) -> None:
+    """Reset VmHWM of *pid* to its current RSS (Linux >= 4.0)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")

@@ -65,3 +65,14 @@ def test_foreground_estimation_removes_the_old_background_colour() -> None:
     assert after < before / 5, (before, after)  # measured: 46.7 -> 4.8
     solid = alpha >= 0.999
     assert np.abs(estimated[solid] - foreground).max() <= 2  # opaque pixels keep their colour
+
+
+def test_foreground_estimation_on_images_thinner_than_its_window() -> None:
+    """A 2-pixel-tall strip (or 1 px wide) must not break the small box filter."""
+    for size in ((300, 2), (1, 50), (1, 1)):
+        rgb = Image.new("RGB", size, (200, 10, 10))
+        alpha = Image.new("L", size, 128)
+        out = estimate_foreground(rgb, alpha)
+        assert out.size == size
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.allclose(box_filter(x, 3), np.full((2, 3), x.mean()))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sys
 from pathlib import Path
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from cutout import metrics, pipeline
 from cutout.config import Settings
 from cutout.engine import build_engine, required_models
 from cutout.engine.base import Admission, Engine
@@ -19,9 +19,12 @@ from cutout.engine.loader import EngineLoader
 from cutout.errors import ConfigError
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits
+from cutout.logs import RequestId, configure_logging
+from cutout.metrics import MeteredStore
 from cutout.service import ImageService
 from cutout.storage import open_store
 from cutout.storage.base import ImageStore
+from cutout.storage.sweeper import Sweeper
 from cutout.studio import Studio
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,7 @@ def create_app(
     A missing model is an error here, at start, naming the command that fetches it.
     """
     settings = settings or Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_logs=settings.json_logs)
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
     app.config.update(
         SECRET_KEY=secret_key(settings),
@@ -56,39 +59,58 @@ def create_app(
         TESTING=settings.env == "testing",
         CUTOUT=settings,
     )
+    _wrap(app, settings)
+    csrf.init_app(app)
+    loader = EngineLoader.ready_with(engine) if engine else start_engine(settings)
+    metered = MeteredStore(store or open_store(settings))
+    app.extensions["cutout.store"] = metered
+    if settings.sweep_interval > 0:  # per process: each gunicorn worker runs its own
+        sweeper = Sweeper(metered, settings.sweep_interval).start()
+        metered.on_close.append(sweeper.stop)
+    app.extensions["cutout.engine"] = loader
+    app.extensions["cutout.service"] = _service(settings, metered, loader)
+    app.extensions["cutout.studio"] = Studio(
+        images=app.extensions["cutout.service"], fetch_policy=settings.fetch_policy
+    )
+    pipeline.on_stage = metrics.observe_stage
+    metrics.init_app(app, budget=settings.memory_budget_bytes)
+    _register(app)
+    return app
+
+
+def _wrap(app: Flask, settings: Settings) -> None:
+    """WSGI middleware: forwarded headers as configured, then (outermost) the request id."""
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
-    csrf.init_app(app)
-    loader = EngineLoader.ready_with(engine) if engine else start_engine(settings)
-    store = store or open_store(settings)
-    app.extensions["cutout.store"] = store
-    app.extensions["cutout.engine"] = loader
-    app.extensions["cutout.service"] = ImageService(
+    app.wsgi_app = RequestId(app.wsgi_app)  # type: ignore[method-assign]
+
+
+def _service(settings: Settings, store: ImageStore, loader: EngineLoader) -> ImageService:
+    return ImageService(
         store=store,
         engine=loader.get,
         # One more removal than forward-pass slots: it decodes, refines and encodes while
         # another runs the model. Waiting requests hold only their upload, not a decoded photo.
+        # The budget bounds what the admitted ones may cost together (cutout.memory).
         admission=Admission(
             slots=settings.max_concurrent + 1,
             max_waiting=settings.max_queue,
             timeout=settings.queue_timeout,
+            budget=settings.memory_budget_bytes,
+            observer=metrics.AdmissionMetrics(),
         ),
         limits=Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels),
         user_limit=settings.user_limit,
         output=OutputOptions(png_compression=settings.png_compression),
     )
-    app.extensions["cutout.studio"] = Studio(
-        images=app.extensions["cutout.service"], fetch_policy=settings.fetch_policy
-    )
-    _register(app)
-    return app
 
 
 def _register(app: Flask) -> None:
     from cutout import api, health
-    from cutout.web import errors, identity, keys, security, studio, views
+    from cutout.web import errors, identity, keys, request, security, studio, views
 
+    request.init_app(app)
     security.init_app(app)
     identity.init_app(app)
     errors.init_app(app)
@@ -102,7 +124,11 @@ def _register(app: Flask) -> None:
 def start_engine(settings: Settings) -> EngineLoader:
     """Check the model is there now (fail fast), then compile it in the background."""
     start_engine_check(settings)
-    return EngineLoader(lambda: build_engine(settings), timeout=settings.queue_timeout).start()
+    return EngineLoader(
+        lambda: build_engine(settings),
+        timeout=settings.queue_timeout,
+        on_loaded=metrics.MODEL_LOAD.set,
+    ).start()
 
 
 def start_engine_check(settings: Settings) -> None:
@@ -137,14 +163,3 @@ def _development_key(path: Path) -> str:
     path.write_text(key)
     path.chmod(0o600)
     return key
-
-
-def configure_logging(level: str) -> None:
-    """Log to stdout (containers collect it); idempotent across app instances."""
-    root = logging.getLogger()
-    if not any(getattr(h, "_cutout", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._cutout = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(level.upper())

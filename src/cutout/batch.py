@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -65,11 +65,15 @@ class Done:
 
 
 def plan_jobs(inputs: Iterable[Path], output: Path | None, fmt: str | None) -> list[Job]:
-    """Decide where each photo's cut-out goes.
+    """Decide where each photo's cut-out goes, and in which format.
 
-    One file in: ``output`` is the file to write (or a folder to write into). Several files or
-    a folder: ``output`` is a folder and each result is ``OUTPUT/STEM.EXT``. No ``output``: each
-    result goes beside its input as ``STEM.cutout.EXT``. Inputs are never overwritten.
+    One file in: ``output`` is the file to write (or a folder to write into); its extension
+    gives the format unless ``fmt`` does, and an extension we cannot write, or one that
+    contradicts ``fmt``, is refused. Several files or a folder: ``output`` is a folder and each
+    result is ``OUTPUT/STEM.EXT``. No ``output``: each result goes beside its input as
+    ``STEM.cutout.EXT``. Inputs are never overwritten.
+
+    :raises InvalidInput: the arguments cannot work (the CLI reports a usage error).
     """
     inputs = list(inputs)
     sources = [f for path in inputs for f in _expand(path)]
@@ -80,8 +84,7 @@ def plan_jobs(inputs: Iterable[Path], output: Path | None, fmt: str | None) -> l
         and not output.is_dir()
         and not str(output).endswith(os.sep)
     ):
-        chosen = _format(fmt or SUFFIX_FORMATS.get(output.suffix.lower(), "png"))
-        return [_checked(Job(sources[0], output, chosen))]
+        return [_checked(Job(sources[0], output, _format_for(output, fmt)))]
     chosen = _format(fmt or "png")
     if output is not None and output.is_file():
         raise InvalidInput(f"{output} is a file; give a folder for several photos.")
@@ -156,16 +159,31 @@ def _outcome(job: Job, future: Future[Done]) -> Done | str:
 
 
 def write_atomic(target: Path, data: bytes) -> None:
-    """Write *data* to *target* so that readers see either nothing or the whole file."""
+    """Write *data* to *target* so that readers see either nothing or the whole file.
+
+    The file gets the permissions of any file the user creates (0666 less the umask):
+    ``tempfile.mkstemp`` would make it 0600, and the rename would keep that.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp, fd = _new_temp(target)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _new_temp(target: Path) -> tuple[Path, int]:
+    """A fresh hidden file beside *target*, created with mode 0666 so the umask applies."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        try:
+            return tmp, os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
 
 
 def _expand(path: Path) -> list[Path]:
@@ -179,6 +197,24 @@ def _expand(path: Path) -> list[Path]:
     if not found:
         raise InvalidInput(f"{path} holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     return found
+
+
+def _format_for(output: Path, fmt: str | None) -> OutputFormat:
+    """The format of one output file: its extension's, which must agree with *fmt* if given."""
+    suffix = output.suffix.lower()
+    if not suffix:
+        return _format(fmt or "png")
+    by_suffix = SUFFIX_FORMATS.get(suffix)
+    if by_suffix is None:
+        raise InvalidInput(
+            f"cannot write {output.suffix} files; name the output .png, .webp, .jpg or .jpeg."
+        )
+    if fmt is not None and fmt != by_suffix:
+        raise InvalidInput(
+            f"{output.name} ends in {output.suffix} but --format {fmt} was given; "
+            "change one of them."
+        )
+    return by_suffix
 
 
 def _format(name: str) -> OutputFormat:

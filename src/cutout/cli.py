@@ -21,8 +21,13 @@ from cutout.errors import ConfigError, CutoutError, ModelError
 if TYPE_CHECKING:
     from cutout.batch import Done, Job
     from cutout.engine.registry import ModelSpec
+    from cutout.imaging.compose import SolidColor
 
+#: Exit codes: 0 every photo done; 1 a photo failed (the others are still done); 2 a usage
+#: error (click's own code: bad option value, unknown extension...); 3 a setup problem (a
+#: missing model, a malformed setting).
 EXIT_FAILED_INPUTS = 1
+EXIT_USAGE = 2
 EXIT_SETUP = 3
 #: ``remove --min-confidence X``: every photo was done, but at least one scored below X.
 EXIT_LOW_CONFIDENCE = 4
@@ -40,6 +45,27 @@ def _settings(**overrides: Any) -> Settings:
         return settings.replace(**changes).validated() if changes else settings
     except CutoutError as exc:
         _fail(exc)
+
+
+def _color(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    """Parse ``-b`` at parse time, so a bad colour is a usage error (exit 2), not a failure."""
+    if value is None:
+        return None
+    from cutout.imaging.compose import parse_color
+
+    try:
+        return parse_color(value)
+    except CutoutError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _model(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from cutout.engine.registry import get_spec
+
+    try:
+        return value if value is None else get_spec(value).name
+    except CutoutError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,6 +94,7 @@ def main() -> None:
     "-b",
     "--background",
     metavar="COLOR",
+    callback=_color,
     help="Flatten onto a colour: a name, #rrggbb, #rrggbbaa or r,g,b (jpeg defaults to white).",
 )
 @click.option("--mask-only", is_flag=True, help="Write the alpha mask as a grayscale image.")
@@ -85,15 +112,17 @@ def main() -> None:
     help="Estimate foreground colours at soft edges (hair, fur) to remove fringes.",
 )
 @click.option(
-    "-q",
     "--quality",
     type=click.IntRange(1, 100),
     default=90,
     show_default=True,
     help="JPEG/WebP quality.",
 )
+@click.option("-q", "--quiet", is_flag=True, help="Do not print where each output went.")
 @click.option("--engine", type=click.Choice(ENGINES), help="Override CUTOUT_ENGINE.")
-@click.option("-m", "--model", help="Override CUTOUT_MODEL (see `cutout models list`).")
+@click.option(
+    "-m", "--model", callback=_model, help="Override CUTOUT_MODEL (see `cutout models list`)."
+)
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Override CUTOUT_RUNTIME.")
 @click.option(
     "--precision",
@@ -126,12 +155,13 @@ def remove(
     inputs: tuple[Path, ...],
     output: Path | None,
     fmt: str | None,
-    background: str | None,
+    background: SolidColor | None,
     mask_only: bool,
     crop: bool,
     margin: int,
     refine_edges: bool,
     quality: int,
+    quiet: bool,
     engine: str | None,
     model: str | None,
     runtime: str | None,
@@ -140,19 +170,26 @@ def remove(
     as_json: bool,
     min_confidence: float | None,
 ) -> None:
-    """Remove the background of INPUTS (files or folders of photos)."""
+    """Remove the background of INPUTS (files or folders of photos).
+
+    Prints one line per photo done (INPUT -> OUTPUT) unless -q; errors go to stderr.
+    """
     from cutout.batch import plan_jobs, run_jobs
     from cutout.engine import build_engine
-    from cutout.imaging.compose import OutputOptions, parse_color
+    from cutout.errors import InvalidInput
+    from cutout.imaging.compose import OutputOptions
 
+    try:
+        jobs_list = plan_jobs(inputs, output, fmt)
+    except InvalidInput as exc:  # the arguments cannot work: a usage error
+        raise click.UsageError(str(exc)) from None
     settings = _settings(
         engine=engine, model=model, runtime=runtime, precision=precision, max_queue=max(jobs, 1)
     )
     try:
-        jobs_list = plan_jobs(inputs, output, fmt)
         options = OutputOptions(
             format=jobs_list[0].format,
-            background=parse_color(background) if background else None,
+            background=background,
             mask_only=mask_only,
             crop=crop,
             crop_margin=margin,
@@ -179,7 +216,12 @@ def remove(
             )
     else:
         failures = run_jobs(jobs_list, built, settings, options, workers=jobs, on_result=report)
-    if not as_json:
+    if not as_json:  # --json reports every photo, failures included, on stdout
+        failed = {job for job, _ in failures}
+        if not quiet:
+            for job in jobs_list:
+                if job not in failed:
+                    click.echo(f"{job.source} -> {job.target}")
         for job, message in failures:
             click.echo(f"error: {job.source}: {message}", err=True)
     if failures:
@@ -466,7 +508,8 @@ def serve(host: str | None, port: int | None) -> None:
     # two arenas cut the peak of 8 parallel 24 MP uploads from 1.8 to 1.2 GB, at no speed cost.
     env.setdefault("MALLOC_ARENA_MAX", "2")
     shown = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
-    click.echo(f"Serving on http://{shown}:{settings.port} (Ctrl+C to stop)", err=True)
+    if not settings.json_logs:  # a JSON log stream has no room for a line of prose
+        click.echo(f"Serving on http://{shown}:{settings.port} (Ctrl+C to stop)", err=True)
     argv = [
         sys.executable,
         "-m",

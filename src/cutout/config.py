@@ -26,6 +26,7 @@ if typing.TYPE_CHECKING:
     from cutout.urlfetch import FetchPolicy
 
 ENGINES = ("local", "objectcut")
+LOG_FORMATS = ("auto", "text", "json")
 RUNTIMES = ("auto", "openvino", "onnxruntime")
 PRECISIONS = ("auto", "int8", "bf16", "f32")
 FUSIONS = ("modnet", "off")
@@ -187,6 +188,39 @@ class Settings:
         "https://pypi.org",
     )
 
+    # -- reliability and operations (issue 9) ----------------------------------------------
+    memory_budget_mb: float = _setting(
+        "CUTOUT_MEMORY_BUDGET_MB",
+        "Memory the removals of one process may use together, MB, estimated from each "
+        "image's pixel count before decoding; a request that could never fit gets 413.",
+        1024.0,
+    )
+    sweep_interval: float = _setting(
+        "CUTOUT_SWEEP_INTERVAL",
+        "Seconds between sweeps for images left by crashed uploads (0 = only at start).",
+        300.0,
+    )
+    log_format: str = _setting(
+        "CUTOUT_LOG_FORMAT",
+        "`json` (one object per line), `text`, or `auto`: json in production, text otherwise.",
+        "auto",
+    )
+    metrics_port: int = _setting(
+        "CUTOUT_METRICS_PORT",
+        "Port of the Prometheus `/metrics` endpoint under `cutout serve`/gunicorn (0 = off).",
+        9464,
+    )
+    metrics_host: str = _setting(
+        "CUTOUT_METRICS_HOST",
+        "Address the metrics endpoint binds to; the default keeps it off the network.",
+        "127.0.0.1",
+    )
+    test_faults: str | None = _setting(
+        "CUTOUT_TEST_FAULTS",
+        "Testing only: crash-test fault points (`cutout.faults`); refused unless "
+        "CUTOUT_ENV=testing.",
+    )
+
     # -- derived values --------------------------------------------------------------------
     @property
     def max_upload_bytes(self) -> int:
@@ -206,6 +240,16 @@ class Settings:
             timeout=self.url_timeout,
             allowed_networks=parse_networks(self.url_allowed_networks),
         )
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return int(self.memory_budget_mb * 1024 * 1024)
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.env == "production"
+        return self.log_format == "json"
 
     @property
     def objectcut_endpoint(self) -> str:
@@ -260,12 +304,25 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"CUTOUT_URL_ALLOWED_NETWORKS: {exc}.") from None
         _rate_limit("CUTOUT_API_RATE_LIMIT", self.api_rate_limit)
+        self._validate_operations()
         return self
 
     @property
     def rate_limit_storage_uri(self) -> str:
         """The counters' storage: explicit, else the MongoDB of the records, else memory."""
         return self.rate_limit_storage or self.mongo_uri or "memory://"
+
+    def _validate_operations(self) -> None:
+        _choice("CUTOUT_LOG_FORMAT", self.log_format, LOG_FORMATS)
+        if self.memory_budget_mb <= 0:
+            raise ConfigError("CUTOUT_MEMORY_BUDGET_MB must be positive.")
+        if self.sweep_interval < 0:
+            raise ConfigError("CUTOUT_SWEEP_INTERVAL cannot be negative.")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("CUTOUT_METRICS_PORT must be between 0 and 65535.")
+        if self.test_faults and self.env != "testing":
+            # Fault points stop or fail uploads on purpose: never in a real deployment.
+            raise ConfigError("CUTOUT_TEST_FAULTS is for tests only: it needs CUTOUT_ENV=testing.")
 
 
 ENV_FIELDS = tuple(f for f in dataclasses.fields(Settings) if "env" in f.metadata)

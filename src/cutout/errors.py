@@ -9,6 +9,7 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
 
     CutoutError
     ├── InvalidInput                 bad data from the caller
+    │   ├── InvalidJSON              a request body that is not valid JSON (or too deep)
     │   ├── InvalidImage             not a decodable image (or truncated)
     │   ├── UnsupportedFormat        an image, but not a format we accept
     │   ├── ImageTooLarge            over the byte or pixel limit
@@ -43,6 +44,10 @@ class CutoutError(Exception):
 
 class InvalidInput(CutoutError):
     code = "invalid_input"
+
+
+class InvalidJSON(InvalidInput):
+    code = "invalid_json"
 
 
 class InvalidImage(InvalidInput):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +15,10 @@ from cutout.imaging.compose import Encoded, OutputOptions, compose
 from cutout.imaging.decode import Limits, Photo, load_image
 from cutout.imaging.fuse import needs_review
 from cutout.imaging.refine import refine_alpha
+
+#: Told ``(stage, seconds)`` after each stage of a removal (decode, model, refine, encode):
+#: the metrics set it once per process. "model" includes waiting for a forward-pass slot.
+on_stage: Callable[[str, float], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,11 @@ def remove_background(
     :raises InvalidInput: the bytes are not an acceptable image.
     :raises EngineError: the engine failed (or is busy).
     """
-    photo = load_image(data, limits)
-    prediction = predict_photo(photo, engine)
-    alpha = full_alpha(photo, prediction.mask)
-    output = compose(photo, alpha, options)
+    with _stage("decode"):
+        photo = load_image(data, limits)
+    prediction, alpha = predict_and_refine(photo, engine)
+    with _stage("encode"):
+        output = compose(photo, alpha, options)
     return Cutout(
         photo=photo,
         alpha=alpha,
@@ -59,12 +67,20 @@ def remove_background(
 
 def cutout_alpha(photo: Photo, engine: Engine) -> Image.Image:
     """The full-size alpha for *photo*: the engine's mask, refined, within the photo's own alpha."""
-    return full_alpha(photo, predict_photo(photo, engine).mask)
+    return predict_and_refine(photo, engine)[1]
 
 
 def predict_photo(photo: Photo, engine: Engine) -> Prediction:
     """The engine's low-resolution mask for *photo*, with its confidence when it has one."""
     return predict(engine, model_input(photo))
+
+
+def predict_and_refine(photo: Photo, engine: Engine) -> tuple[Prediction, Image.Image]:
+    """The engine's prediction for *photo* and the full-size alpha refined from it (timed)."""
+    with _stage("model"):
+        prediction = predict_photo(photo, engine)
+    with _stage("refine"):
+        return prediction, full_alpha(photo, prediction.mask)
 
 
 def model_input(photo: Photo) -> Image.Image:
@@ -81,3 +97,12 @@ def full_alpha(photo: Photo, mask: np.ndarray) -> Image.Image:
     if photo.alpha is not None:
         alpha = ImageChops.darker(alpha, photo.alpha)
     return alpha
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Time the block for :data:`on_stage`, when it completes."""
+    started = time.perf_counter()
+    yield
+    if on_stage is not None:
+        on_stage(name, time.perf_counter() - started)

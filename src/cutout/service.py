@@ -8,22 +8,31 @@ surfaces cannot drift apart and tests can drive the rules without HTTP.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 from PIL import Image
 
 from cutout.engine.base import Admission, Engine
 from cutout.errors import InvalidImage, InvalidName, LimitReached
-from cutout.imaging.compose import OutputOptions
-from cutout.imaging.decode import Limits, Photo, load_image
-from cutout.pipeline import full_alpha, predict_photo, remove_background
+from cutout.imaging import png
+from cutout.imaging.compose import JPEG_MAX_SIDE, OutputOptions
+from cutout.imaging.decode import Limits, Photo, load_image, probe
+from cutout.imaging.fuse import needs_review
+from cutout.memory import estimate, largest_pixels
+from cutout.pipeline import predict_and_refine, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
-from cutout.thumbnails import save_thumbnails
+from cutout.thumbnails import make_thumbnails, store_thumbnails
 
 NAME_MAX = 100
 T = TypeVar("T")
+#: C0/C1 controls and DEL, lone surrogates, and the bidirectional embeddings, overrides and
+#: isolates (U+202A-U+202E, U+2066-U+2069).
+UNSAFE_NAME_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 #: Uploads in these formats are kept byte for byte; browsers can show them.
 BROWSER_FORMATS = {
     "JPEG": "image/jpeg",
@@ -37,8 +46,16 @@ BROWSER_FORMATS = {
 
 
 def clean_name(raw: str | None) -> str:
-    """Trim *raw* and check its length (1-100 characters)."""
+    """Trim *raw*, strip control characters, and check its length (1-100 characters).
+
+    Whitespace (tabs, newlines) folds into single spaces. Control characters (NUL, ESC...),
+    lone surrogates (which no database can store as text) and the bidirectional overrides that
+    make a name read differently from what it holds are removed, not refused: a name pasted
+    from somewhere with stray controls is still a usable name. Other format characters stay
+    (the zero-width joiner builds emoji).
+    """
     name = " ".join((raw or "").split())  # trims, and folds newlines/tabs into spaces
+    name = " ".join(UNSAFE_NAME_CHARACTERS.sub("", name).split())
     if not name:
         raise InvalidName("Please give the image a name.")
     if len(name) > NAME_MAX:
@@ -50,7 +67,7 @@ def clean_name(raw: str | None) -> str:
 class ImageService:
     store: ImageStore
     engine: Callable[[], Engine]  # resolved per call: the model may still be loading at start
-    admission: Admission  # bounds whole removals (decoded photos are big), not just the model
+    admission: Admission  # bounds whole removals by count and by memory, not just the model
     limits: Limits
     user_limit: int
     output: OutputOptions
@@ -73,28 +90,40 @@ class ImageService:
             raise InvalidImage("Please choose an image to upload.")
         if self.store.count(user_id) >= self.user_limit:
             raise LimitReached()
-        with self.admission:
+        with self.admitted(data):
             cutout = remove_background(
                 data, self.engine(), limits=self.limits, options=output or self.output
             )
-        processed = NewImage(
-            cutout.output.data, cutout.output.media_type, cutout.output.width, cutout.output.height
-        )
+            original = _original(data, cutout.photo)  # re-encoding works on the decoded photo
+            processed = NewImage(
+                cutout.output.data,
+                cutout.output.media_type,
+                cutout.output.width,
+                cutout.output.height,
+            )
+            # Thumbnails too are made here, from the decoded photo, inside the memory budget.
+            # With other output options (the native API's) the stored cut-out may be flattened,
+            # cropped or a mask: its thumbnail is then made from the stored file, on request.
+            thumbnails = make_thumbnails(
+                cutout.photo,
+                cutout.alpha if output is None else None,
+                original_sha256=original.info().sha256,
+                processed_sha256=processed.info().sha256,
+            )
+            engine, model, confidence = cutout.engine, cutout.model, cutout.confidence
+            del cutout  # the decoded photo goes before the next removal may start
         record = NewRecord(
             user_id=user_id,
             image_name=image_name,
-            original=_original(data, cutout.photo),
+            original=original,
             processed=processed,
-            engine=cutout.engine,
-            model=cutout.model,
-            confidence=cutout.confidence,
-            needs_review=cutout.needs_review,
+            engine=engine,
+            model=model,
+            confidence=confidence,
+            needs_review=needs_review(confidence),
         )
         stored = self.store.add(record, limit=self.user_limit)
-        # With other output options (the native API's) the stored cut-out may be flattened,
-        # cropped or a mask: its thumbnail is then made from the stored file, on request.
-        alpha = cutout.alpha if output is None else None
-        save_thumbnails(self.store, stored, cutout.photo, alpha)
+        store_thumbnails(self.store, stored, thumbnails)
         return stored
 
     def cut(
@@ -109,10 +138,38 @@ class ImageService:
         """
         if not data:
             raise InvalidImage("Please send an image.")
-        with self.admission:
+        with self.admitted(data):
             photo = load_image(data, self.limits)
-            prediction = predict_photo(photo, self.engine())
-            return render(photo, full_alpha(photo, prediction.mask)), prediction.confidence
+            prediction, alpha = predict_and_refine(photo, self.engine())
+            return render(photo, alpha), prediction.confidence
+
+    @contextmanager
+    def admitted(self, data: bytes) -> Iterator[None]:
+        """The gate every removal goes through, whatever the surface (the form, an API...):
+        ``with service.admitted(data): cutout = remove_background(data, ...)``.
+
+        The image's size is read from its header first, so bad input is refused before any
+        wait; then the ``with`` block holds a slot and the removal's estimated peak memory
+        (:mod:`cutout.memory`) from the budget. Do all the work on the decoded photo inside
+        the block, and drop it there: what outlives the block is not accounted for.
+
+        :raises InvalidInput: the bytes are not an acceptable image.
+        :raises ImageTooLarge: the image could never fit in the memory budget (413).
+        :raises EngineBusy: no room now, and none came within the queue's timeout (503).
+        """
+        width, height = probe(data, self.limits)
+        with self.admitted_size(width, height):
+            yield
+
+    @contextmanager
+    def admitted_size(self, width: int, height: int) -> Iterator[None]:
+        """:meth:`admitted` for an image whose size is known (a stored record's original)."""
+        too_large = (
+            f"The image is {width}x{height} ({width * height / 1e6:.1f} MP); this server can "
+            f"process images up to {largest_pixels(self.admission.budget or 0) / 1e6:.1f} MP."
+        )
+        with self.admission.admit(estimate(width, height), too_large=too_large):
+            yield
 
     def history(self, user_id: str) -> list[Record]:
         return self.store.list(user_id)
@@ -130,10 +187,14 @@ class ImageService:
 
 
 def _original(data: bytes, photo: Photo) -> NewImage:
-    """The upload as the user sent it, unless browsers cannot show it (HEIC, TIFF): then JPEG."""
+    """The upload as the user sent it, unless browsers cannot show it (HEIC, TIFF): then JPEG,
+    or PNG for images wider or taller than JPEG allows (found by the fuzzer: a 500)."""
     media_type = BROWSER_FORMATS.get(photo.format)
     if media_type:
         return NewImage(data, media_type, *photo.size)
+    if max(photo.size) > JPEG_MAX_SIDE:
+        encoded = png.encode(np.asarray(photo.rgb), level=1)
+        return NewImage(encoded, "image/png", *photo.size)
     buffer = io.BytesIO()
     photo.rgb.save(buffer, "JPEG", quality=92)
     return NewImage(buffer.getvalue(), "image/jpeg", *photo.size)

@@ -19,6 +19,7 @@ import logging
 import posixpath
 import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -123,7 +124,7 @@ class Studio:
 
     def edit(self, user_id: str, record_id: str, strokes: list[Stroke]) -> Record:
         """Apply *strokes* to the record's current alpha; store the result as its edit."""
-        with self.admission:
+        with self._admitted(user_id, record_id):
             record, photo, alpha = self._load(user_id, record_id)
             alpha = apply_strokes(alpha, strokes)
             if photo.alpha is not None:  # never show what the input itself hid
@@ -145,7 +146,7 @@ class Studio:
     ) -> tuple[Record, Encoded]:
         """The record's cut-out as *request* asks, composed at full resolution."""
         options = self.export_options(request)
-        with self.admission:
+        with self._admitted(user_id, record_id):
             record, photo, alpha = self._load(user_id, record_id)
             return record, compose(photo, alpha, options)
 
@@ -200,6 +201,15 @@ class Studio:
         return thumb
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _admitted(self, user_id: str, record_id: str) -> AbstractContextManager[None]:
+        """The removals' gate, reserving the memory a full-size photo of this record needs.
+
+        Seed-era records do not know their size; they are admitted at no cost (the slot
+        count still bounds them)."""
+        original = self.store.get(user_id, record_id).original
+        width, height = (original.width, original.height) if original else (0, 0)
+        return self.images.admitted_size(width, height)
 
     def _load(self, user_id: str, record_id: str) -> tuple[Record, Photo, Image.Image]:
         """The record, its original decoded, and its current alpha at the photo's size."""

@@ -59,6 +59,30 @@ def cutout_thumbnail(photo: Photo, alpha: Image.Image, source_sha256: str) -> Th
     return Thumbnail(encoded.data, MEDIA_TYPE, encoded.width, encoded.height, source_sha256)
 
 
+Made = list[tuple[Kind, Thumbnail]]
+
+
+def make_thumbnails(
+    photo: Photo,
+    alpha: Image.Image | None,
+    *,
+    original_sha256: str | None,
+    processed_sha256: str | None,
+) -> Made:
+    """The thumbnails of a record's original (if its hash is given) and cut-out.
+
+    *alpha* None: the stored cut-out is not simply the photo with this alpha (an API client
+    asked for it flattened, cropped or as a mask), so its thumbnail is made from the stored
+    file on first request instead.
+    """
+    made: Made = []
+    if original_sha256 is not None:
+        made.append(("original", original_thumbnail(photo, original_sha256)))
+    if processed_sha256 is not None and alpha is not None:
+        made.append(("processed", cutout_thumbnail(photo, alpha, processed_sha256)))
+    return made
+
+
 def save_thumbnails(
     store: ImageStore,
     record: Record,
@@ -67,18 +91,19 @@ def save_thumbnails(
     *,
     original: bool = True,
 ) -> None:
-    """Store the record's cut-out thumbnail (and, if *original*, the original's), best effort.
+    """Make and store the record's cut-out thumbnail (and, if *original*, the original's)."""
+    made = make_thumbnails(
+        photo,
+        alpha,
+        original_sha256=record.original.sha256 if original and record.original else None,
+        processed_sha256=record.processed.sha256 if record.processed else None,
+    )
+    store_thumbnails(store, record, made)
 
-    *alpha* None: the stored cut-out is not simply the photo with this alpha (an API client
-    asked for it flattened, cropped or as a mask), so its thumbnail is made from the stored
-    file on first request instead. A failure here must not fail the upload or edit that
-    already succeeded: the thumbnail is made again on first request.
-    """
-    made: list[tuple[Kind, Thumbnail]] = []
-    if original and record.original is not None:
-        made.append(("original", original_thumbnail(photo, record.original.sha256)))
-    if record.processed is not None and alpha is not None:
-        made.append(("processed", cutout_thumbnail(photo, alpha, record.processed.sha256)))
+
+def store_thumbnails(store: ImageStore, record: Record, made: Made) -> None:
+    """Best effort: a failure here must not fail the upload or edit that already succeeded;
+    the thumbnail is made again on first request."""
     for kind, thumb in made:
         try:
             store.save_thumbnail(record.user_id, record.id, kind, thumb)

@@ -60,6 +60,7 @@ def image_env(tmp: Path, model_dir: Path, port: int) -> dict[str, str]:
         CUTOUT_MODEL_DIR=str(model_dir),
         CUTOUT_HOST="127.0.0.1",
         CUTOUT_PORT=str(port),
+        CUTOUT_METRICS_PORT=str(free_port()),  # other servers may run on this machine
         HOME=str(home),
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         APP_SECRET_KEY="deploy-smoke-test-secret-key-0123456789abcdef",

@@ -102,12 +102,45 @@ def validate_strict(doc: dict[str, Any], where: str) -> None:
 # -- 1. schemas --------------------------------------------------------------------------------
 
 
+#: Custom resources: kubernetes-validate has no schema for them; checked by hand below.
+CUSTOM_KINDS = {"PodMonitoring"}
+
+
 @pytest.mark.parametrize("path", manifests(), ids=lambda p: p.name)
 def test_manifest_matches_the_kubernetes_schema_strictly(path: Path, offline: None) -> None:
     docs = load(path)
     assert docs, f"{path.name} is empty"
     for doc in docs:
-        validate_strict(doc, path.name)
+        if doc["kind"] not in CUSTOM_KINDS:
+            validate_strict(doc, path.name)
+
+
+def test_prometheus_scrapes_the_metrics_port_of_the_pods() -> None:
+    """GKE managed Prometheus (PodMonitoring, monitoring.googleapis.com/v1) and the common
+    prometheus.io annotations both point at the container's `metrics` port, which matches
+    CUTOUT_METRICS_PORT, listens on the pod network, and no Service exposes."""
+    monitor = one(K8S / "podmonitoring.yaml")
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.googleapis.com/v1",
+                                                        "PodMonitoring")  # fmt: skip
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    spec = monitor["spec"]
+    assert set(spec) == {"selector", "endpoints"}
+    pod_labels = deployment()["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = spec["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
+    config = one(K8S / "configmap.yaml")["data"]
+    assert ports["metrics"] == int(config["CUTOUT_METRICS_PORT"]) == 9464
+    assert config["CUTOUT_METRICS_HOST"] == "0.0.0.0"  # the pod network; the LB never sees it
+    annotations = deployment()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(ports["metrics"]),
+        "prometheus.io/path": "/metrics",
+    }
+    (service_port,) = one(K8S / "service.yaml")["spec"]["ports"]
+    assert service_port["targetPort"] == "http"
 
 
 def test_strict_validation_rejects_unknown_fields(offline: None) -> None:
@@ -138,10 +171,12 @@ def test_kustomization_renders_valid_manifests_with_the_real_image() -> None:
         "Deployment",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "PodMonitoring",
         "Service",
     ]
     for doc in rendered:
-        validate_strict(doc, "kubectl kustomize deploy/k8s")
+        if doc["kind"] not in CUSTOM_KINDS:
+            validate_strict(doc, "kubectl kustomize deploy/k8s")
     (entry,) = one(K8S / "kustomization.yaml")["images"]
     (deploy,) = (d for d in rendered if d["kind"] == "Deployment")
     image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -207,7 +242,7 @@ def test_hadolint_passes_on_the_dockerfile() -> None:
 
 
 def test_ports_agree_everywhere() -> None:
-    (port,) = container()["ports"]
+    port, _metrics = container()["ports"]
     assert port["name"] == "http"
     (service_port,) = one(K8S / "service.yaml")["spec"]["ports"]
     target = service_port["targetPort"]

@@ -247,11 +247,11 @@ def test_a_failed_image_write_removes_the_first_image(
     real_save = store._save_image
     calls: list[str] = []
 
-    def second_write_fails(record_id: Any, kind: Any, data: Any) -> Any:
+    def second_write_fails(record_id: Any, kind: Any, *rest: Any) -> Any:
         calls.append(kind)
         if kind == "processed":
             raise backend.write_error()
-        return real_save(record_id, kind, data)
+        return real_save(record_id, kind, *rest)
 
     monkeypatch.setattr(store, "_save_image", second_write_fails)
 

@@ -1,15 +1,19 @@
-"""The engine interface and the admission control every engine sits behind."""
+"""The engine interface and the admission control every removal and engine sits behind."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-from cutout.errors import EngineBusy
+from cutout.errors import EngineBusy, ImageTooLarge
 
 
 class Engine(Protocol):
@@ -61,37 +65,122 @@ def predict(engine: Engine, image: Image.Image) -> Prediction:
     return Prediction(engine.predict_mask(image))
 
 
-class Admission:
-    """Let at most ``slots`` callers in at once and at most ``max_waiting`` wait for a slot.
+class AdmissionObserver(Protocol):
+    """What :class:`Admission` reports, for metrics (``cutout.metrics``)."""
 
-    A caller that finds the queue full, or waits longer than ``timeout`` seconds, gets
-    :class:`EngineBusy` straight away instead of piling up memory until the process dies
-    (rembg issues #289/#752 show where unbounded queueing leads). Use as a context manager.
+    def admitted(self, waited: float) -> None: ...
+
+    def refused(self, reason: str) -> None: ...
+
+    def changed(self, *, active: int, waiting: int, reserved: int) -> None: ...
+
+
+class Admission:
+    """Let callers in while there is a free slot and, if a *budget* is set, room in it.
+
+    At most ``slots`` callers are in at once, and the costs they reserve (bytes of memory,
+    estimated by :mod:`cutout.memory` before decoding) never add up to more than ``budget``.
+    A caller that cannot enter waits, first come first served, for up to ``timeout`` seconds;
+    at most ``max_waiting`` wait. A caller that finds the queue full or times out gets
+    :class:`EngineBusy` (503, ``Retry-After``) instead of piling up memory until the process
+    dies (rembg issues #289/#752 show where unbounded queueing leads); one whose cost exceeds
+    the whole budget gets :class:`ImageTooLarge` (413) at once, since it could never enter.
+    Use ``with admission.admit(cost):``, or ``with admission:`` for a cost of zero.
     """
 
-    def __init__(self, *, slots: int, max_waiting: int, timeout: float) -> None:
-        self._slots = threading.BoundedSemaphore(slots)
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        *,
+        slots: int,
+        max_waiting: int,
+        timeout: float,
+        budget: int | None = None,
+        observer: AdmissionObserver | None = None,
+    ) -> None:
+        self.slots = slots
+        self.budget = budget
+        self.active = 0
         self.waiting = 0
+        self.reserved = 0
+        self.observer = observer
         self._max_waiting = max_waiting
         self._timeout = timeout
+        self._changed = threading.Condition()
+        self._queue: deque[object] = deque()
+
+    @contextmanager
+    def admit(self, cost: int = 0, *, too_large: str | None = None) -> Iterator[None]:
+        """Hold a slot and *cost* of the budget for the ``with`` block.
+
+        :param too_large: the message of the 413 when *cost* can never fit.
+        """
+        self._enter(cost, too_large)
+        try:
+            yield
+        finally:
+            self._leave(cost)
 
     def __enter__(self) -> None:
-        if self._slots.acquire(blocking=False):
-            return
-        with self._lock:
-            if self.waiting >= self._max_waiting:
-                raise EngineBusy("The server is busy removing other backgrounds; try again soon.")
-            self.waiting += 1
-        try:
-            if not self._slots.acquire(timeout=self._timeout):
-                raise EngineBusy("Timed out waiting for a free slot; try again soon.")
-        finally:
-            with self._lock:
-                self.waiting -= 1
+        self._enter(0, None)
 
     def __exit__(self, *exc: object) -> None:
-        self._slots.release()
+        self._leave(0)
+
+    def _fits(self, cost: int) -> bool:
+        if self.active >= self.slots:
+            return False
+        return self.budget is None or self.reserved + cost <= self.budget
+
+    def _enter(self, cost: int, too_large: str | None) -> None:
+        if self.budget is not None and cost > self.budget:
+            self._refused("too_large")
+            raise ImageTooLarge(too_large or "This request needs more memory than the server has.")
+        started = time.monotonic()
+        with self._changed:
+            if not self._queue and self._fits(cost):
+                self._take(cost, started)
+                return
+            if self.waiting >= self._max_waiting:
+                self._refused("queue_full")
+                raise EngineBusy("The server is busy removing other backgrounds; try again soon.")
+            ticket = object()
+            self._queue.append(ticket)
+            self.waiting += 1
+            self._report()
+            try:
+                if not self._changed.wait_for(
+                    lambda: self._queue[0] is ticket and self._fits(cost), self._timeout
+                ):
+                    self._refused("timeout")
+                    raise EngineBusy("Timed out waiting for a free slot; try again soon.")
+                self._take(cost, started)
+            finally:
+                self._queue.remove(ticket)
+                self.waiting -= 1
+                self._report()
+                self._changed.notify_all()  # the next in line may fit now
+
+    def _take(self, cost: int, started: float) -> None:
+        self.active += 1
+        self.reserved += cost
+        self._report()
+        if self.observer:
+            self.observer.admitted(time.monotonic() - started)
+
+    def _leave(self, cost: int) -> None:
+        with self._changed:
+            self.active -= 1
+            self.reserved -= cost
+            self._report()
+            self._changed.notify_all()
+
+    def _refused(self, reason: str) -> None:
+        if self.observer:
+            self.observer.refused(reason)
+
+    def _report(self) -> None:
+        if self.observer:
+            self.observer.changed(active=self.active, waiting=self.waiting, reserved=self.reserved)
 
 
 class BoundedEngine:

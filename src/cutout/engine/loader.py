@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from cutout.engine.base import Engine
@@ -19,9 +20,16 @@ class EngineLoader:
     rather than fail; ``/ready`` reports :attr:`ready` so Kubernetes sends traffic only after.
     """
 
-    def __init__(self, build: Callable[[], Engine], *, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        build: Callable[[], Engine],
+        *,
+        timeout: float = 120.0,
+        on_loaded: Callable[[float], None] | None = None,
+    ) -> None:
         self._build = build
         self._timeout = timeout
+        self._on_loaded = on_loaded  # told how many seconds the load took
         self._done = threading.Event()
         self._engine: Engine | None = None
         self._error: CutoutError | None = None
@@ -57,8 +65,12 @@ class EngineLoader:
         return self._engine
 
     def _load(self) -> None:
+        started = time.perf_counter()
         try:
             self._engine = self._build()
+            log.info("model loaded in %.1f s", time.perf_counter() - started)
+            if self._on_loaded:
+                self._on_loaded(time.perf_counter() - started)
         except CutoutError as exc:
             log.error("engine failed to load: %s", exc)
             self._error = exc

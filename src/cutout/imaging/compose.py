@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageColor
 
-from cutout.errors import InvalidInput
+from cutout.errors import ImageTooLarge, InvalidInput
 from cutout.imaging import png
 from cutout.imaging.decode import Photo
 from cutout.imaging.refine import box_filter, estimate_foreground
@@ -26,6 +26,9 @@ FORMATS: tuple[OutputFormat, ...] = ("png", "webp", "jpeg")
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
 WHITE = (255, 255, 255)
+#: The longest side each format can encode (libjpeg: 65500; libwebp: 16383).
+JPEG_MAX_SIDE = 65_500
+MAX_SIDE: dict[OutputFormat, int] = {"jpeg": JPEG_MAX_SIDE, "webp": 16_383}
 #: Alpha at or below this is "background" when finding the subject's box (ignores faint haze).
 SUBJECT_THRESHOLD = 8
 
@@ -256,7 +259,16 @@ def subject_box(alpha: Image.Image, margin: int) -> tuple[int, int, int, int]:
 
 
 def encode(image: Image.Image, options: OutputOptions, icc_profile: bytes | None = None) -> Encoded:
-    """Encode *image*, embedding the source's colour profile so colours match the original."""
+    """Encode *image*, embedding the source's colour profile so colours match the original.
+
+    :raises ImageTooLarge: a side is longer than JPEG or WebP can hold (PNG has no such limit).
+    """
+    limit = MAX_SIDE.get(options.format)
+    if limit and max(image.size) > limit:
+        raise ImageTooLarge(
+            f"The image is {image.width}x{image.height}; {options.format.upper()} holds at most "
+            f"{limit} pixels a side. Write PNG instead."
+        )
     buffer = io.BytesIO()
     extra = {"icc_profile": icc_profile} if icc_profile else {}
     if options.format == "png":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -33,9 +34,31 @@ except ImportError:  # pragma: no cover - it is a declared dependency
     log.warning("pillow-heif is not installed: HEIC/HEIF photos will be refused")
 
 Image.init()  # register every plugin now, so ``Image.open(formats=...)`` knows all names
+# Pillow warns (UserWarning) about damage it works around, such as corrupt EXIF data: the
+# photo still decodes, so these are not errors of ours and must not reach stderr once per
+# message. Set once, here: catch_warnings() around each decode is not thread-safe.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 #: Pillow format names we accept (the JPEG opener also yields MPO, as many phones save).
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF")
+#: Our sentence for bytes that start like an image but cannot be decoded; Pillow's own message
+#: ("Truncated File Read", "broken data stream...") goes to the debug log, not to the user.
+CORRUPT = (
+    "The image data is corrupt or truncated. Check that the file opens on your computer and "
+    "upload it again."
+)
+#: What Pillow's openers and decoders raise on damaged data (besides UnidentifiedImageError).
+#: RuntimeError: the AVIF and HEIF codecs ("Failed to decode frame 0", found by the fuzzer).
+DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+    RuntimeError,
+)
 #: Modes whose ICC profile (if any) describes RGB data, and so still fits after conversion.
 _RGB_MODES = {"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"}
 
@@ -61,8 +84,34 @@ class Photo:
         return self.rgb.size
 
 
+def probe(data: bytes, limits: Limits) -> tuple[int, int]:
+    """Width and height of *data* from its header alone, with every check short of decoding.
+
+    Admission control sizes a removal from this before any pixel is allocated.
+    """
+    with _checked_open(data, limits) as image:
+        return image.size
+
+
 def load_image(data: bytes, limits: Limits) -> Photo:
     """Decode *data* as a photo; raise :class:`InvalidInput` subclasses for anything unusable."""
+    image = _checked_open(data, limits)
+    fmt = str(image.format)
+    icc = image.info.get("icc_profile") if image.mode in _RGB_MODES else None
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb, alpha = _split(image)
+    except Image.DecompressionBombError:
+        raise ImageTooLarge("The image has far too many pixels to process.") from None
+    except DECODE_ERRORS as exc:
+        log.debug("undecodable image: %s: %s", type(exc).__name__, exc)
+        raise InvalidImage(CORRUPT) from None
+    return Photo(rgb=rgb, alpha=alpha, format=fmt, icc_profile=icc or None)
+
+
+def _checked_open(data: bytes, limits: Limits) -> Image.Image:
+    """Open *data* (header only) within the byte and pixel limits."""
     if not data:
         raise InvalidImage("The file is empty.")
     if len(data) > limits.max_bytes:
@@ -70,21 +119,13 @@ def load_image(data: bytes, limits: Limits) -> Photo:
             f"The file is {_mb(len(data))}; the largest accepted is {_mb(limits.max_bytes)}."
         )
     image = _open(data)
-    fmt = str(image.format)
-    icc = image.info.get("icc_profile") if image.mode in _RGB_MODES else None
     width, height = image.size
     if width * height > limits.max_pixels:
         raise ImageTooLarge(
             f"The image is {width}x{height} ({width * height / 1e6:.1f} MP); the largest "
             f"accepted is {limits.max_pixels / 1e6:.1f} MP."
         )
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        rgb, alpha = _split(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"The image data is corrupt or truncated ({exc}).") from None
-    return Photo(rgb=rgb, alpha=alpha, format=fmt, icc_profile=icc or None)
+    return image
 
 
 def _open(data: bytes) -> Image.Image:
@@ -106,6 +147,9 @@ def _open(data: bytes) -> Image.Image:
                 "The file is not an image we can read (JPEG, PNG, WebP, HEIC, AVIF, TIFF, BMP, "
                 "GIF)."
             ) from None
+        except DECODE_ERRORS as exc:  # e.g. a JPEG cut short inside its header (ICC profile)
+            log.debug("unreadable image header: %s: %s", type(exc).__name__, exc)
+            raise InvalidImage(CORRUPT) from None
 
 
 def _format_of(data: bytes) -> str | None:

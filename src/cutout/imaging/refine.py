@@ -178,7 +178,7 @@ def _box_small(x: Array, r: int) -> Array:
     for axis in (0, 1):
         n = x.shape[axis]
         total = x.copy()
-        for k in range(1, r + 1):
+        for k in range(1, min(r, n - 1) + 1):  # a side shorter than the window: no more
             _axis_slice(total, axis, k, n)[...] += _axis_slice(x, axis, 0, n - k)
             _axis_slice(total, axis, 0, n - k)[...] += _axis_slice(x, axis, k, n)
         shape = [1] * x.ndim

@@ -10,6 +10,7 @@ its first call, so building one at app start never fails for an unreachable back
 from __future__ import annotations
 
 from cutout.config import Settings
+from cutout.faults import NO_FAULTS, Faults
 from cutout.storage.base import (
     KINDS,
     ImageInfo,
@@ -49,13 +50,18 @@ __all__ = [
 
 def open_store(settings: Settings) -> ImageStore:
     """The store *settings* ask for: MongoDB when ``mongo_uri`` is set, else SQLite."""
+    faults = NO_FAULTS
+    if settings.test_faults and settings.env == "testing":  # validated: testing only
+        faults = Faults.from_spec(settings.test_faults, settings.data_dir)
     if settings.mongo_uri:
-        return MongoStore(settings.mongo_uri)
-    return SQLiteStore(settings.data_dir)
+        return MongoStore(settings.mongo_uri, faults=faults)
+    return SQLiteStore(settings.data_dir, faults=faults)
 
 
 def open_key_store(images: ImageStore) -> KeyStore:
     """The API's store, beside *images*: the same SQLite file or the same MongoDB database."""
+    while isinstance(getattr(images, "inner", None), MongoStore | SQLiteStore):
+        images = images.inner  # type: ignore[attr-defined]  # a wrapper (metrics) around one
     if isinstance(images, MongoStore):
         return MongoKeyStore(images)
     if isinstance(images, SQLiteStore):

@@ -154,4 +154,11 @@ class ImageStore(Protocol):
         """Raise :class:`StorageError` unless the backend answers."""
         ...
 
+    def sweep(self) -> int:
+        """Remove the images of adds that died (never of one still running); return how many.
+
+        Safe at any time and from any number of processes at once.
+        """
+        ...
+
     def close(self) -> None: ...

@@ -31,10 +31,30 @@ user is over it (only possible when older records sit in slots above the new lim
 
 **All-or-nothing.** Images go to GridFS first, tagged with the id the record will get; then the
 record is inserted. If anything fails, the record is deleted (an insert whose reply was lost
-may have landed) and then the files. A process that dies in between leaves files tagged with
-an id no record has, or (for an edit or thumbnail replaced at that moment) files their record
-no longer names: :meth:`MongoStore.sweep` removes exactly those (once per process on first use,
-and on demand), so it can never take an image a record refers to.
+may have landed) and then the files.
+
+**Crashed adds, and why the sweep never takes a live add's files.** Several processes, often
+on several machines, share the database, so a file lock cannot say whether an add is alive.
+Each add takes a *lease* first: a document in ``images_pending`` with its record id, the ids
+its GridFS files will have (chosen before uploading, so even the chunks of a file cut short
+can be found) and a heartbeat it renews before each step. :meth:`MongoStore.sweep` (once per
+process on first use, then periodically: :mod:`cutout.storage.sweeper`) looks at leases whose
+heartbeat is older than ``LEASE_SECONDS`` and *fences* each one before deleting anything: it
+inserts a tombstone into the records collection under the add's record id. ``_id`` is unique,
+so exactly one of two things happens, atomically: the add's record is already there (the add
+committed; the files are its own and stay), or the tombstone is, and the add can never insert
+its record (it gets a duplicate key, undoes its files and reports a storage error). Only then
+are the files deleted. Safety needs no clock: a writer that is merely slow loses its lease and
+fails cleanly; the lease length only decides how long a crashed add's files wait. Tombstones
+carry no user and are invisible to every query; a TTL index removes them after a week.
+Files tagged with a record id that has neither a record nor a lease (a delete cut short, or
+a version before leases) are removed once older than ``ORPHAN_AGE``.
+
+**Edits and thumbnails** of a record (issue 10's studio) are uploaded to GridFS, then the record
+is pointed at them and the file it named before is deleted. A process that dies in between
+leaves a file tagged with a live record's id that the record does not name; the sweep removes
+such files once older than ``ORPHAN_AGE`` (an age guard: these writers take no lease, and an
+upload-then-update takes well under a second).
 """
 
 from __future__ import annotations
@@ -62,6 +82,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from cutout.errors import LimitReached, NotFound, StorageError
+from cutout.faults import NO_FAULTS, Faults
 from cutout.storage.base import (
     KINDS,
     ImageInfo,
@@ -80,8 +101,14 @@ ClientFactory = Callable[..., MongoClient[Doc]]
 
 COLLECTION = "images"
 BUCKET = "images"
+PENDING = "images_pending"
 DEFAULT_DATABASE = "cutout"
+#: Age before files with neither a record nor a lease are swept (a version before leases may
+#: still be writing them during a rolling update).
 ORPHAN_AGE = 60.0
+#: An add renews its lease before each step; one not renewed for this long is swept.
+LEASE_SECONDS = 120.0
+TOMBSTONE_DAYS = 7
 #: Each retry means another add took the slot we picked, so this is only reached under a
 #: pathological storm of concurrent adds for one user.
 MAX_ATTEMPTS = 50
@@ -110,9 +137,12 @@ class MongoStore:
     tests pass ``mongomock.MongoClient``). The database is the URI's default, else ``cutout``.
     """
 
-    def __init__(self, uri: str, *, client_factory: ClientFactory = MongoClient) -> None:
+    def __init__(
+        self, uri: str, *, client_factory: ClientFactory = MongoClient, faults: Faults = NO_FAULTS
+    ) -> None:
         self._uri = uri
         self._client_factory = client_factory
+        self._faults = faults
         self._lock = threading.Lock()
         self._client: MongoClient[Doc] | None = None
         self._pid = 0
@@ -122,16 +152,23 @@ class MongoStore:
 
     def add(self, record: NewRecord, *, limit: int) -> Record:
         record_id = ObjectId()
-        files: list[ObjectId] = []
+        files = [ObjectId() for _ in KINDS]
         with _storage_errors("store the record"):
             records = self._records()  # the unique slot index must exist before any insert
+            self._take_lease(record_id, files)
             try:
-                for kind in KINDS:
-                    files.append(self._save_image(record_id, kind, record))
+                self._faults.reached("add.start")
+                for kind, file_id in zip(KINDS, files, strict=True):
+                    self._renew_lease(record_id)
+                    self._save_image(record_id, kind, record, file_id)
+                    self._faults.reached(f"add.after_{kind}")
+                self._renew_lease(record_id)
                 doc = self._insert_record(record_id, record, files, limit)
+                self._faults.reached("add.after_row")
             except BaseException:
                 self._discard(records, record_id, files)
                 raise
+            _release_lease(self._database(), record_id)
         return _record(doc)
 
     def count(self, user_id: str) -> int:
@@ -236,30 +273,46 @@ class MongoStore:
     # -- recovery --------------------------------------------------------------------------
 
     def orphans(self, min_age: float = ORPHAN_AGE) -> builtins.list[ObjectId]:
-        """GridFS files older than *min_age* seconds whose record does not exist.
+        """GridFS files older than *min_age* seconds with neither a record nor a lease.
 
-        The age guard keeps this from racing an add that has uploaded its images but not yet
-        inserted its record.
+        Files of adds whose lease expired are not listed: :meth:`sweep` fences those first.
         """
         with _storage_errors("look for orphaned images"):
             self._records()
             return _orphans(self._database(), min_age)
 
-    def sweep(self, min_age: float = ORPHAN_AGE) -> int:
-        """Delete :meth:`orphans`; return how many files went."""
-        found = self.orphans(min_age)
+    def sweep(self, min_age: float = ORPHAN_AGE, lease: float = LEASE_SECONDS) -> int:
+        """Delete the files of adds that died and of deletes cut short; return how many.
+
+        Safe to run at any time, from any number of processes: see the module docstring.
+        """
         with _storage_errors("remove orphaned images"):
-            _delete_files(self._bucket(), found)
-        return len(found)
+            self._records()
+            return _sweep(self._database(), min_age, lease)
 
     # -- internals (tests patch _save_image and _insert_record to inject failures) ---------
 
-    def _save_image(self, record_id: ObjectId, kind: Kind, record: NewRecord) -> ObjectId:
+    def _save_image(
+        self, record_id: ObjectId, kind: Kind, record: NewRecord, file_id: ObjectId
+    ) -> ObjectId:
         image = _image(record, kind)
         metadata = {"record_id": record_id, "user_id": record.user_id, "kind": kind}
-        return self._bucket().upload_from_stream(
-            f"{record_id}.{kind}", image.data, metadata=metadata
+        self._bucket().upload_from_stream_with_id(
+            file_id, f"{record_id}.{kind}", image.data, metadata=metadata
         )
+        return file_id
+
+    def _take_lease(self, record_id: ObjectId, files: builtins.list[ObjectId]) -> None:
+        self._database()[PENDING].insert_one(
+            {"_id": record_id, "files": files, "heartbeat": _now()}
+        )
+
+    def _renew_lease(self, record_id: ObjectId) -> None:
+        renewed = self._database()[PENDING].update_one(
+            {"_id": record_id}, {"$set": {"heartbeat": _now()}}
+        )
+        if renewed.matched_count == 0:  # a sweep fenced this add: it may not go on
+            raise StorageError(ABANDONED)
 
     def _current(self, query: Doc, kind: Kind) -> tuple[Doc, Doc | None]:
         """The record and the subdocument of its current *kind* image (None: a seed image)."""
@@ -319,6 +372,8 @@ class MongoStore:
             try:
                 records.insert_one(doc)
             except DuplicateKeyError:
+                if records.find_one({"_id": record_id, "tombstone": True}, {"_id": 1}):
+                    raise StorageError(ABANDONED) from None  # fenced by a sweep
                 continue
             _recheck_limit(records, record.user_id, limit)
             return doc
@@ -332,11 +387,12 @@ class MongoStore:
         them once the record is really gone, so a record never loses its images.
         """
         try:
-            records.delete_one({"_id": record_id})
+            records.delete_one({"_id": record_id, "tombstone": {"$exists": False}})
         except PyMongoError as exc:
             log.warning("Could not undo record %s (the sweep will): %s", record_id, exc)
             return
         _delete_files(self._bucket(), files)
+        _release_lease(self._database(), record_id)
 
     def _database(self) -> Database[Doc]:
         """This process's database handle; a new client after a fork."""
@@ -396,9 +452,30 @@ def _client_options(uri: str) -> dict[str, Any]:
     return options
 
 
+ABANDONED = "The upload took too long and was abandoned; please try again."
+
+
+def _now() -> datetime:
+    """Naive UTC, as BSON dates come back (and as GridFS stores uploadDate)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def _create_indexes(records: Collection[Doc]) -> None:
     records.create_index([("user_id", 1), ("created_on", -1)], name="user_created")
     records.create_index("slot_key", name="user_slot", unique=True, sparse=True)
+    # Only tombstones have swept_on: they go after a week, records never.
+    records.create_index(
+        "swept_on", name="tombstones", expireAfterSeconds=TOMBSTONE_DAYS * 86400, sparse=True
+    )
+    records.database[PENDING].create_index("heartbeat", name="heartbeat")
+
+
+def _release_lease(database: Database[Doc], record_id: ObjectId) -> None:
+    """Best effort: a lease left behind belongs to a committed record; the sweep drops it."""
+    try:
+        database[PENDING].delete_one({"_id": record_id})
+    except PyMongoError as exc:
+        log.warning("Could not release the lease of %s (the sweep will): %s", record_id, exc)
 
 
 def _delete_files(bucket: GridFSBucket, file_ids: list[ObjectId]) -> None:
@@ -413,10 +490,9 @@ def _delete_files(bucket: GridFSBucket, file_ids: list[ObjectId]) -> None:
 
 
 def _orphans(database: Database[Doc], min_age: float) -> list[ObjectId]:
-    """GridFS files older than *min_age* seconds that their record does not name (or whose
-    record does not exist)."""
-    # GridFS stores uploadDate as naive UTC; compare like with like.
-    cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=min_age)
+    """GridFS files older than *min_age* seconds that no record names (tombstones do not count)
+    and whose record id has no lease (an add still writing it)."""
+    cutoff = _now() - timedelta(seconds=min_age)
     files = list(
         database[f"{BUCKET}.files"].find(
             {"uploadDate": {"$lte": cutoff}, "metadata.record_id": {"$exists": True}},
@@ -426,10 +502,17 @@ def _orphans(database: Database[Doc], min_age: float) -> list[ObjectId]:
     wanted = list({f["metadata"]["record_id"] for f in files})
     referenced = {
         file_id
-        for doc in database[COLLECTION].find({"_id": {"$in": wanted}}, FILES_PROJECTION)
+        for doc in database[COLLECTION].find(
+            {"_id": {"$in": wanted}, "tombstone": {"$exists": False}}, FILES_PROJECTION
+        )
         for file_id in _referenced_files(doc)
     }
-    return [f["_id"] for f in files if f["_id"] not in referenced]
+    leased = {d["_id"] for d in database[PENDING].find({"_id": {"$in": wanted}}, {"_id": 1})}
+    return [
+        f["_id"]
+        for f in files
+        if f["_id"] not in referenced and f["metadata"]["record_id"] not in leased
+    ]
 
 
 def _referenced_files(doc: Doc) -> list[ObjectId]:
@@ -449,15 +532,43 @@ def _lookup(doc: Doc | None, dotted: str) -> Any:
     return value
 
 
+def _sweep(database: Database[Doc], min_age: float, lease: float) -> int:
+    """Fence and clear expired leases, then remove files with neither record nor lease."""
+    bucket = GridFSBucket(database, bucket_name=BUCKET)
+    removed = 0
+    expired = _now() - timedelta(seconds=lease)
+    for pending in list(database[PENDING].find({"heartbeat": {"$lte": expired}})):
+        if _fence(database, pending["_id"]):
+            _delete_files(bucket, pending["files"])  # chunks too, even without a files doc
+            removed += len(pending["files"])
+        database[PENDING].delete_one({"_id": pending["_id"]})
+    found = _orphans(database, min_age)
+    _delete_files(bucket, found)
+    return removed + len(found)
+
+
+def _fence(database: Database[Doc], record_id: ObjectId) -> bool:
+    """Make sure the add of *record_id* can never insert its record; True if it has none.
+
+    False means the record exists: the add committed (its lease outlived it), and the files
+    are the record's own.
+    """
+    try:
+        database[COLLECTION].insert_one({"_id": record_id, "tombstone": True, "swept_on": _now()})
+    except DuplicateKeyError:
+        existing = database[COLLECTION].find_one({"_id": record_id}, {"tombstone": 1})
+        return existing is None or bool(existing.get("tombstone"))
+    return True
+
+
 def _sweep_at_start(database: Database[Doc]) -> None:
     try:
-        found = _orphans(database, ORPHAN_AGE)
+        removed = _sweep(database, ORPHAN_AGE, LEASE_SECONDS)
     except PyMongoError as exc:  # recovery is best effort; never block start
-        log.warning("Could not look for orphaned GridFS files: %s", exc)
+        log.warning("Could not sweep orphaned GridFS files: %s", exc)
         return
-    _delete_files(GridFSBucket(database, bucket_name=BUCKET), found)
-    if found:
-        log.info("Removed %d orphaned GridFS files", len(found))
+    if removed:
+        log.info("Removed %d orphaned GridFS files", removed)
 
 
 def _free_slot(records: Collection[Doc], user_id: str, limit: int) -> int:

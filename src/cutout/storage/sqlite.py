@@ -7,6 +7,7 @@ Layout under ``data_dir``::
     images/<id>.processed     the model's cut-out (never overwritten)
     images/<id>.<kind>-<hex>  the record's other images (its edited cut-out, thumbnails), each
                               named by a ``record_images`` row; a new version gets a new name
+    locks/<id>.lock           held (flock) by whoever is writing files of <id>, gone after it
 
 Concurrency: every operation opens its own short-lived connection (cheap for a local file),
 so no connection is ever shared between threads or carried across a gunicorn fork. Writes
@@ -16,12 +17,25 @@ interleave with another add. The busy timeout makes the others wait instead of f
 
 All-or-nothing: images are written before the row, and removed again if the row cannot be
 written. A crash between the two leaves files without a row; :meth:`SQLiteStore.sweep` removes
-those (it runs once when the store is first used), and also any file no row names any more.
+those, and also any file of a live record that no row names any more (an edit or thumbnail
+replaced while its writer died): once when the store is first used, then periodically while the
+server runs (:mod:`cutout.storage.sweeper`), in every worker.
+
+**Why the sweep never takes a live writer's files.** An add, an edit or a thumbnail holds an
+exclusive ``flock`` on ``locks/<id>.lock`` from before its first byte is written until its row
+is committed (or its files are removed again). The sweep deletes files of an id only while
+holding that same lock, and only if, once it holds it, no row names them. ``flock`` belongs to
+the open file and the kernel drops it when the holder dies, so "I got the lock" proves that no
+live process (any gunicorn worker, any thread) is still writing that id, however slow it is: no
+clock is involved. Both sides check, after locking, that the lock file they hold is still the
+one at that path (a finished writer or a sweep unlinks it), the usual lock-file discipline.
 """
 
 from __future__ import annotations
 
 import builtins
+import errno
+import fcntl
 import logging
 import os
 import re
@@ -37,6 +51,7 @@ from importlib import resources
 from pathlib import Path
 
 from cutout.errors import LimitReached, NotFound, StorageError
+from cutout.faults import NO_FAULTS, Faults
 from cutout.storage.base import (
     KINDS,
     ImageInfo,
@@ -52,10 +67,12 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "cutout.sqlite3"
 IMAGES_DIR = "images"
-#: How long a writer waits for another one, seconds. Well under ORPHAN_AGE, so a file older
-#: than that with no row can no longer belong to an add that is still running.
+LOCKS_DIR = "locks"
+#: How long a writer waits for another one, seconds.
 BUSY_TIMEOUT = 15.0
-ORPHAN_AGE = 60.0
+#: The sweep's default age guard. Zero: the per-id lock, not a file's age, says whether a
+#: writer is alive (see the module docstring). Tests pass larger values to pick files.
+ORPHAN_AGE = 0.0
 _ID = re.compile(r"[0-9a-f]{24}")
 _MIGRATION = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _COLUMNS = (
@@ -86,11 +103,15 @@ class SQLiteStore:
     volume that appears late is picked up without a restart).
     """
 
-    def __init__(self, data_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(
+        self, data_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT, faults: Faults = NO_FAULTS
+    ) -> None:
         self.data_dir = data_dir
         self.db_path = data_dir / DB_NAME
         self.images_dir = data_dir / IMAGES_DIR
+        self.locks_dir = data_dir / LOCKS_DIR
         self._busy_timeout = busy_timeout
+        self._faults = faults
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -101,13 +122,19 @@ class SQLiteStore:
         written: list[Path] = []
         with _storage_errors("store the record"):
             self._setup()
-            try:
-                for kind in KINDS:
-                    written.append(self._save_image(record_id, kind, _image(record, kind).data))
-                return self._insert_record(record_id, record, limit)
-            except BaseException:
-                self._discard(record_id, written)
-                raise
+            with self._writing(record_id):
+                try:
+                    self._faults.reached("add.start")
+                    for kind in KINDS:
+                        data = _image(record, kind).data
+                        written.append(self._save_image(record_id, kind, data))
+                        self._faults.reached(f"add.after_{kind}")
+                    stored = self._insert_record(record_id, record, limit)
+                    self._faults.reached("add.after_row")
+                    return stored
+                except BaseException:
+                    self._discard(record_id, written)
+                    raise
 
     def count(self, user_id: str) -> int:
         with self._connection("count the records") as conn:
@@ -211,33 +238,42 @@ class SQLiteStore:
     # -- recovery --------------------------------------------------------------------------
 
     def orphans(self, min_age: float = ORPHAN_AGE) -> builtins.list[Path]:
-        """Image and temp files older than *min_age* seconds that no record refers to.
-
-        The age guard keeps this from racing an add that has written its files but not yet
-        its row.
-        """
+        """Image and temp files (older than *min_age* seconds) that no row names and no live
+        writer is writing (its lock is free). A snapshot: :meth:`sweep` re-checks."""
         with self._connection("look for orphaned images") as conn:
-            return self._orphans(conn, min_age)
+            found = []
+            for record_id in self._unclaimed(conn, min_age):
+                with self._sweep_lock(record_id) as free:
+                    if free:
+                        found += self._stray_files(conn, record_id)
+            return sorted(found)
 
     def sweep(self, min_age: float = ORPHAN_AGE) -> int:
-        """Remove :meth:`orphans`; return how many files went."""
-        found = self.orphans(min_age)
-        _remove_files(found)
-        return len(found)
+        """Remove the files of writers that died, and of deletes cut short; return how many.
+
+        Safe to run at any time, from any number of processes: see the module docstring.
+        """
+        with self._connection("remove orphaned images") as conn:
+            return self._sweep(conn, min_age)
 
     # -- internals (tests patch _save_image and _insert_record to inject failures) ---------
 
     def _save_image(self, record_id: str, kind: Kind, data: bytes) -> Path:
         path = self._image_path(record_id, kind)
-        self._write(path, data)
+        self._write(path, data, kind)
         return path
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, data: bytes, label: str) -> None:
         """Write *data* so the final name holds either nothing or all of it."""
         fd, tmp = tempfile.mkstemp(dir=self.images_dir, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
+                half = len(data) // 2
+                out.write(data[:half])
+                if self._faults.active:  # a crash test stops the process mid-file here
+                    out.flush()
+                    self._faults.reached(f"write.{label}.half")
+                out.write(data[half:])
                 out.flush()
                 os.fsync(out.fileno())  # the row will vouch for these bytes: get them to disk
             os.replace(tmp, path)
@@ -259,15 +295,23 @@ class SQLiteStore:
 
     def _write_extra(self, record_id: str, kind: str, data: bytes) -> str:
         """Write one of the record's other images under a fresh name; return the name."""
-        name = f"{record_id}.{kind.replace(':', '-')}-{secrets.token_hex(4)}"
-        self._write(self.images_dir / name, data)
+        label = kind.replace(":", "-")
+        name = f"{record_id}.{label}-{secrets.token_hex(4)}"
+        self._write(self.images_dir / name, data, label)
         return name
 
     def _replace_extra(self, user_id: str, record_id: str, kind: str, extra: _Extra | None) -> None:
         """Point the record's *kind* row at a newly written file (or drop it), then remove the
         file it named. The record is checked in the same transaction, so a record deleted
-        meanwhile gets no row; the new file then goes again.
+        meanwhile gets no row; the new file then goes again. The id's lock is held throughout,
+        so the sweep cannot take the new file before its row names it.
         """
+        with self._writing(record_id):
+            self._replace_extra_locked(user_id, record_id, kind, extra)
+
+    def _replace_extra_locked(
+        self, user_id: str, record_id: str, kind: str, extra: _Extra | None
+    ) -> None:
         new = self._write_extra(record_id, kind, extra.data) if extra else None
         try:
             with self._connection("save the image") as conn, _immediate(conn):
@@ -356,6 +400,7 @@ class SQLiteStore:
             if self._ready:
                 return
             self.images_dir.mkdir(parents=True, exist_ok=True)
+            self.locks_dir.mkdir(exist_ok=True)
             conn = self._open()
             try:
                 self._enable_wal(conn)
@@ -386,30 +431,86 @@ class SQLiteStore:
 
     def _sweep_at_start(self, conn: sqlite3.Connection) -> None:
         try:
-            found = self._orphans(conn, ORPHAN_AGE)
-            _remove_files(found)
+            removed = self._sweep(conn, ORPHAN_AGE)
         except (OSError, sqlite3.Error) as exc:  # recovery is best effort; never block start
             log.warning("Could not sweep orphaned images in %s: %s", self.images_dir, exc)
             return
-        if found:
-            log.info("Removed %d orphaned image files from %s", len(found), self.images_dir)
+        if removed:
+            log.info("Removed %d orphaned image files from %s", removed, self.images_dir)
 
-    def _orphans(self, conn: sqlite3.Connection, min_age: float) -> builtins.list[Path]:
+    # -- the per-id lock and the sweep (see the module docstring) ---------------------------
+
+    @contextmanager
+    def _writing(self, record_id: str) -> Iterator[None]:
+        """Hold *record_id*'s lock while writing its files; the sweep leaves them alone."""
+        path = self.locks_dir / f"{record_id}.lock"
+        fd = _lock(path, blocking=True)
+        assert fd is not None
+        try:
+            yield
+        finally:
+            _unlock(path, fd)
+
+    @contextmanager
+    def _sweep_lock(self, record_id: str) -> Iterator[bool]:
+        """Take *record_id*'s lock if no live writer holds it; yield whether we got it."""
+        path = self.locks_dir / f"{record_id}.lock"
+        fd = _lock(path, blocking=False)
+        try:
+            yield fd is not None
+        finally:
+            if fd is not None:
+                _unlock(path, fd)
+
+    def _unclaimed(self, conn: sqlite3.Connection, min_age: float) -> builtins.list[str]:
+        """Ids with files (older than *min_age*) that no row names: candidates to sweep."""
         cutoff = time.time() - min_age
-        candidates = [
-            p for p in self.images_dir.iterdir() if p.is_file() and p.stat().st_mtime <= cutoff
-        ]
-        if not candidates:
+        by_id: dict[str, builtins.list[Path]] = {}
+        for path in self.images_dir.iterdir():
+            try:
+                if not path.is_file() or path.stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:  # removed meanwhile (a writer's temp file, a delete)
+                continue
+            by_id.setdefault(_id_of(path), []).append(path)
+        if not by_id:
             return []
         live = {row[0] for row in conn.execute("SELECT id FROM records")}
-        extras = {row[0] for row in conn.execute("SELECT file FROM record_images")}
+        named = {row[0] for row in conn.execute("SELECT file FROM record_images")}
+        return sorted(
+            record_id
+            for record_id, paths in by_id.items()
+            if record_id not in live or any(not _named(p, named) for p in paths)
+        )
 
-        def referenced(path: Path) -> bool:
-            # Temp files start with "."; their id part never matches a live id.
-            record_id, _, rest = path.name.partition(".")
-            return record_id in live and (rest in KINDS or path.name in extras)
+    def _stray_files(self, conn: sqlite3.Connection, record_id: str) -> builtins.list[Path]:
+        """Every file of *record_id* that no row names now (call it holding the id's lock)."""
+        files = [
+            *self.images_dir.glob(f"{record_id}.*"),
+            *self.images_dir.glob(f".{record_id}.*.tmp"),
+        ]
+        if conn.execute("SELECT 1 FROM records WHERE id = ?", (record_id,)).fetchone() is None:
+            return [p for p in files if p.exists()]
+        rows = conn.execute("SELECT file FROM record_images WHERE record_id = ?", (record_id,))
+        named = {row[0] for row in rows}
+        return [p for p in files if not _named(p, named) and p.exists()]
 
-        return [p for p in candidates if not referenced(p)]
+    def _sweep(self, conn: sqlite3.Connection, min_age: float) -> int:
+        removed = 0
+        for record_id in self._unclaimed(conn, min_age):
+            with self._sweep_lock(record_id) as free:
+                if not free:
+                    continue  # a live writer is at it
+                # Re-read under the lock: the writer may have committed since we listed.
+                paths = self._stray_files(conn, record_id)
+                _remove_files(paths)
+                removed += len(paths)
+        # Lock files of writers that died before writing anything (or after their row):
+        # taking a free lock removes its file; a live writer's lock is busy and stays.
+        for lock in self.locks_dir.glob("*.lock"):
+            with self._sweep_lock(lock.stem):
+                pass
+        return removed
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -607,3 +708,50 @@ def _record(row: sqlite3.Row) -> Record:
         edited=edited,
         revision=row["revision"],
     )
+
+
+def _named(path: Path, named: set[str]) -> bool:
+    """Whether a row names *path*: a record's original or model cut-out, or a
+    ``record_images`` file. Temp files (``.<id>...tmp``) never are."""
+    if path.name.startswith("."):
+        return False
+    return path.name.partition(".")[2] in KINDS or path.name in named
+
+
+def _id_of(path: Path) -> str:
+    """The record id a file belongs to: ``<id>.original``, or a temp ``.<id>.original.x.tmp``."""
+    return path.name.lstrip(".").split(".")[0]
+
+
+def _lock(path: Path, *, blocking: bool) -> int | None:
+    """An fd holding an exclusive flock on *path* (created if need be), or None if another
+    open file holds it and *blocking* is false.
+
+    After locking, the fd must still be the file at *path*: if the holder we waited for
+    unlinked it meanwhile, we hold a lock nobody else can see, so we start again.
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        fd = os.open(path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _unlock(path: Path, fd: int) -> None:
+    """Remove the lock file while still holding it, then release it."""
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

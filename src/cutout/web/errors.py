@@ -4,7 +4,8 @@ Three audiences get the same error three ways:
 
 * the upload forms (``POST /`` and ``POST /from-url`` from a browser) get a 302 back to ``/``
   with a flash message, worded exactly as the seed's where the seed had one;
-* programs (``Accept: application/json``, or the JSON endpoints PUT/DELETE) get
+* programs (``Accept: application/json``, a JSON body, the JSON endpoints PUT/DELETE, or any
+  path under a prefix registered with :func:`json_only`) get
   ``{"error": code, "message": text}`` with the status below;
 * anything else gets a small HTML error page with that status.
 
@@ -21,6 +22,7 @@ import logging
 from flask import (
     Flask,
     Response,
+    current_app,
     flash,
     g,
     jsonify,
@@ -34,6 +36,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cutout import errors as e
+from cutout.metrics import observe_error
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ STATUS: dict[type[e.CutoutError], int] = {
     e.ModelError: 503,
     e.StorageError: 503,
 }
+#: Our names for HTTP errors whose Werkzeug names read badly as codes.
+HTTP_CODES = {414: "uri_too_long"}
 #: The seed's flash texts, kept word for word.
 SUCCESS = "Image generated successfully"
 FAILED = "Failed to generate the image"
@@ -68,9 +73,21 @@ def status_of(exc: e.CutoutError) -> int:
     return 500
 
 
+def json_only(app: Flask, *prefixes: str) -> None:
+    """Answer every error under these path prefixes in JSON, whatever the Accept header says.
+
+    For API blueprints (``json_only(app, "/api/")``): their unknown URLs, wrong methods and
+    refused requests (404, 405, 413, 414...) are JSON too, not only their views' own errors.
+    """
+    known: tuple[str, ...] = app.extensions.get("cutout.json_prefixes", ())
+    app.extensions["cutout.json_prefixes"] = known + prefixes
+
+
 def wants_json() -> bool:
     """JSON for programs: an Accept header preferring it, a JSON body, or a JSON-only endpoint."""
     if request.method in ("PUT", "DELETE") or request.is_json:
+        return True
+    if request.path.startswith(current_app.extensions.get("cutout.json_prefixes", ())):
         return True
     # On a tie (e.g. curl's */*) best_match prefers the first: HTML, as for a browser.
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
@@ -93,13 +110,12 @@ def flash_message(exc: Exception) -> str:
 
 
 def too_large_message() -> str:
-    from flask import current_app
-
     limit = current_app.config["CUTOUT"].max_upload_mb
     return f"The file is too large: the largest accepted upload is {limit:g} MB."
 
 
 def error_response(exc: Exception, status: int, code: str, message: str) -> ResponseReturnValue:
+    observe_error(code)
     if isinstance(exc, e.EngineBusy):
         g.busy_retry_after = exc.retry_after  # kept over the rate limiter's Retry-After
     surface = api_surface()
@@ -207,6 +223,7 @@ def _cutout_error(exc: e.CutoutError) -> ResponseReturnValue:
 def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
     # Never a redirect: a forged cross-site POST must not be able to plant flash messages.
     message = "The form expired or is missing its security token. Reload the page and retry."
+    observe_error("csrf_failed")
     if wants_json():
         return jsonify(error="csrf_failed", message=exc.description or message), 400
     return render_template("error.html", status=400, message=message), 400
@@ -216,7 +233,7 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     status = exc.code or 500
     if isinstance(exc, RequestEntityTooLarge):
         return error_response(exc, 413, "image_too_large", too_large_message())
-    code = (exc.name or "error").lower().replace(" ", "_")
+    code = HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
     if status == 429:  # Flask-Limiter: the description names the limit that was hit
         return error_response(
             exc, 429, "rate_limit_exceeded", f"Rate limit exceeded ({exc.description})."

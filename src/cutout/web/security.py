@@ -41,6 +41,12 @@ def init_app(app: Flask) -> None:
 def _add_headers(response: Response) -> Response:
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
+    if "Cache-Control" not in response.headers:
+        # Pages and JSON are per user (the cookie) and per audience (Accept: HTML or JSON):
+        # no cache may keep them. Responses that set their own rules keep them: the images'
+        # private ETag caching, static files.
+        response.headers["Cache-Control"] = "private, no-store"
+        response.vary.update(("Cookie", "Accept"))
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     return response

@@ -84,7 +84,7 @@ def create() -> ResponseReturnValue:
 @bp.put("/update/<string:record_id>")
 def update(record_id: str) -> ResponseReturnValue:
     """Rename: JSON ``{"record_id", "record_name"}`` as the seed's page sent it."""
-    body = request.get_json(silent=True)
+    body = request.get_json(force=True)  # any Content-Type, as curl -d sends; strict syntax
     if not isinstance(body, dict):
         raise InvalidInput('Send JSON like {"record_id": "...", "record_name": "New name"}.')
     if body.get("record_id") not in (None, record_id):
