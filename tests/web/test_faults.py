@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import struct
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,26 @@ def test_an_output_too_large_for_its_format_is_our_error(fmt: OutputFormat, size
     photo = Photo(rgb=Image.new("RGB", size), alpha=None, format="PNG")
     with pytest.raises(ImageTooLarge, match=f"{fmt.upper()} holds at most .* Write PNG"):
         compose(photo, Image.new("L", size, 255), OutputOptions(format=fmt))
+
+
+def cmyk_tiff_claiming_8_samples() -> bytes:
+    """A CMYK TIFF whose SamplesPerPixel tag says 8: Pillow logs an ERROR, then refuses it."""
+    data = bytearray(encode(synthetic_photo(64, 48).convert("CMYK"), "TIFF"))
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (entries,) = struct.unpack("<H", data[ifd : ifd + 2])
+    for i in range(entries):
+        at = ifd + 2 + 12 * i
+        if struct.unpack("<H", data[at : at + 2])[0] == 277:  # SamplesPerPixel
+            data[at + 8 : at + 10] = struct.pack("<H", 8)
+    return bytes(data)
+
+
+def test_pillows_complaints_about_a_bad_upload_are_not_error_logs(
+    actions: Actions, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused upload is the user's bad input (a 400), not an error for anyone to be paged
+    about; Pillow logged its own 'More samples per pixel than can be decoded' at ERROR."""
+    caplog.set_level(logging.INFO)  # what production logs
+    response = actions.upload("tiff", cmyk_tiff_claiming_8_samples(), json=True)
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_image"
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
