@@ -17,21 +17,25 @@ refinement step) and paste its output here. Figures of the last run are in the R
 from __future__ import annotations
 
 MB = 1024 * 1024
-#: Last measurement (ISNet on OpenVINO bf16, Zen 4, MALLOC_ARENA_MAX=2), peak RSS growth,
-#: JPEG photo / flat PNG / flat PNG with alpha:
+#: Last measurement (the fused pipeline: INT8 ISNet + MODNet on OpenVINO, Zen 4,
+#: MALLOC_ARENA_MAX=2, `make measure-memory`), peak RSS growth, JPEG photo / flat PNG / flat
+#: PNG with alpha:
 #:
 #:   size    pipeline alone        one upload to the server   3 uploads, one at a time
-#:   1 MP      9 /  14 /  10 MB      25 /  19 /  24 MB
-#:   12 MP   135 /  94 / 109 MB     162 /  78 /  95 MB          137 /   - / 121 MB
-#:   24 MP   270 / 192 / 251 MB     250 / 201 / 210 MB          313 /   - / 302 MB
-#:   49 MP   542 / 448 / 569 MB     513 / 448 / 545 MB          860 /   - / 561 MB
+#:   1 MP     36 /  37 /  37 MB      36 /  24 /  24 MB
+#:   6 MP    109 /  84 /  94 MB      47 /  52 /  79 MB
+#:   12 MP   161 / 137 / 150 MB     125 / 114 / 151 MB          180 /   - / 169 MB
+#:   24 MP   342 / 256 / 314 MB     291 / 226 / 290 MB          371 /   - / 290 MB
+#:   36 MP   461 / 374 / 448 MB     413 / 328 / 431 MB
+#:   49 MP   620 / 510 / 610 MB     327 / 209 / 336 MB          725 /   - / 546 MB
 #:
 #: Removals that follow each other on different threads do not fully reuse each other's
-#: freed memory (glibc keeps it per arena): hence the burst's 860 MB at 49 MP. The constants
+#: freed memory (glibc keeps it per arena): hence the burst's 725 MB at 49 MP. The constants
 #: are the least-squares line over the costliest figure per size, raised until every figure
-#: lies under it (84 MB + 16.6 bytes per pixel), rounded up.
-FIXED_BYTES = 84 * MB
-BYTES_PER_PIXEL = 16.7
+#: lies under it (51 MB + 14.42 bytes per pixel), rounded up. (The single-model pipeline
+#: before MODNet and INT8 measured 84 MB + 16.6 bytes per pixel the same way.)
+FIXED_BYTES = 51 * MB
+BYTES_PER_PIXEL = 14.5
 
 
 def estimate(width: int, height: int) -> int:
