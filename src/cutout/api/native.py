@@ -29,7 +29,7 @@ from cutout.config import Settings
 from cutout.errors import InvalidInput, NotFound
 from cutout.imaging.compose import OutputOptions, parse_color
 from cutout.service import ImageService
-from cutout.storage.base import KINDS, Record
+from cutout.storage.base import KINDS, Record, info_json
 from cutout.storage.keys import StoredResponse
 from cutout.urlfetch import fetch
 
@@ -254,19 +254,6 @@ def image_bytes(image_id: str, kind: str) -> ResponseReturnValue:
 def image_json(record: Record) -> dict[str, Any]:
     """A record as the native API shows it (the models.Image schema)."""
 
-    def info(i: Any) -> dict[str, Any] | None:
-        return (
-            None
-            if i is None
-            else {
-                "media_type": i.media_type,
-                "size_bytes": i.size_bytes,
-                "width": i.width,
-                "height": i.height,
-                "sha256": i.sha256,
-            }
-        )
-
     links = {k: url_for("api.image_bytes", image_id=record.id, kind=k) for k in KINDS}
     return {
         "id": record.id,
@@ -276,7 +263,7 @@ def image_json(record: Record) -> dict[str, Any]:
         "model": record.model,
         "confidence": record.confidence,
         "needs_review": record.needs_review,
-        "original": info(record.original),
-        "processed": info(record.processed),
+        "original": info_json(record.original),
+        "processed": info_json(record.processed),
         "links": {"self": url_for("api.get_image", image_id=record.id), **links},
     }

@@ -10,10 +10,11 @@ missing one (:class:`NotFound`), so no code path can leak or touch somebody else
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Kind = Literal["original", "processed"]
 KINDS: tuple[Kind, ...] = ("original", "processed")
@@ -29,6 +30,11 @@ class ImageInfo:
     width: int
     height: int
     sha256: str
+
+
+def info_json(info: ImageInfo | None) -> dict[str, Any] | None:
+    """An image's info as both JSON APIs show it (None for a seed-era image)."""
+    return None if info is None else dataclasses.asdict(info)
 
 
 @dataclass(frozen=True)

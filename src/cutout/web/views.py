@@ -26,7 +26,7 @@ from flask.typing import ResponseReturnValue
 
 from cutout.errors import InvalidInput, LimitReached, NotFound
 from cutout.service import ImageService
-from cutout.storage.base import KINDS, ImageInfo, Record
+from cutout.storage.base import KINDS, ImageInfo, Record, info_json
 from cutout.web.errors import SUCCESS, wants_json
 from cutout.web.identity import current_user
 
@@ -134,19 +134,6 @@ def download_name(record: Record, info: ImageInfo, kind: str) -> str:
 def record_json(record: Record) -> dict[str, Any]:
     """A record as the JSON API shows it: metadata and URLs, never image bytes."""
 
-    def info(i: ImageInfo | None) -> dict[str, Any] | None:
-        return (
-            None
-            if i is None
-            else {
-                "media_type": i.media_type,
-                "size_bytes": i.size_bytes,
-                "width": i.width,
-                "height": i.height,
-                "sha256": i.sha256,
-            }
-        )
-
     urls = {kind: url_for("web.image", record_id=record.id, kind=kind) for kind in KINDS}
     return {
         "_id": record.id,
@@ -155,8 +142,8 @@ def record_json(record: Record) -> dict[str, Any]:
         "original_url": urls["original"],
         "processed_url": urls["processed"],
         "download_url": urls["processed"] + "?download=1",
-        "original": info(record.original),
-        "processed": info(record.processed),
+        "original": info_json(record.original),
+        "processed": info_json(record.processed),
         "engine": record.engine,
         "model": record.model,
         "confidence": record.confidence,
