@@ -115,7 +115,7 @@ class Settings:
         "",
     )
 
-    # -- the API for programs (issue 8): keys, rate limits ---------------------------------
+    # -- the API for programs: keys, rate limits ----------------------------------------
     api_rate_limit: str = _setting(
         "CUTOUT_API_RATE_LIMIT",
         "Requests allowed per API key (per client address without a key) on `/v1.0` and "
@@ -175,7 +175,7 @@ class Settings:
         "CUTOUT_OBJECTCUT_RETRIES", "Retries on HTTP 429/5xx, with exponential backoff.", 3
     )
 
-    # -- engine v2 (issue 7): the second model, INT8, PyPI ----------------------------------
+    # -- the second model (MODNet), INT8, PyPI ------------------------------------------
     fusion: str = _setting(
         "CUTOUT_FUSION",
         "`modnet` (default): fuse MODNet's soft alpha into the mask (hair, fur) and score "
@@ -188,7 +188,7 @@ class Settings:
         "https://pypi.org",
     )
 
-    # -- reliability and operations (issue 9) ----------------------------------------------
+    # -- reliability and operations ----------------------------------------------------
     memory_budget_mb: float = _setting(
         "CUTOUT_MEMORY_BUDGET_MB",
         "Memory the removals of one process may use together, MB, estimated from each "

@@ -78,7 +78,7 @@ class Record:
     model: str
     confidence: float | None = None  # None for older records and unscored engines
     needs_review: bool | None = None
-    # -- touch-up (issue 10): ``processed`` is the *current* cut-out, the model's or an edit --
+    # -- touch-up (the studio): ``processed`` is the *current* cut-out, the model's or an edit --
     edited: bool = False  # the current cut-out is a touched-up revision, not the model's
     revision: int = 0  # bumped by every saved edit or reset: names the current cut-out
 

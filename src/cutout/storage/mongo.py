@@ -50,7 +50,7 @@ carry no user and are invisible to every query; a TTL index removes them after a
 Files tagged with a record id that has neither a record nor a lease (a delete cut short, or
 a version before leases) are removed once older than ``ORPHAN_AGE``.
 
-**Edits and thumbnails** of a record (issue 10's studio) are uploaded to GridFS, then the record
+**Edits and thumbnails** of a record (the page's studio) are uploaded to GridFS, then the record
 is pointed at them and the file it named before is deleted. A process that dies in between
 leaves a file tagged with a live record's id that the record does not name; the sweep removes
 such files once older than ``ORPHAN_AGE`` (an age guard: these writers take no lease, and an
