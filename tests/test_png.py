@@ -41,10 +41,13 @@ def test_round_trip_is_exact(shape: tuple[int, ...]) -> None:
     assert np.array_equal(decoded(png.encode(pixels)).reshape(shape), pixels)
 
 
-def test_many_strips_make_one_valid_zlib_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 6, 9])  # 1-3: ISA-L's deflate; the rest zlib's
+def test_many_strips_make_one_valid_zlib_stream(
+    monkeypatch: pytest.MonkeyPatch, level: int
+) -> None:
     monkeypatch.setattr(png, "STRIP_BYTES", 1000)  # ~40 strips for this image
     pixels = RNG.integers(0, 256, (300, 200, 4), dtype=np.uint8)
-    data = png.encode(pixels)
+    data = png.encode(pixels, level=level)
     raw = zlib.decompress(idat_stream(data))  # checks the combined Adler-32 too
     assert len(raw) == 300 * (1 + 200 * 4)
     assert np.array_equal(decoded(data), pixels)
@@ -76,3 +79,10 @@ def test_icc_profile_is_embedded() -> None:
 def test_faster_settings_still_compress() -> None:
     smooth = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
     assert len(png.encode(smooth)) < smooth.size / 20
+
+
+def test_isal_deflates_the_fast_levels() -> None:
+    from isal import isal_zlib
+
+    assert [png.deflater(level) for level in (1, 2, 3)] == [isal_zlib] * 3
+    assert png.deflater(0) is zlib and png.deflater(6) is zlib
