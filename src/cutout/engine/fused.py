@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from cutout.engine.base import Prediction
-from cutout.engine.local import LocalEngine
+from cutout.engine.local import LocalEngine, preprocess
 from cutout.imaging.fuse import confidence, fuse
 
 
@@ -48,8 +49,12 @@ class FusedEngine:
 
     def parts(self, image: Image.Image) -> Parts:
         """Both models' masks, the fused one and its confidence (what predict() returns)."""
-        main = self.primary.predict_mask(image)
-        soft = self.secondary.predict_mask(image)
+        # The two resizes (Pillow, single-threaded, GIL released) run side by side: about
+        # 8 ms of a 2 MP photo's pipeline. The forward passes stay one after the other.
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            soft_input = helper.submit(preprocess, image, self.secondary.spec)
+            main = self.primary.predict_mask(image)
+            soft = self.secondary.infer(soft_input.result())
         fused = fuse(main, soft)
         return Parts(main, soft, fused, confidence(main, soft, fused))
 

@@ -73,4 +73,8 @@ class LocalEngine:
         return self._runtime.name
 
     def predict_mask(self, image: Image.Image) -> np.ndarray:
-        return postprocess(self._runtime.run(preprocess(image, self.spec)), self.spec)
+        return self.infer(preprocess(image, self.spec))
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """The mask for an already preprocessed *tensor* (see :func:`preprocess`)."""
+        return postprocess(self._runtime.run(tensor), self.spec)

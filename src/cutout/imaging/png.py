@@ -59,9 +59,10 @@ def encode_cutout(
 
     def rows(top: int, bottom: int) -> np.ndarray:
         strip = np.empty((bottom - top, width, 4), np.uint8)
-        strip[..., :3] = rgb[top:bottom]
-        strip[..., 3] = alpha[top:bottom]
-        strip[..., :3][alpha[top:bottom] == 0] = 0
+        opacity = alpha[top:bottom]
+        # colour * (alpha != 0): a third of the time of masked assignment
+        np.multiply(rgb[top:bottom], (opacity != 0)[..., None], out=strip[..., :3])
+        strip[..., 3] = opacity
         return strip
 
     return _encode(height, width, 4, rows, level, icc_profile)
@@ -81,7 +82,7 @@ def _encode(
         codec = deflater(level)
         compressor = codec.compressobj(level, codec.DEFLATED, -15)  # raw deflate, no header
         flush = codec.Z_FINISH if index == last else codec.Z_SYNC_FLUSH
-        return compressor.compress(raw) + compressor.flush(flush), zlib.adler32(raw), len(raw)
+        return compressor.compress(raw) + compressor.flush(flush), codec.adler32(raw), len(raw)
 
     with ThreadPoolExecutor(max_workers=min(len(bounds), os.cpu_count() or 1)) as pool:
         parts = list(pool.map(deflate, range(len(bounds))))
@@ -104,16 +105,21 @@ def deflater(level: int) -> ModuleType:
     return zlib
 
 
-def _filtered(rows: _Rows, top: int, bottom: int, width: int, channels: int) -> bytes:
-    """Scanlines top..bottom with the Up filter (each row minus the one above, mod 256)."""
+def _filtered(rows: _Rows, top: int, bottom: int, width: int, channels: int) -> memoryview:
+    """Scanlines top..bottom with the Up filter (each row minus the one above, mod 256).
+
+    Written straight into the one output buffer and handed over without a copy: at 2 MP
+    these copies cost as much as deflating the strip.
+    """
     current = rows(top, bottom).reshape(bottom - top, width * channels)
-    above = np.empty_like(current)
-    above[1:] = current[:-1]
-    above[0] = rows(top - 1, top).reshape(width * channels) if top else 0
     lines = np.empty((bottom - top, 1 + width * channels), np.uint8)
     lines[:, 0] = UP_FILTER
-    np.subtract(current, above, out=lines[:, 1:])  # uint8 arithmetic wraps: mod 256
-    return lines.tobytes()
+    np.subtract(current[1:], current[:-1], out=lines[1:, 1:])  # uint8 arithmetic wraps
+    if top:
+        np.subtract(current[0], rows(top - 1, top).reshape(-1), out=lines[0, 1:])
+    else:
+        lines[0, 1:] = current[0]  # the row above the image is zeros
+    return lines.data.cast("B")
 
 
 def _adler32_combine(adler1: int, adler2: int, length2: int) -> int:
