@@ -74,6 +74,26 @@ def test_home_page_shows_form_quota_and_empty_state(client: FlaskClient) -> None
     assert "No cut-outs yet" in page
 
 
+def test_footer_says_where_photos_go(web_settings: Settings, shared_engine: Engine) -> None:
+    expected = {
+        "on this server (isnet + modnet models)": web_settings,
+        "on this server (isnet models)": web_settings.replace(fusion="off"),
+        "by an external service (RapidAPI)": web_settings.replace(
+            engine="objectcut", rapid_api_key="key"
+        ),
+    }
+    for text, settings in expected.items():
+        app = create_app(settings, engine=shared_engine)
+        try:
+            assert text in page_of(app)
+        finally:
+            app.extensions["cutout.store"].close()
+
+
+def page_of(app: Flask) -> str:
+    return app.test_client().get("/").get_data(as_text=True)
+
+
 def test_home_json_shape(client: FlaskClient) -> None:
     body = client.get("/", headers={"Accept": "application/json"}).get_json()
     assert set(body) == {"user_id", "limit", "used", "records"}

@@ -60,12 +60,13 @@ def refine_alpha(rgb: Image.Image, mask: Array) -> Image.Image:
     offset -= np.float32(scale * low)
     pixels = np.asarray(grey)
     out = np.empty((height, width), np.uint8)
+    a_rows, offset_rows = (_row_resizer(x, width, height) for x in (coeff_a, offset))
 
     def strip(rows: tuple[int, int]) -> None:
         top, bottom = rows
-        q = _resize_rows(coeff_a, width, height, top, bottom)
+        q = a_rows(top, bottom)
         q *= pixels[top:bottom]
-        q += _resize_rows(offset, width, height, top, bottom)
+        q += offset_rows(top, bottom)
         np.clip(q, 0, 255, out=q)
         out[top:bottom] = np.rint(q)
 
@@ -89,10 +90,12 @@ def estimate_foreground(
     work = _working_size(width, height)
     fg_low, bg_low = _blurred_fg_bg(rgb, alpha, work, max(4, round(45 * max(work) / 1024)))
     out = np.empty((height, width, 3), np.uint8)
+    fg_rows = [_row_resizer(c, width, height) for c in fg_low]
+    bg_rows = [_row_resizer(c, width, height) for c in bg_low]
     for top, bottom in _strips(height, 256):
         start, stop = max(0, top - radius_small), min(height, bottom + radius_small)
-        fg = np.stack([_resize_rows(c, width, height, start, stop) for c in fg_low], -1)
-        bg = np.stack([_resize_rows(c, width, height, start, stop) for c in bg_low], -1)
+        fg = np.stack([rows(start, stop) for rows in fg_rows], -1)
+        bg = np.stack([rows(start, stop) for rows in bg_rows], -1)
         image = photo[start:stop].astype(np.float32) / 255.0
         a = a_full[start:stop].astype(np.float32)[..., None] / 255.0
         refined = _blur_fusion_pass2(image, a, _fusion(image, a, fg, bg), bg, radius_small)
@@ -222,16 +225,21 @@ def _resize(a: Array, size: tuple[int, int]) -> Array:
     )
 
 
-def _resize_rows(a: Array, width: int, height: int, top: int, bottom: int) -> Array:
-    """Rows top..bottom of *a* resized to width x height, identical to a whole-image resize."""
+def _row_resizer(a: Array, width: int, height: int) -> Callable[[int, int], Array]:
+    """``rows(top, bottom)``: rows top..bottom of *a* resized to width x height, identical to
+    a whole-image resize. The array becomes an image once: converting it again for every
+    strip cost more than the resizing, and held the GIL that the resizing releases."""
     src_h, src_w = a.shape
     if (src_w, src_h) == (width, height):
-        return a[top:bottom].astype(np.float32, copy=True)
-    box = (0.0, top * src_h / height, float(src_w), bottom * src_h / height)
-    resized = Image.fromarray(a, "F").resize(
-        (width, bottom - top), Image.Resampling.BILINEAR, box=box
-    )
-    return np.array(resized, dtype=np.float32)
+        return lambda top, bottom: a[top:bottom].astype(np.float32, copy=True)
+    image = Image.fromarray(np.ascontiguousarray(a, np.float32), "F")
+
+    def rows(top: int, bottom: int) -> Array:
+        box = (0.0, top * src_h / height, float(src_w), bottom * src_h / height)
+        resized = image.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
+        return np.array(resized, dtype=np.float32)
+
+    return rows
 
 
 def _in_parallel(

@@ -24,6 +24,8 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from cutout.config import Settings
+from cutout.engine import required_models
 from cutout.errors import InvalidInput, LimitReached, NotFound
 from cutout.service import ImageService
 from cutout.storage.base import KINDS, ImageInfo, Record, info_json
@@ -45,6 +47,16 @@ EXTENSIONS = {
 def service() -> ImageService:
     svc: ImageService = current_app.extensions["cutout.service"]
     return svc
+
+
+@bp.app_context_processor
+def engine_note() -> dict[str, str]:
+    """The footer's line on where photos go: it must stay true for every engine setting."""
+    settings: Settings = current_app.config["CUTOUT"]
+    if settings.engine != "local":
+        return {"engine_note": "Backgrounds are removed by an external service (RapidAPI)."}
+    models = " + ".join(spec.name for spec in required_models(settings))
+    return {"engine_note": f"Backgrounds are removed on this server ({models} models)."}
 
 
 @bp.get("/")
