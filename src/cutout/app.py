@@ -6,7 +6,7 @@ import logging
 import secrets
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -104,6 +104,12 @@ def _service(settings: Settings, store: ImageStore, loader: EngineLoader) -> Ima
         user_limit=settings.user_limit,
         output=OutputOptions(png_compression=settings.png_compression),
     )
+
+
+def image_service() -> ImageService:
+    """The running app's :class:`ImageService`: what every surface's views call."""
+    svc: ImageService = current_app.extensions["cutout.service"]
+    return svc
 
 
 def _register(app: Flask) -> None:

@@ -25,10 +25,10 @@ from cutout.api import models
 from cutout.api.auth import current_key, keys
 from cutout.api.openapi import Operation, operation
 from cutout.api.openapi import Response as Doc
+from cutout.app import image_service
 from cutout.config import Settings
 from cutout.errors import InvalidInput, NotFound
 from cutout.imaging.compose import OutputOptions, parse_color
-from cutout.service import ImageService
 from cutout.storage.base import KINDS, Record, info_json
 from cutout.storage.keys import StoredResponse
 from cutout.urlfetch import fetch
@@ -38,11 +38,6 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/avif
 IDEMPOTENCY = {"Idempotency-Key": "Makes a retried POST return the first result (24 hours)."}
 NOT_FOUND = Doc("No such image, or it is not this key's user's.", models.ErrorBody)
 BAD = Doc("A parameter or the photo is not acceptable.", models.ErrorBody)
-
-
-def service() -> ImageService:
-    svc: ImageService = current_app.extensions["cutout.service"]
-    return svc
 
 
 @bp.post("/images")
@@ -148,7 +143,7 @@ def _store(user_id: str, fields: models.OutputChoices, data: bytes) -> Record:
         png_compression=settings.png_compression,
     )
     name = getattr(fields, "name", None)
-    return service().create(user_id, name, data, output=output)
+    return image_service().create(user_id, name, data, output=output)
 
 
 def _fingerprint(fields: BaseModel, data: bytes) -> str:
@@ -177,7 +172,7 @@ def _created(record: Record) -> Response:
 )
 def list_images() -> ResponseReturnValue:
     page = _valid_page()
-    records = service().history(current_key().user_id)
+    records = image_service().history(current_key().user_id)
     start = (page.page - 1) * page.per_page
     return jsonify(
         items=[image_json(r) for r in records[start : start + page.per_page]],
@@ -202,7 +197,7 @@ def _valid_page() -> models.Page:
     )
 )
 def get_image(image_id: str) -> ResponseReturnValue:
-    return jsonify(image_json(service().store.get(current_key().user_id, image_id)))
+    return jsonify(image_json(image_service().store.get(current_key().user_id, image_id)))
 
 
 @bp.patch("/images/<string:image_id>")
@@ -219,7 +214,7 @@ def rename_image(image_id: str) -> ResponseReturnValue:
         rename = models.Rename.model_validate(body if isinstance(body, dict) else None)
     except ValidationError as exc:
         raise InvalidInput(_first_problem(exc)) from None
-    return jsonify(image_json(service().rename(current_key().user_id, image_id, rename.name)))
+    return jsonify(image_json(image_service().rename(current_key().user_id, image_id, rename.name)))
 
 
 @bp.delete("/images/<string:image_id>")
@@ -230,7 +225,7 @@ def rename_image(image_id: str) -> ResponseReturnValue:
     )
 )
 def delete_image(image_id: str) -> ResponseReturnValue:
-    service().delete(current_key().user_id, image_id)
+    image_service().delete(current_key().user_id, image_id)
     return Response(status=204)
 
 
@@ -245,7 +240,7 @@ def delete_image(image_id: str) -> ResponseReturnValue:
 def image_bytes(image_id: str, kind: str) -> ResponseReturnValue:
     if kind not in KINDS:
         raise NotFound("No such image: the last part is original or processed.")
-    _, info, data = service().image(current_key().user_id, image_id, kind)
+    _, info, data = image_service().image(current_key().user_id, image_id, kind)
     response = send_file(io.BytesIO(data), mimetype=info.media_type, etag=info.sha256)
     response.headers["Cache-Control"] = "private, no-store"
     return response

@@ -22,6 +22,7 @@ from werkzeug.datastructures import FileStorage, Headers
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
 from cutout.api.auth import current_key, keys
+from cutout.app import image_service
 from cutout.config import Settings
 from cutout.errors import (
     DownloadFailed,
@@ -36,7 +37,6 @@ from cutout.imaging.decode import Photo, load_image
 from cutout.imaging.fuse import needs_review
 from cutout.removebg.params import Params, parse
 from cutout.removebg.render import Rendered, render
-from cutout.service import ImageService
 from cutout.storage.keys import ApiKey, Improvement
 from cutout.urlfetch import fetch
 
@@ -220,7 +220,7 @@ def background_image(
     data = blobs.get("bg_image_file") or (download(url, "bg") if url else None)
     if data is None:
         return None
-    svc = service()
+    svc = image_service()
     try:
         return load_image(data, svc.limits).rgb
     except (InvalidImage, UnsupportedFormat, ImageTooLarge) as exc:
@@ -242,7 +242,7 @@ def _cut(
         )
 
     try:
-        return service().cut(source, draw)
+        return image_service().cut(source, draw)
     except ImageTooLarge as exc:  # bytes were checked already: this is the pixel count
         raise InvalidParameter(str(exc), "resolution_too_high") from None
 
@@ -361,8 +361,3 @@ def _media_type(data: bytes) -> str:
         raise InvalidParameter(
             "Invalid file type: expected an image (jpg, png, webp...).", "invalid_file_type"
         ) from None
-
-
-def service() -> ImageService:
-    svc: ImageService = current_app.extensions["cutout.service"]
-    return svc

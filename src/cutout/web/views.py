@@ -24,10 +24,10 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from cutout.app import image_service
 from cutout.config import Settings
 from cutout.engine import required_models
 from cutout.errors import InvalidInput, LimitReached, NotFound
-from cutout.service import ImageService
 from cutout.storage.base import KINDS, ImageInfo, Record, info_json
 from cutout.web.errors import SUCCESS, wants_json
 from cutout.web.identity import current_user
@@ -44,11 +44,6 @@ EXTENSIONS = {
 }
 
 
-def service() -> ImageService:
-    svc: ImageService = current_app.extensions["cutout.service"]
-    return svc
-
-
 @bp.app_context_processor
 def engine_note() -> dict[str, str]:
     """The footer's line on where photos go: it must stay true for every engine setting."""
@@ -62,7 +57,7 @@ def engine_note() -> dict[str, str]:
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """The home page (history + upload form), or the same data as JSON."""
-    records = service().history(current_user())
+    records = image_service().history(current_user())
     limit = current_app.config["CUTOUT"].user_limit
     if wants_json():
         return jsonify(
@@ -86,7 +81,7 @@ def create() -> ResponseReturnValue:
     """Upload form: remove the background, store the pair, come back to ``/``."""
     upload = request.files.get("image")
     data = upload.read() if upload and upload.filename else None
-    record = service().create(current_user(), request.form.get("name"), data)
+    record = image_service().create(current_user(), request.form.get("name"), data)
     if wants_json():
         return jsonify(record_json(record)), 201
     flash(SUCCESS, "success")
@@ -102,14 +97,14 @@ def update(record_id: str) -> ResponseReturnValue:
     if body.get("record_id") not in (None, record_id):
         raise InvalidInput("record_id in the body does not match the URL.")
     name = body.get("record_name")
-    service().rename(current_user(), record_id, name if isinstance(name, str) else None)
+    image_service().rename(current_user(), record_id, name if isinstance(name, str) else None)
     return jsonify(message="success")
 
 
 @bp.delete("/remove/<string:record_id>")
 def remove(record_id: str) -> ResponseReturnValue:
     """Delete a record and both its images."""
-    service().delete(current_user(), record_id)
+    image_service().delete(current_user(), record_id)
     return jsonify(message="success")
 
 
@@ -118,7 +113,7 @@ def image(record_id: str, kind: str) -> ResponseReturnValue:
     """The bytes of one of the caller's images; ``?download=1`` makes it an attachment."""
     if kind not in KINDS:
         raise NotFound("No such image.")
-    record, info, data = service().image(current_user(), record_id, kind)
+    record, info, data = image_service().image(current_user(), record_id, kind)
     download = request.args.get("download") == "1"
     response = send_file(
         io.BytesIO(data),
