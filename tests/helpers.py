@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+
+def photo_folder(folder: Path, photos: Iterable[Path]) -> Path:
+    """Make *folder* and copy *photos* into it, under their own names."""
+    folder.mkdir()
+    for photo in photos:
+        shutil.copy(photo, folder / photo.name)
+    return folder
 
 
 def synthetic_photo(width: int = 320, height: int = 240) -> Image.Image:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from cutout.config import Settings
 from cutout.errors import InvalidInput
 from cutout.imaging.fuse import REVIEW_BELOW
 from tests.conftest import Sample
+from tests.helpers import photo_folder
 
 CUTOUT = [sys.executable, "-m", "cutout"]
 
@@ -94,10 +94,7 @@ def test_one_photo_to_a_full_size_rgba_cutout(
 def test_folder_with_a_broken_photo(
     tmp_path: Path, samples: list[Sample], model_settings: Settings
 ) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for sample in samples[:3]:
-        shutil.copy(sample.image, folder / sample.image.name)
+    folder = photo_folder(tmp_path / "in", (s.image for s in samples[:3]))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     (folder / "notes.txt").write_text("not a photo, not picked up")
     out = tmp_path / "out"
@@ -179,10 +176,7 @@ def test_json_lines_and_min_confidence(
     tmp_path: Path, samples: list[Sample], model_settings: Settings
 ) -> None:
     """--json: one object per photo (or its error); --min-confidence X exits 4 below X."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for sample in samples[:2]:
-        shutil.copy(sample.image, folder / sample.image.name)
+    folder = photo_folder(tmp_path / "in", (s.image for s in samples[:2]))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
     result = run("remove", folder, "-o", tmp_path / "out", "--json", env=env)

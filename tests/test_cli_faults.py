@@ -14,6 +14,7 @@ from PIL import Image
 from cutout.batch import write_atomic
 from cutout.config import Settings
 from tests.conftest import Sample
+from tests.helpers import photo_folder
 from tests.web.test_faults import header_truncated_jpeg
 
 CUTOUT = [sys.executable, "-m", "cutout"]
@@ -161,10 +162,7 @@ def test_a_missing_model_is_still_a_setup_error(tmp_path: Path, small: Path) -> 
 def test_each_output_is_reported_and_quiet_silences_it(
     tmp_path: Path, samples: list[Sample], model_settings: Settings
 ) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for sample in samples[:2]:
-        (folder / sample.image.name).write_bytes(sample.image.read_bytes())
+    folder = photo_folder(tmp_path / "in", (s.image for s in samples[:2]))
     out = tmp_path / "out"
     loud = run("remove", folder, "-o", out, model_settings=model_settings)
     assert loud.returncode == 0, loud.stderr
