@@ -10,7 +10,7 @@ photographic cut-outs slightly better than Pillow's adaptive filtering at level 
 
 At levels 1-3 the deflate itself is ISA-L's (the ``isal`` package, Intel's storage-acceleration
 library): at level 1 it compresses a 2 MP cut-out 4.5x faster than zlib, and 6% smaller. Its
-raw deflate streams join like zlib's; where the wheel is missing, zlib does the work.
+raw deflate streams join like zlib's. Other levels (0, 4-9) stay with zlib.
 
 For cut-outs the alpha is joined with the colour here, strip by strip, so the full-size RGBA
 image is never built, and colour under fully transparent pixels is zeroed on the way (it would
