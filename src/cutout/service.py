@@ -107,8 +107,8 @@ class ImageService:
             thumbnails = make_thumbnails(
                 cutout.photo,
                 cutout.alpha if output is None else None,
-                original_sha256=original.info().sha256,
-                processed_sha256=processed.info().sha256,
+                original_sha256=original.sha256,
+                processed_sha256=processed.sha256,
             )
             engine, model, confidence = cutout.engine, cutout.model, cutout.confidence
             del cutout  # the decoded photo goes before the next removal may start

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 Kind = Literal["original", "processed"]
@@ -44,14 +45,13 @@ class NewImage:
     width: int
     height: int
 
+    @cached_property
+    def sha256(self) -> str:
+        """Hashed once: the service (for thumbnails) and the store both need it."""
+        return hashlib.sha256(self.data).hexdigest()
+
     def info(self) -> ImageInfo:
-        return ImageInfo(
-            self.media_type,
-            len(self.data),
-            self.width,
-            self.height,
-            hashlib.sha256(self.data).hexdigest(),
-        )
+        return ImageInfo(self.media_type, len(self.data), self.width, self.height, self.sha256)
 
 
 @dataclass(frozen=True)
