@@ -93,10 +93,12 @@ def model_input(photo: Photo) -> Image.Image:
 
 def full_alpha(photo: Photo, mask: np.ndarray) -> Image.Image:
     """Refine the engine's *mask* to full size; never show what the input already hid."""
-    alpha = refine_alpha(photo.rgb, mask)
-    if photo.alpha is not None:
-        alpha = ImageChops.darker(alpha, photo.alpha)
-    return alpha
+    return within_photo_alpha(photo, refine_alpha(photo.rgb, mask))
+
+
+def within_photo_alpha(photo: Photo, alpha: Image.Image) -> Image.Image:
+    """*alpha*, never more opaque than the photo's own alpha (what the input hid stays hidden)."""
+    return alpha if photo.alpha is None else ImageChops.darker(alpha, photo.alpha)
 
 
 @contextmanager

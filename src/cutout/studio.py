@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from PIL import Image, ImageChops
+from PIL import Image
 
 from cutout.engine.base import Admission
 from cutout.errors import InvalidInput, InvalidUrl, LimitReached, StorageError
@@ -40,6 +40,7 @@ from cutout.imaging.compose import (
     parse_color,
 )
 from cutout.imaging.decode import Limits, Photo, load_image
+from cutout.pipeline import within_photo_alpha
 from cutout.service import ImageService, clean_name
 from cutout.storage.base import ImageStore, Kind, NewImage, Record, Thumbnail
 from cutout.thumbnails import (
@@ -124,11 +125,10 @@ class Studio:
 
     def edit(self, user_id: str, record_id: str, strokes: list[Stroke]) -> Record:
         """Apply *strokes* to the record's current alpha; store the result as its edit."""
-        with self._admitted(user_id, record_id):
-            record, photo, alpha = self._load(user_id, record_id)
-            alpha = apply_strokes(alpha, strokes)
-            if photo.alpha is not None:  # never show what the input itself hid
-                alpha = ImageChops.darker(alpha, photo.alpha)
+        record = self.store.get(user_id, record_id)
+        with self._admitted(record):
+            photo, alpha = self._load(record)
+            alpha = within_photo_alpha(photo, apply_strokes(alpha, strokes))
             encoded = compose(photo, alpha, self.images.output)
             image = NewImage(encoded.data, encoded.media_type, encoded.width, encoded.height)
             record = self.store.save_edit(user_id, record_id, image)
@@ -146,8 +146,9 @@ class Studio:
     ) -> tuple[Record, Encoded]:
         """The record's cut-out as *request* asks, composed at full resolution."""
         options = self.export_options(request)
-        with self._admitted(user_id, record_id):
-            record, photo, alpha = self._load(user_id, record_id)
+        record = self.store.get(user_id, record_id)
+        with self._admitted(record):
+            photo, alpha = self._load(record)
             return record, compose(photo, alpha, options)
 
     def export_options(self, request: ExportRequest) -> OutputOptions:
@@ -202,23 +203,21 @@ class Studio:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _admitted(self, user_id: str, record_id: str) -> AbstractContextManager[None]:
-        """The removals' gate, reserving the memory a full-size photo of this record needs.
+    def _admitted(self, record: Record) -> AbstractContextManager[None]:
+        """The removals' gate, reserving the memory a full-size photo of *record* needs.
 
         Seed-era records do not know their size; they are admitted at no cost (the slot
         count still bounds them)."""
-        original = self.store.get(user_id, record_id).original
+        original = record.original
         width, height = (original.width, original.height) if original else (0, 0)
         return self.images.admitted_size(width, height)
 
-    def _load(self, user_id: str, record_id: str) -> tuple[Record, Photo, Image.Image]:
-        """The record, its original decoded, and its current alpha at the photo's size."""
-        record = self.store.get(user_id, record_id)
-        _, original = self.store.read_image(user_id, record_id, "original")
-        _, processed = self.store.read_image(user_id, record_id, "processed")
+    def _load(self, record: Record) -> tuple[Photo, Image.Image]:
+        """*record*'s original decoded, and its current alpha at the photo's size."""
+        _, original = self.store.read_image(record.user_id, record.id, "original")
+        _, processed = self.store.read_image(record.user_id, record.id, "processed")
         photo = load_image(original, self.limits)
-        alpha = current_alpha(processed, photo.size)
-        return record, photo, alpha
+        return photo, current_alpha(processed, photo.size)
 
 
 def current_alpha(processed: bytes, size: tuple[int, int]) -> Image.Image:
