@@ -122,7 +122,7 @@ def compose(photo: Photo, alpha: Image.Image, options: OutputOptions) -> Encoded
     if options.crop:
         box = subject_box(alpha, options.crop_margin)
         rgb, alpha = rgb.crop(box), alpha.crop(box)
-    rgb, alpha = _fit(rgb, alpha, options)
+    rgb, alpha = fit_within(rgb, alpha, max_side=options.max_side, max_pixels=options.max_pixels)
     if options.mask_only:
         return encode(alpha, options)  # a mask has no colours to manage
     background = options.background or (WHITE_BACKGROUND if options.format == "jpeg" else None)
@@ -212,16 +212,20 @@ def _over_translucent(
     return Image.fromarray(np.clip(np.rint(rgba), 0, 255).astype(np.uint8), "RGBA")
 
 
-def _fit(
-    rgb: Image.Image, alpha: Image.Image, options: OutputOptions
+def fit_within(
+    rgb: Image.Image,
+    alpha: Image.Image,
+    *,
+    max_side: int | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[Image.Image, Image.Image]:
-    """Scale both down (never up) to fit ``max_side`` and ``max_pixels``."""
+    """Scale both down (never up) to fit *max_side* and *max_pixels* (None: no bound)."""
     width, height = rgb.size
     scale = 1.0
-    if options.max_side:
-        scale = min(scale, options.max_side / max(width, height))
-    if options.max_pixels:
-        scale = min(scale, (options.max_pixels / (width * height)) ** 0.5)
+    if max_side:
+        scale = min(scale, max_side / max(width, height))
+    if max_pixels:
+        scale = min(scale, (max_pixels / (width * height)) ** 0.5)
     if scale >= 1.0:
         return rgb, alpha
     size = (max(1, int(width * scale)), max(1, int(height * scale)))
@@ -243,9 +247,17 @@ def cutout_rgba(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
     return out
 
 
+def subject_bbox(alpha: Image.Image) -> tuple[int, int, int, int] | None:
+    """The bounding box of the alpha above :data:`SUBJECT_THRESHOLD`; None if there is none."""
+    found: tuple[int, int, int, int] | None = alpha.point(
+        lambda v: 255 if v > SUBJECT_THRESHOLD else 0
+    ).getbbox()
+    return found
+
+
 def subject_box(alpha: Image.Image, margin: int) -> tuple[int, int, int, int]:
     """The bounding box of the visible subject grown by *margin*; the whole frame if none."""
-    box = alpha.point(lambda v: 255 if v > SUBJECT_THRESHOLD else 0).getbbox()
+    box = subject_bbox(alpha)
     width, height = alpha.size
     if box is None:
         return 0, 0, width, height

@@ -18,13 +18,14 @@ from PIL import Image
 
 from cutout.errors import InvalidParameter
 from cutout.imaging.compose import (
-    SUBJECT_THRESHOLD,
     Background,
     BackgroundImage,
     OutputFormat,
     OutputOptions,
     compose,
+    fit_within,
     flatten,
+    subject_bbox,
 )
 from cutout.imaging.decode import Photo
 from cutout.imaging.refine import estimate_foreground
@@ -53,7 +54,7 @@ def render(
     """The response image for *params* from *photo* and its full-size *alpha*."""
     if params.roi is not None:
         alpha = _within(alpha, roi_box(params.roi, photo.size))
-    subject = _subject(alpha)
+    subject = subject_bbox(alpha)
     if subject is None:
         raise InvalidParameter(
             "Could not identify foreground in image: nothing in it stood out as a subject.",
@@ -63,12 +64,12 @@ def render(
     if params.crop:
         box = _grow(subject, params.crop_margin)
         rgb, alpha = rgb.crop(box), alpha.crop(box)  # outside the photo: transparent black
-        subject = _subject(alpha) or (0, 0, *alpha.size)
+        subject = subject_bbox(alpha) or (0, 0, *alpha.size)
     if params.scale is not None or params.position is not None:
         rgb, alpha = _place(rgb, alpha, subject, params.scale, params.position or (0.5, 0.5))
-    rgb, alpha = _fit(rgb, alpha, params.output_cap())
+    rgb, alpha = fit_within(rgb, alpha, max_pixels=params.output_cap())
     background = _background(params, background_image)
-    box = _subject(alpha) or (0, 0, 0, 0)
+    box = subject_bbox(alpha) or (0, 0, 0, 0)
     foreground = (box[1], box[0], box[2] - box[0], box[3] - box[1])
     if params.format == "zip":
         data = _zip(rgb, alpha, background, photo.icc_profile)
@@ -111,11 +112,6 @@ def _within(alpha: Image.Image, box: Box) -> Image.Image:
     return out
 
 
-def _subject(alpha: Image.Image) -> Box | None:
-    found: Box | None = alpha.point(lambda v: 255 if v > SUBJECT_THRESHOLD else 0).getbbox()
-    return found
-
-
 def _grow(subject: Box, margins: tuple[Length, Length, Length, Length]) -> Box:
     """The crop box: *subject* plus margins (top right bottom left; % of the subject's size)."""
     left, top, right, bottom = subject
@@ -155,19 +151,6 @@ def _place(
     canvas_rgb.paste(piece_rgb, (x, y))
     canvas_alpha.paste(piece_alpha, (x, y))
     return canvas_rgb, canvas_alpha
-
-
-def _fit(rgb: Image.Image, alpha: Image.Image, cap: int) -> tuple[Image.Image, Image.Image]:
-    """Scale down (never up) to at most *cap* pixels."""
-    pixels = rgb.width * rgb.height
-    if pixels <= cap:
-        return rgb, alpha
-    scale = (cap / pixels) ** 0.5
-    size = (max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale)))
-    return (
-        rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0),
-        alpha.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0),
-    )
 
 
 def _background(params: Params, image: Image.Image | None) -> Background | None:
