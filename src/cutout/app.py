@@ -6,11 +6,10 @@ import logging
 import secrets
 from pathlib import Path
 
-from flask import Flask, current_app
-from flask_wtf.csrf import CSRFProtect
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from cutout import metrics, pipeline
+from cutout import extensions, metrics, pipeline
 from cutout.config import Settings
 from cutout.engine import build_engine, required_models
 from cutout.engine.base import Admission, Engine
@@ -28,7 +27,6 @@ from cutout.storage.sweeper import Sweeper
 from cutout.studio import Studio
 
 log = logging.getLogger(__name__)
-csrf = CSRFProtect()
 #: Room for the multipart envelope and the other form fields around the image itself.
 FORM_OVERHEAD = 64 * 1024
 
@@ -60,18 +58,17 @@ def create_app(
         CUTOUT=settings,
     )
     _wrap(app, settings)
-    csrf.init_app(app)
+    extensions.csrf.init_app(app)
     loader = EngineLoader.ready_with(engine) if engine else start_engine(settings)
     metered = MeteredStore(store or open_store(settings))
-    app.extensions["cutout.store"] = metered
+    app.extensions[extensions.STORE] = metered
     if settings.sweep_interval > 0:  # per process: each gunicorn worker runs its own
         sweeper = Sweeper(metered, settings.sweep_interval).start()
         metered.on_close.append(sweeper.stop)
-    app.extensions["cutout.engine"] = loader
-    app.extensions["cutout.service"] = _service(settings, metered, loader)
-    app.extensions["cutout.studio"] = Studio(
-        images=app.extensions["cutout.service"], fetch_policy=settings.fetch_policy
-    )
+    app.extensions[extensions.ENGINE] = loader
+    service = _service(settings, metered, loader)
+    app.extensions[extensions.SERVICE] = service
+    app.extensions[extensions.STUDIO] = Studio(images=service, fetch_policy=settings.fetch_policy)
     pipeline.on_stage = metrics.observe_stage
     metrics.init_app(app, budget=settings.memory_budget_bytes)
     _register(app)
@@ -104,12 +101,6 @@ def _service(settings: Settings, store: ImageStore, loader: EngineLoader) -> Ima
         user_limit=settings.user_limit,
         output=OutputOptions(png_compression=settings.png_compression),
     )
-
-
-def image_service() -> ImageService:
-    """The running app's :class:`ImageService`: what every surface's views call."""
-    svc: ImageService = current_app.extensions["cutout.service"]
-    return svc
 
 
 def _register(app: Flask) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from cutout.engine.loader import EngineLoader
+from cutout import extensions
 from cutout.errors import StorageError
-from cutout.storage.base import ImageStore
 
 bp = Blueprint("health", __name__)
 
@@ -21,8 +20,8 @@ def health() -> ResponseReturnValue:
 @bp.get("/ready")
 def ready() -> ResponseReturnValue:
     """Readiness: 200 when the store answers and the model is loaded, else 503 saying why."""
-    store: ImageStore = current_app.extensions["cutout.store"]
-    loader: EngineLoader = current_app.extensions["cutout.engine"]
+    store = extensions.store()
+    loader = extensions.engine_loader()
     problems = []
     try:
         store.ping()

@@ -13,7 +13,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from cutout.api import auth, docs, limits, native, removebg, wire
-    from cutout.app import csrf
+    from cutout.extensions import csrf
 
     auth.init_app(app)
     for bp in (removebg.bp, native.bp, docs.bp):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 
+from cutout import extensions
 from cutout.apikeys import KeyService
 from cutout.errors import AuthFailed, CutoutError
 from cutout.storage.keys import ApiKey
@@ -15,12 +16,10 @@ PREFIXES = ("/v1.0/", "/api/")
 def init_app(app: Flask) -> None:
     from cutout.storage import open_key_store
 
-    app.extensions["cutout.keys"] = KeyService(open_key_store(app.extensions["cutout.store"]))
+    app.extensions[extensions.KEYS] = KeyService(open_key_store(app.extensions[extensions.STORE]))
 
 
-def keys() -> KeyService:
-    service: KeyService = current_app.extensions["cutout.keys"]
-    return service
+keys = extensions.key_service
 
 
 def is_api_request() -> bool:

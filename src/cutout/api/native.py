@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, jsonify, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
@@ -25,9 +25,9 @@ from cutout.api import models
 from cutout.api.auth import current_key, keys
 from cutout.api.openapi import Operation, operation
 from cutout.api.openapi import Response as Doc
-from cutout.app import image_service
-from cutout.config import Settings
 from cutout.errors import InvalidInput, NotFound
+from cutout.extensions import image_service
+from cutout.extensions import settings as app_settings
 from cutout.imaging.compose import OutputOptions, parse_color
 from cutout.storage.base import KINDS, Record, info_json
 from cutout.storage.keys import StoredResponse
@@ -102,7 +102,7 @@ def _upload() -> tuple[models.OutputChoices, bytes]:
         if bool(parsed.image_b64) == bool(parsed.image_url):
             raise InvalidInput("Send exactly one of image_b64 and image_url.")
         if parsed.image_url:
-            settings: Settings = current_app.config["CUTOUT"]
+            settings = app_settings()
             return parsed, fetch(parsed.image_url, settings.fetch_policy).data
         try:
             return parsed, base64.b64decode(
@@ -133,7 +133,7 @@ def _first_problem(exc: ValidationError) -> str:
 
 
 def _store(user_id: str, fields: models.OutputChoices, data: bytes) -> Record:
-    settings: Settings = current_app.config["CUTOUT"]
+    settings = app_settings()
     output = OutputOptions(
         format=fields.format,
         background=parse_color(fields.background) if fields.background else None,

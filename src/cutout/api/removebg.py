@@ -15,15 +15,13 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from PIL import Image
 from werkzeug.datastructures import FileStorage, Headers
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
 from cutout.api.auth import current_key, keys
-from cutout.app import image_service
-from cutout.config import Settings
 from cutout.errors import (
     DownloadFailed,
     ImageTooLarge,
@@ -33,6 +31,8 @@ from cutout.errors import (
     InvalidUrl,
     UnsupportedFormat,
 )
+from cutout.extensions import image_service
+from cutout.extensions import settings as app_settings
 from cutout.imaging.decode import Photo, load_image
 from cutout.imaging.fuse import needs_review
 from cutout.removebg.params import Params, parse
@@ -135,7 +135,7 @@ def image_source(fields: Mapping[str, Any], blobs: Mapping[str, bytes]) -> bytes
 def download(url: str, which: str) -> bytes:
     """GET *url* through the SSRF-safe fetcher; failures get remove.bg's codes."""
     prefix = "" if which == "image" else "bg_"
-    settings: Settings = current_app.config["CUTOUT"]
+    settings = app_settings()
     try:
         return fetch(url, settings.fetch_policy).data
     except InvalidUrl as exc:
@@ -158,7 +158,7 @@ def _b64(text: str) -> bytes:
 
 
 def _within_limit(data: bytes) -> bytes:
-    settings: Settings = current_app.config["CUTOUT"]
+    settings = app_settings()
     if len(data) > settings.max_upload_bytes:
         raise InvalidParameter(
             f"File exceeds limit of {settings.max_upload_mb:g}MB.", "file_too_large"
@@ -230,7 +230,7 @@ def background_image(
 def _cut(
     source: bytes, params: Params, background: Image.Image | None
 ) -> tuple[Rendered, float | None]:
-    settings: Settings = current_app.config["CUTOUT"]
+    settings = app_settings()
 
     def draw(photo: Photo, alpha: Image.Image) -> Rendered:
         return render(

@@ -21,7 +21,6 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -33,19 +32,15 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 from cutout.errors import InvalidInput, NotFound
+from cutout.extensions import studio
 from cutout.imaging.brush import parse_strokes
 from cutout.storage.base import KINDS, Record
-from cutout.studio import ExportRequest, Studio
+from cutout.studio import ExportRequest
 from cutout.web.errors import SUCCESS, wants_json
 from cutout.web.identity import current_user
 from cutout.web.views import UNSAFE_FILENAME, record_json
 
 bp = Blueprint("studio", __name__)
-
-
-def studio() -> Studio:
-    svc: Studio = current_app.extensions["cutout.studio"]
-    return svc
 
 
 @bp.app_template_global()

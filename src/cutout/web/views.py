@@ -13,7 +13,6 @@ from typing import Any
 
 from flask import (
     Blueprint,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -24,10 +23,9 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from cutout.app import image_service
-from cutout.config import Settings
 from cutout.engine import required_models
 from cutout.errors import InvalidInput, LimitReached, NotFound
+from cutout.extensions import image_service, settings
 from cutout.storage.base import KINDS, ImageInfo, Record, info_json
 from cutout.web.errors import SUCCESS, wants_json
 from cutout.web.identity import current_user
@@ -47,10 +45,10 @@ EXTENSIONS = {
 @bp.app_context_processor
 def engine_note() -> dict[str, str]:
     """The footer's line on where photos go: it must stay true for every engine setting."""
-    settings: Settings = current_app.config["CUTOUT"]
-    if settings.engine != "local":
+    config = settings()
+    if config.engine != "local":
         return {"engine_note": "Backgrounds are removed by an external service (RapidAPI)."}
-    models = " + ".join(spec.name for spec in required_models(settings))
+    models = " + ".join(spec.name for spec in required_models(config))
     return {"engine_note": f"Backgrounds are removed on this server ({models} models)."}
 
 
@@ -58,7 +56,7 @@ def engine_note() -> dict[str, str]:
 def index() -> ResponseReturnValue:
     """The home page (history + upload form), or the same data as JSON."""
     records = image_service().history(current_user())
-    limit = current_app.config["CUTOUT"].user_limit
+    limit = settings().user_limit
     if wants_json():
         return jsonify(
             user_id=current_user(),
@@ -71,7 +69,7 @@ def index() -> ResponseReturnValue:
         records=records,
         limit=limit,
         used=len(records),
-        max_upload_mb=current_app.config["CUTOUT"].max_upload_mb,
+        max_upload_mb=settings().max_upload_mb,
         limit_message=LimitReached.MESSAGE,  # the queue shows it for photos that do not fit
     )
 
