@@ -13,6 +13,7 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   ├── InvalidImage             not a decodable image (or truncated)
     │   ├── UnsupportedFormat        an image, but not a format we accept
     │   ├── ImageTooLarge            over the byte or pixel limit
+    │   ├── RequestTooCostly         would cost more CPU or memory than one request may
     │   ├── InvalidName              an image name that is empty or too long
     │   ├── InvalidUrl               a URL we will not fetch (scheme, private address)
     │   ├── DownloadFailed           a URL we tried to fetch and could not
@@ -60,6 +61,13 @@ class UnsupportedFormat(InvalidInput):
 
 class ImageTooLarge(InvalidInput):
     code = "image_too_large"
+
+
+class RequestTooCostly(InvalidInput):
+    """Valid, but beyond what one request may cost (413), e.g. a touch-up of 50,000 points
+    with a brush half the photo wide: refused before the work starts."""
+
+    code = "too_costly"
 
 
 class InvalidName(InvalidInput):

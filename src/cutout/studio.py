@@ -27,7 +27,7 @@ from PIL import Image
 
 from cutout.engine.base import Admission
 from cutout.errors import InvalidInput, InvalidUrl, LimitReached, StorageError
-from cutout.imaging.brush import Stroke, apply_strokes
+from cutout.imaging.brush import Stroke, apply_strokes, check_cost
 from cutout.imaging.compose import (
     FORMATS,
     Background,
@@ -124,8 +124,14 @@ class Studio:
     # -- touch-up ---------------------------------------------------------------------------
 
     def edit(self, user_id: str, record_id: str, strokes: list[Stroke]) -> Record:
-        """Apply *strokes* to the record's current alpha; store the result as its edit."""
+        """Apply *strokes* to the record's current alpha; store the result as its edit.
+
+        :raises TouchUpTooCostly: the strokes would cost too much at the record's size (413),
+            found before the photo is loaded.
+        """
         record = self.store.get(user_id, record_id)
+        if record.original is not None:
+            check_cost(strokes, record.original.width, record.original.height)
         with self._admitted(record):
             photo, alpha = self._load(record)
             alpha = within_photo_alpha(photo, apply_strokes(alpha, strokes))

@@ -44,6 +44,7 @@ STATUS: dict[type[e.CutoutError], int] = {
     e.InvalidInput: 400,
     e.UnsupportedFormat: 415,
     e.ImageTooLarge: 413,
+    e.RequestTooCostly: 413,
     e.NotFound: 404,
     e.LimitReached: 409,
     e.AuthFailed: 401,
