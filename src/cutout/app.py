@@ -25,10 +25,9 @@ from cutout.storage import open_store
 from cutout.storage.base import ImageStore
 from cutout.storage.sweeper import Sweeper
 from cutout.studio import Studio
+from cutout.web import bodies
 
 log = logging.getLogger(__name__)
-#: Room for the multipart envelope and the other form fields around the image itself.
-FORM_OVERHEAD = 64 * 1024
 
 
 def create_app(
@@ -47,9 +46,9 @@ def create_app(
     app = Flask(__name__, static_folder="web/static", template_folder="web/templates")
     app.config.update(
         SECRET_KEY=secret_key(settings),
-        MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD,
-        # A multipart text field may hold a whole image in base64 (remove.bg's image_file_b64).
-        MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD,
+        # The ceiling; every request gets its endpoint's own limit (cutout.web.bodies).
+        MAX_CONTENT_LENGTH=bodies.two_uploads(settings),
+        MAX_FORM_MEMORY_SIZE=bodies.base64_upload(settings),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session cookie
@@ -108,6 +107,7 @@ def _register(app: Flask) -> None:
     from cutout.web import errors, identity, keys, request, security, studio, views
 
     request.init_app(app)
+    bodies.init_app(app)
     security.init_app(app)
     identity.init_app(app)
     errors.init_app(app)

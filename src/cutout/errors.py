@@ -14,6 +14,7 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   ├── UnsupportedFormat        an image, but not a format we accept
     │   ├── ImageTooLarge            over the byte or pixel limit
     │   ├── RequestTooCostly         would cost more CPU or memory than one request may
+    │   ├── BodyTooLarge             a request body over its endpoint's limit
     │   ├── InvalidName              an image name that is empty or too long
     │   ├── InvalidUrl               a URL we will not fetch (scheme, private address)
     │   ├── DownloadFailed           a URL we tried to fetch and could not
@@ -68,6 +69,12 @@ class RequestTooCostly(InvalidInput):
     with a brush half the photo wide: refused before the work starts."""
 
     code = "too_costly"
+
+
+class BodyTooLarge(InvalidInput):
+    """A request body larger than its endpoint takes (413), refused before it is read."""
+
+    code = "body_too_large"
 
 
 class InvalidName(InvalidInput):

@@ -32,6 +32,8 @@ from cutout.imaging.compose import OutputOptions, parse_color
 from cutout.storage.base import KINDS, Record, info_json
 from cutout.storage.keys import StoredResponse
 from cutout.urlfetch import fetch
+from cutout.web import bodies
+from cutout.web.bodies import body_limit
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp")
@@ -69,6 +71,7 @@ BAD = Doc("A parameter or the photo is not acceptable.", models.ErrorBody)
         },
     )
 )
+@body_limit(bodies.base64_upload)
 def create_image() -> ResponseReturnValue:
     user_id = current_key().user_id
     fields, data = _upload()

@@ -39,6 +39,8 @@ from cutout.removebg.params import Params, parse
 from cutout.removebg.render import Rendered, render
 from cutout.storage.keys import ApiKey, Improvement
 from cutout.urlfetch import fetch
+from cutout.web import bodies
+from cutout.web.bodies import body_limit
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 #: What /account reports as the balance of a key without an allowance (remove.bg's field is a
@@ -177,6 +179,7 @@ def _text(value: object) -> str | None:
 
 
 @bp.post("/removebg")
+@body_limit(bodies.two_uploads)  # the photo and a background picture, either in base64
 def removebg() -> ResponseReturnValue:
     """Remove the background; answer the image (or JSON with ``Accept: application/json``)."""
     key = current_key()
@@ -329,6 +332,7 @@ def account() -> ResponseReturnValue:
 
 
 @bp.post("/improve")
+@body_limit(bodies.base64_upload)
 def improve() -> ResponseReturnValue:
     """Keep an image for the operator to look at (remove.bg's Improvement Program)."""
     key = current_key()

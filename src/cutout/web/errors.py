@@ -37,6 +37,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cutout import errors as e
 from cutout.metrics import observe_error
+from cutout.web import bodies
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ STATUS: dict[type[e.CutoutError], int] = {
     e.UnsupportedFormat: 415,
     e.ImageTooLarge: 413,
     e.RequestTooCostly: 413,
+    e.BodyTooLarge: 413,
     e.NotFound: 404,
     e.LimitReached: 409,
     e.AuthFailed: 401,
@@ -111,8 +113,9 @@ def flash_message(exc: Exception) -> str:
 
 
 def too_large_message() -> str:
-    limit = current_app.config["CUTOUT"].max_upload_mb
-    return f"The file is too large: the largest accepted upload is {limit:g} MB."
+    """The 413 of a body cut off while it was read (sent without a Content-Length)."""
+    settings = current_app.config["CUTOUT"]
+    return bodies.too_large(g.get("body_limit", settings.max_upload_bytes), settings)
 
 
 def error_response(exc: Exception, status: int, code: str, message: str) -> ResponseReturnValue:
@@ -147,6 +150,7 @@ REMOVEBG_CODES = {
     "invalid_image": "failed_to_read_image",
     "too_many_requests": "rate_limit_exceeded",
     "request_entity_too_large": "file_too_large",
+    "body_too_large": "file_too_large",
 }
 #: remove.bg's titles (from its OpenAPI examples); other codes get a generic one.
 REMOVEBG_TITLES = {

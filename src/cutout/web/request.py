@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Request, request
+from flask import Flask, Request, g, request
 from werkzeug.exceptions import RequestURITooLarge
 
 from cutout.errors import InvalidJSON
@@ -25,6 +25,8 @@ MAX_URL_LENGTH = 4096
 
 class CutoutRequest(Request):
     def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if force or self.is_json:
+            _check_json_values(self.get_data(cache=True))
         try:
             return super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:
@@ -36,6 +38,22 @@ class CutoutRequest(Request):
         if e is None:  # not sent as JSON: Werkzeug's 415, mapped to our shape by web.errors
             return super().on_json_loading_failed(e)
         raise InvalidJSON(MESSAGE)
+
+
+def _check_json_values(body: bytes) -> None:
+    """Refuse, before parsing, a JSON body with more values than its endpoint takes.
+
+    Every value but the last is followed by a comma, and every array or object opens with a
+    bracket: their count bounds the values (commas inside strings only make it safer).
+    """
+    allowed: int | None = g.get("json_values")
+    if allowed is None:
+        return
+    found = body.count(b",") + body.count(b"[") + body.count(b"{")
+    if found > allowed:
+        raise InvalidJSON(
+            f"The JSON body holds too many values for this endpoint (at most {allowed})."
+        )
 
 
 def init_app(app: Flask) -> None:

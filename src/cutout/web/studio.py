@@ -33,14 +33,19 @@ from flask.typing import ResponseReturnValue
 
 from cutout.errors import InvalidInput, NotFound
 from cutout.extensions import studio
-from cutout.imaging.brush import parse_strokes
+from cutout.imaging.brush import MAX_POINTS, MAX_STROKES, parse_strokes
 from cutout.storage.base import KINDS, Record
 from cutout.studio import ExportRequest
+from cutout.web import bodies
+from cutout.web.bodies import body_limit
 from cutout.web.errors import SUCCESS, wants_json
 from cutout.web.identity import current_user
 from cutout.web.views import UNSAFE_FILENAME, record_json
 
 bp = Blueprint("studio", __name__)
+#: The most strokes and points one save may hold (imaging.brush) fit in about 1 MB of JSON.
+EDITS_LIMIT = bodies.MIB
+EDITS_VALUES = 4 * MAX_POINTS + 8 * MAX_STROKES + 8  # [x, y] per point, four fields a stroke
 
 
 @bp.app_template_global()
@@ -97,8 +102,10 @@ def thumbnail(record_id: str, kind: str) -> ResponseReturnValue:
 
 
 @bp.post("/records/<string:record_id>/edits")
+@body_limit(EDITS_LIMIT, json_values=EDITS_VALUES)
 def save_edit(record_id: str) -> ResponseReturnValue:
     """Apply the page's brush strokes to the full-size alpha; the result becomes the cut-out."""
+    studio().store.get(current_user(), record_id)  # someone else's or none: before the body
     strokes = parse_strokes(request.get_json(silent=True))
     record = studio().edit(current_user(), record_id, strokes)
     return jsonify(record_json(record))
@@ -112,12 +119,14 @@ def reset_edit(record_id: str) -> ResponseReturnValue:
 
 
 @bp.route("/records/<string:record_id>/export", methods=["GET", "POST"])
+@body_limit(bodies.upload)  # a background picture
 def export(record_id: str) -> ResponseReturnValue:
     """The cut-out as a file: PNG/WebP/JPEG, a background, a size, or the mask alone.
 
     GET takes the options as query parameters (a plain link); POST takes them as a form, which
     is how a background picture is sent.
     """
+    studio().store.get(current_user(), record_id)  # someone else's or none: before the body
     upload = request.files.get("background_image")
     picture = upload.read() if upload and upload.filename else None
     options = ExportRequest.from_form(request.values, picture)

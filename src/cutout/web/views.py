@@ -27,6 +27,8 @@ from cutout.engine import required_models
 from cutout.errors import InvalidInput, LimitReached, NotFound
 from cutout.extensions import image_service, settings
 from cutout.storage.base import KINDS, ImageInfo, Record, info_json
+from cutout.web import bodies
+from cutout.web.bodies import body_limit
 from cutout.web.errors import SUCCESS, wants_json
 from cutout.web.identity import current_user
 
@@ -75,6 +77,7 @@ def index() -> ResponseReturnValue:
 
 
 @bp.post("/")
+@body_limit(bodies.upload)
 def create() -> ResponseReturnValue:
     """Upload form: remove the background, store the pair, come back to ``/``."""
     upload = request.files.get("image")
@@ -87,6 +90,7 @@ def create() -> ResponseReturnValue:
 
 
 @bp.put("/update/<string:record_id>")
+@body_limit(4 * bodies.KIB)  # {"record_id", "record_name"}: a few hundred bytes
 def update(record_id: str) -> ResponseReturnValue:
     """Rename: JSON ``{"record_id", "record_name"}`` as the seed's page sent it."""
     body = request.get_json(force=True)  # any Content-Type, as curl -d sends; strict syntax
