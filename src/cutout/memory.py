@@ -46,3 +46,22 @@ def estimate(width: int, height: int) -> int:
 def largest_pixels(budget: int) -> int:
     """The largest image (in pixels) whose removal fits in *budget* bytes on its own."""
     return max(0, int((budget - FIXED_BYTES) / BYTES_PER_PIXEL))
+
+
+#: What one more decoded picture costs beyond a removal (a background picture): decoded with
+#: its alpha (4 bytes per pixel), converted to RGB (3) and scaled, rounded up.
+DECODE_BYTES_PER_PIXEL = 8
+#: What the canvases of an output cost beyond the removal's own buffers, per output pixel:
+#: remove.bg's crop margins and ``position`` make canvases larger than the photo (RGB and
+#: alpha), the compositor flattens them (RGBA) and the encoder keeps a copy.
+RENDER_BYTES_PER_PIXEL = 12
+
+
+def decode_cost(width: int, height: int) -> int:
+    """Bytes decoding one more picture of *width* x *height* may need at its peak."""
+    return int(DECODE_BYTES_PER_PIXEL * width * height)
+
+
+def render_cost(pixels: int) -> int:
+    """Bytes the output canvases of *pixels* may need beyond the removal itself."""
+    return int(RENDER_BYTES_PER_PIXEL * pixels)

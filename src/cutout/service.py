@@ -30,6 +30,8 @@ from cutout.thumbnails import make_thumbnails, store_thumbnails
 
 NAME_MAX = 100
 T = TypeVar("T")
+#: What a request costs beyond its removal, in bytes, from the photo's (width, height).
+ExtraCost = Callable[[int, int], int]
 #: C0/C1 controls and DEL, lone surrogates, and the bidirectional embeddings, overrides and
 #: isolates (U+202A-U+202E, U+2066-U+2069).
 UNSAFE_NAME_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
@@ -127,24 +129,30 @@ class ImageService:
         return stored
 
     def cut(
-        self, data: bytes | None, render: Callable[[Photo, Image.Image], T]
+        self,
+        data: bytes | None,
+        render: Callable[[Photo, Image.Image], T],
+        extra_cost: ExtraCost | None = None,
     ) -> tuple[T, float | None]:
         """Stateless removal (remove.bg's ``/v1.0/removebg``): nothing is stored.
 
         Decodes *data*, finds the subject and hands the photo and its full-size alpha to
         *render*, all inside the same admission gate as :meth:`create`, so every surface shares
-        one bound on memory and a full queue answers "busy" everywhere. Returns what *render*
-        made and the cut-out's confidence (None when the engine cannot score itself).
+        one bound on memory and a full queue answers "busy" everywhere. *extra_cost* says
+        what *render* costs beyond the removal (a background picture it decodes, canvases
+        larger than the photo), from the photo's size: it is reserved with the removal's.
+        Returns what *render* made and the cut-out's confidence (None when the engine cannot
+        score itself).
         """
         if not data:
             raise InvalidImage("Please send an image.")
-        with self.admitted(data):
+        with self.admitted(data, extra_cost):
             photo = load_image(data, self.limits)
             prediction, alpha = predict_and_refine(photo, self.engine())
             return render(photo, alpha), prediction.confidence
 
     @contextmanager
-    def admitted(self, data: bytes) -> Iterator[None]:
+    def admitted(self, data: bytes, extra_cost: ExtraCost | None = None) -> Iterator[None]:
         """The gate every removal goes through, whatever the surface (the form, an API...):
         ``with service.admitted(data): cutout = remove_background(data, ...)``.
 
@@ -158,17 +166,25 @@ class ImageService:
         :raises EngineBusy: no room now, and none came within the queue's timeout (503).
         """
         width, height = probe(data, self.limits)
-        with self.admitted_size(width, height):
+        extra = extra_cost(width, height) if extra_cost else 0
+        with self.admitted_size(width, height, extra):
             yield
 
     @contextmanager
-    def admitted_size(self, width: int, height: int) -> Iterator[None]:
-        """:meth:`admitted` for an image whose size is known (a stored record's original)."""
+    def admitted_size(self, width: int, height: int, extra: int = 0) -> Iterator[None]:
+        """:meth:`admitted` for an image whose size is known (a stored record's original),
+        reserving *extra* bytes too (what the request decodes or draws beyond the removal)."""
+        budget = self.admission.budget or 0
         too_large = (
             f"The image is {width}x{height} ({width * height / 1e6:.1f} MP); this server can "
-            f"process images up to {largest_pixels(self.admission.budget or 0) / 1e6:.1f} MP."
+            f"process images up to {largest_pixels(budget) / 1e6:.1f} MP."
         )
-        with self.admission.admit(estimate(width, height), too_large=too_large):
+        if extra and estimate(width, height) <= budget:  # the extras are what does not fit
+            too_large = (
+                "This request needs more memory than the server can give one request: "
+                "use a smaller background picture, smaller margins or a smaller output size."
+            )
+        with self.admission.admit(estimate(width, height) + extra, too_large=too_large):
             yield
 
     def history(self, user_id: str) -> list[Record]:

@@ -9,11 +9,13 @@ kept, so a reset always works.
 
 Decoding a photo is what costs memory, so each full-size operation (an edit, a download) enters
 the same admission gate as removals do: a burst of downloads cannot run the process out of
-memory either. Thumbnails made on request wait at a gate of their own, one at a time.
+memory either. Thumbnails made on request wait at a gate of their own, one at a time, and
+then take their place in the same memory budget.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import posixpath
@@ -37,9 +39,11 @@ from cutout.imaging.compose import (
     OutputFormat,
     OutputOptions,
     compose,
+    fit_size,
     parse_color,
 )
-from cutout.imaging.decode import Limits, Photo, load_image
+from cutout.imaging.decode import Limits, Photo, load_image, load_reduced, probe
+from cutout.memory import decode_cost
 from cutout.pipeline import within_photo_alpha
 from cutout.service import ImageService, clean_name
 from cutout.storage.base import ImageStore, Kind, NewImage, Record, Thumbnail
@@ -150,12 +154,28 @@ class Studio:
     def export(
         self, user_id: str, record_id: str, request: ExportRequest
     ) -> tuple[Record, Encoded]:
-        """The record's cut-out as *request* asks, composed at full resolution."""
+        """The record's cut-out as *request* asks, composed at full resolution.
+
+        A background picture is read from its header first; its decode is reserved with the
+        photo's, and it is decoded no larger than the download needs.
+        """
         options = self.export_options(request)
+        picture = self._background_picture(request)
         record = self.store.get(user_id, record_id)
-        with self._admitted(record):
+        extra = decode_cost(*picture[1]) if picture else 0
+        with self._admitted(record, extra):
             photo, alpha = self._load(record)
+            if picture:
+                size = fit_size(photo.size, options.max_side)
+                background = BackgroundImage(load_reduced(picture[0], self.limits, size))
+                options = dataclasses.replace(options, background=background)
             return record, compose(photo, alpha, options)
+
+    def _background_picture(self, request: ExportRequest) -> tuple[bytes, tuple[int, int]] | None:
+        """The background picture's bytes and size (from its header), when one is asked for."""
+        if request.background != "image" or not request.background_image:
+            return None
+        return request.background_image, probe(request.background_image, self.limits)
 
     def export_options(self, request: ExportRequest) -> OutputOptions:
         """Check *request* and turn it into the compositor's options. :raises InvalidInput:"""
@@ -179,11 +199,9 @@ class Studio:
             if not 0 < request.blur <= MAX_BLUR:
                 raise InvalidInput(f"The blur must be above 0 and at most {MAX_BLUR}.")
             return BlurredPhoto(request.blur)
-        if request.background == "image":
-            if not request.background_image:
-                raise InvalidInput("Please choose a background picture.")
-            return BackgroundImage(load_image(request.background_image, self.limits).rgb)
-        return None
+        if request.background == "image" and not request.background_image:
+            raise InvalidInput("Please choose a background picture.")
+        return None  # transparent, or a picture: decoded in export(), inside the admission
 
     # -- thumbnails ---------------------------------------------------------------------------
 
@@ -194,7 +212,8 @@ class Studio:
         if thumb is not None and is_current(thumb, record, kind):
             return thumb
         info, data = self.store.read_image(user_id, record_id, kind)
-        with self.thumbnail_gate:
+        # One at a time, and inside the memory budget like every other decode.
+        with self.thumbnail_gate, self.images.admitted_size(info.width, info.height):
             photo = load_image(data, self.limits)
             if kind == "original" or photo.alpha is None:
                 thumb = original_thumbnail(photo, info.sha256)
@@ -209,14 +228,15 @@ class Studio:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _admitted(self, record: Record) -> AbstractContextManager[None]:
-        """The removals' gate, reserving the memory a full-size photo of *record* needs.
+    def _admitted(self, record: Record, extra: int = 0) -> AbstractContextManager[None]:
+        """The removals' gate, reserving the memory a full-size photo of *record* needs, and
+        *extra* bytes (a background picture).
 
         Seed-era records do not know their size; they are admitted at no cost (the slot
         count still bounds them)."""
         original = record.original
         width, height = (original.width, original.height) if original else (0, 0)
-        return self.images.admitted_size(width, height)
+        return self.images.admitted_size(width, height, extra)
 
     def _load(self, record: Record) -> tuple[Photo, Image.Image]:
         """*record*'s original decoded, and its current alpha at the photo's size."""

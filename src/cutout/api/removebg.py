@@ -13,6 +13,7 @@ import base64
 import binascii
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -33,8 +34,9 @@ from cutout.errors import (
 )
 from cutout.extensions import image_service
 from cutout.extensions import settings as app_settings
-from cutout.imaging.decode import Photo, load_image
+from cutout.imaging.decode import Photo, load_reduced, probe
 from cutout.imaging.fuse import needs_review
+from cutout.memory import decode_cost, render_cost
 from cutout.removebg.params import Params, parse
 from cutout.removebg.render import Rendered, render
 from cutout.storage.keys import ApiKey, Improvement
@@ -186,7 +188,7 @@ def removebg() -> ResponseReturnValue:
     fields, blobs = payload()
     params, cost = priced(parse(fields), key)
     source = image_source(fields, blobs)
-    background = background_image(fields, blobs, params)
+    background = background_picture(fields, blobs, params)
     rendered, confidence = _cut(source, params, background)
     keys().charge(key, cost)  # after success only: errors are never charged
     return result_response(rendered, params, cost, confidence)
@@ -208,10 +210,30 @@ def priced(params: Params, key: ApiKey) -> tuple[Params, float]:
     return params, cost
 
 
-def background_image(
+@dataclass(frozen=True)
+class BackgroundPicture:
+    """bg_image_file / bg_image_url: the bytes, checked from their header only."""
+
+    data: bytes
+    width: int
+    height: int
+
+    def load(self, size: tuple[int, int]) -> Image.Image:
+        """Decoded for an output of *size*: no larger than it needs to cover it."""
+        try:
+            return load_reduced(self.data, image_service().limits, size)
+        except (InvalidImage, UnsupportedFormat, ImageTooLarge) as exc:
+            raise InvalidParameter(f"The background image: {exc}", "failed_to_read_image") from None
+
+
+def background_picture(
     fields: Mapping[str, Any], blobs: Mapping[str, bytes], params: Params
-) -> Image.Image | None:
-    """The picture for bg_image_file / bg_image_url; at most one background source."""
+) -> BackgroundPicture | None:
+    """The picture for bg_image_file / bg_image_url; at most one background source.
+
+    Only its header is read here: it is decoded while the removal holds its admission, which
+    reserves what the decode costs (a flat 7000x7000 PNG is 160 KB and 200 MB decoded).
+    """
     url = params.bg_image_url
     sources = [s for s in (blobs.get("bg_image_file"), url, params.bg_color) if s]
     if len(sources) > 1:
@@ -223,15 +245,15 @@ def background_image(
     data = blobs.get("bg_image_file") or (download(url, "bg") if url else None)
     if data is None:
         return None
-    svc = image_service()
     try:
-        return load_image(data, svc.limits).rgb
+        width, height = probe(data, image_service().limits)
     except (InvalidImage, UnsupportedFormat, ImageTooLarge) as exc:
         raise InvalidParameter(f"The background image: {exc}", "failed_to_read_image") from None
+    return BackgroundPicture(data, width, height)
 
 
 def _cut(
-    source: bytes, params: Params, background: Image.Image | None
+    source: bytes, params: Params, background: BackgroundPicture | None
 ) -> tuple[Rendered, float | None]:
     settings = app_settings()
 
@@ -240,12 +262,20 @@ def _cut(
             photo,
             alpha,
             params,
-            background_image=background,
+            background_image=background.load if background else None,
             png_compression=settings.png_compression,
         )
 
+    def extra_cost(width: int, height: int) -> int:
+        """The output's canvases and the background picture, beyond the removal."""
+        canvas = params.canvas_bound(width, height)
+        cost = render_cost(canvas) if canvas > width * height or params.format == "zip" else 0
+        if background is not None:
+            cost += decode_cost(background.width, background.height)
+        return cost
+
     try:
-        return image_service().cut(source, draw)
+        return image_service().cut(source, draw, extra_cost)
     except ImageTooLarge as exc:  # bytes were checked already: this is the pixel count
         raise InvalidParameter(str(exc), "resolution_too_high") from None
 

@@ -212,6 +212,21 @@ def _over_translucent(
     return Image.fromarray(np.clip(np.rint(rgba), 0, 255).astype(np.uint8), "RGBA")
 
 
+def fit_size(
+    size: tuple[int, int], max_side: int | None = None, max_pixels: int | None = None
+) -> tuple[int, int]:
+    """*size* scaled down (never up) to fit *max_side* and *max_pixels* (None: no bound)."""
+    width, height = size
+    scale = 1.0
+    if max_side:
+        scale = min(scale, max_side / max(width, height))
+    if max_pixels:
+        scale = min(scale, (max_pixels / (width * height)) ** 0.5)
+    if scale >= 1.0:
+        return size
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
 def fit_within(
     rgb: Image.Image,
     alpha: Image.Image,
@@ -220,15 +235,9 @@ def fit_within(
     max_pixels: int | None = None,
 ) -> tuple[Image.Image, Image.Image]:
     """Scale both down (never up) to fit *max_side* and *max_pixels* (None: no bound)."""
-    width, height = rgb.size
-    scale = 1.0
-    if max_side:
-        scale = min(scale, max_side / max(width, height))
-    if max_pixels:
-        scale = min(scale, (max_pixels / (width * height)) ** 0.5)
-    if scale >= 1.0:
+    size = fit_size(rgb.size, max_side, max_pixels)
+    if size == rgb.size:
         return rgb, alpha
-    size = (max(1, int(width * scale)), max(1, int(height * scale)))
     return (
         rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0),
         alpha.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0),

@@ -110,6 +110,49 @@ def load_image(data: bytes, limits: Limits) -> Photo:
     return Photo(rgb=rgb, alpha=alpha, format=fmt, icc_profile=icc or None)
 
 
+def load_reduced(data: bytes, limits: Limits, size: tuple[int, int]) -> Image.Image:
+    """Decode *data* as an upright RGB picture no larger than needed to cover *size*.
+
+    JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers *size* (the decoder's
+    draft mode: the full-size pixels never exist); other formats are decoded whole and
+    scaled down at once. For background pictures, which only need the output's size.
+    """
+    image = _checked_open(data, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if image.format == "JPEG":
+                image.draft("RGB", _draft_request(image.size, size, _rotated(image)))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb, _ = _split(image)
+    except Image.DecompressionBombError:
+        raise ImageTooLarge("The image has far too many pixels to process.") from None
+    except DECODE_ERRORS as exc:
+        log.debug("undecodable image: %s: %s", type(exc).__name__, exc)
+        raise InvalidImage(CORRUPT) from None
+    scale = max(size[0] / rgb.width, size[1] / rgb.height)
+    if scale < 0.5:  # much larger than needed: keep twice the size, for a clean final resize
+        shrunk = (max(1, round(rgb.width * scale * 2)), max(1, round(rgb.height * scale * 2)))
+        rgb = rgb.resize(shrunk, Image.Resampling.BOX)
+    return rgb
+
+
+def _rotated(image: Image.Image) -> bool:
+    """Whether the EXIF orientation turns the picture a quarter (width and height swap)."""
+    return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
+def _draft_request(
+    stored: tuple[int, int], cover: tuple[int, int], rotated: bool
+) -> tuple[int, int]:
+    """The size to ask JPEG's draft mode for so that the upright picture still covers
+    *cover* with the same aspect as the stored one."""
+    width, height = cover[::-1] if rotated else cover
+    scale = max(width / stored[0], height / stored[1])
+    return max(1, round(stored[0] * scale)), max(1, round(stored[1] * scale))
+
+
 def _checked_open(data: bytes, limits: Limits) -> Image.Image:
     """Open *data* (header only) within the byte and pixel limits."""
     if not data:

@@ -61,6 +61,20 @@ class Params:
     def preview(self) -> bool:
         return self.size in PREVIEW_SIZES
 
+    def canvas_bound(self, width: int, height: int) -> int:
+        """The most pixels the canvases for a *width* x *height* photo can have, before the
+        output is scaled to its cap: with ``crop``, the subject (at most the photo) plus its
+        margins, which may reach past the photo (a percentage is of the subject's size)."""
+        if not self.crop:
+            return width * height
+        top, right, bottom, left = (
+            round(value * extent / 100) if pct else round(value)
+            for (value, pct), extent in zip(
+                self.crop_margin, (height, width, height, width), strict=True
+            )
+        )
+        return (width + left + right) * (height + top + bottom)
+
     def output_cap(self) -> int:
         """Most output pixels for this size and format (remove.bg: PNG stops at 10 MP)."""
         cap = SIZES[self.size]

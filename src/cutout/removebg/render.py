@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -43,12 +44,17 @@ class Rendered:
     foreground: tuple[int, int, int, int]  # top, left, width, height in the result
 
 
+#: Decodes the background picture for an output of the given size (covering it, no larger
+#: than needed), so its full-size pixels exist only if they must.
+BackgroundLoader = Callable[[tuple[int, int]], Image.Image]
+
+
 def render(
     photo: Photo,
     alpha: Image.Image,
     params: Params,
     *,
-    background_image: Image.Image | None = None,
+    background_image: BackgroundLoader | None = None,
     png_compression: int = 1,
 ) -> Rendered:
     """The response image for *params* from *photo* and its full-size *alpha*."""
@@ -68,7 +74,7 @@ def render(
     if params.scale is not None or params.position is not None:
         rgb, alpha = _place(rgb, alpha, subject, params.scale, params.position or (0.5, 0.5))
     rgb, alpha = fit_within(rgb, alpha, max_pixels=params.output_cap())
-    background = _background(params, background_image)
+    background = _background(params, background_image, rgb.size)
     box = subject_bbox(alpha) or (0, 0, 0, 0)
     foreground = (box[1], box[0], box[2] - box[0], box[3] - box[1])
     if params.format == "zip":
@@ -153,9 +159,11 @@ def _place(
     return canvas_rgb, canvas_alpha
 
 
-def _background(params: Params, image: Image.Image | None) -> Background | None:
-    if image is not None:
-        return BackgroundImage(image)
+def _background(
+    params: Params, load: BackgroundLoader | None, size: tuple[int, int]
+) -> Background | None:
+    if load is not None:
+        return BackgroundImage(load(size))
     return params.bg_color
 
 
