@@ -9,14 +9,27 @@ in every process, and a key made on the command line works at once on a running 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from cutout.errors import AuthFailed, InvalidName, InvalidParameter
+from cutout.errors import (
+    AuthFailed,
+    Forbidden,
+    InvalidName,
+    InvalidParameter,
+    KeyRevoked,
+    NotFound,
+)
 from cutout.storage.base import now_created_on
 from cutout.storage.keys import ApiKey, KeyStore, NewKey
+from cutout.text import UNSAFE_CHARACTERS
+
+log = logging.getLogger(__name__)
 
 PREFIX = "cut_"
 PREFIX_SHOWN = len(PREFIX) + 4
@@ -41,10 +54,20 @@ class KeyService:
     _touched: dict[str, float] = field(default_factory=dict)
 
     def create(
-        self, user_id: str, name: str | None, credits: float | None = None
+        self,
+        user_id: str,
+        name: str | None,
+        credits: float | None = None,
+        *,
+        max_active: int | None = None,
     ) -> tuple[ApiKey, str]:
-        """Make a key for *user_id*; return it with its secret (the only time it exists)."""
-        clean = " ".join((name or "").split())
+        """Make a key for *user_id*; return it with its secret (the only time it exists).
+
+        The name is cleaned like a record's (control characters, escape sequences and
+        bidirectional overrides removed: it reaches operators' terminals). With *max_active*,
+        a user who already holds that many live keys gets :class:`Forbidden`.
+        """
+        clean = " ".join(UNSAFE_CHARACTERS.sub("", " ".join((name or "").split())).split())
         if not clean:
             raise InvalidName("Please give the key a name, e.g. the program that will use it.")
         if len(clean) > NAME_MAX:
@@ -53,6 +76,13 @@ class KeyService:
             raise InvalidParameter("A user id is 1-64 letters, digits, '.', '_' or '-'.")
         if credits is not None and not credits >= 0:  # also refuses NaN
             raise InvalidParameter("Credits must be zero or more.")
+        if max_active is not None:
+            live = [k for k in self.store.list_keys(user_id) if not k.revoked]
+            if len(live) >= max_active:
+                raise Forbidden(
+                    f"You have {len(live)} API keys already, the most one user may hold: "
+                    "revoke one you no longer use first."
+                )
         secret = new_secret()
         key = self.store.add_key(
             NewKey(user_id, clean, secret[:PREFIX_SHOWN], digest(secret), credits)
@@ -86,7 +116,36 @@ class KeyService:
         return self.store.revoke_key(key_id, user_id)
 
     def charge(self, key: ApiKey, cost: float) -> ApiKey:
-        return self.store.charge_key(key.id, cost)
+        """Charge *cost* to *key*, atomically within its allowance.
+
+        :raises InsufficientCredits: not enough left (402).
+        :raises KeyRevoked: the key was revoked since the request began (403).
+        """
+        try:
+            return self.store.charge_key(key.id, cost)
+        except NotFound:
+            raise KeyRevoked("API key invalid: it was revoked while this request ran.") from None
+
+    @contextmanager
+    def spend(self, key: ApiKey, cost: float) -> Iterator[ApiKey]:
+        """Charge *cost* before the work in the block, and give it back if the work fails.
+
+        Charging first is what keeps the allowance exact when requests race: of two requests
+        for a key's last credit only one gets past here, so no work is ever done unpaid.
+        """
+        charged = self.charge(key, cost)
+        try:
+            yield charged
+        except BaseException:
+            self.refund(key, cost)
+            raise
+
+    def refund(self, key: ApiKey, cost: float) -> None:
+        """Give back a charge whose work failed (nothing to do if the key is gone)."""
+        try:
+            self.store.charge_key(key.id, -cost)
+        except NotFound:
+            log.info("no refund of %s credits: key %s was revoked meanwhile", cost, key.id)
 
 
 def service_account_id() -> str:

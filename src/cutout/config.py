@@ -122,6 +122,32 @@ class Settings:
         "`/api/v1`, in Flask-Limiter's notation, e.g. `500/minute` or `10/second;500/hour`.",
         "500/minute",
     )
+    api_read_rate_limit: str = _setting(
+        "CUTOUT_API_READ_RATE_LIMIT",
+        "Requests allowed per API key for reads (GET: lists, details, image bytes, /account), "
+        "a budget of their own so that polling does not eat the budget of "
+        "`CUTOUT_API_RATE_LIMIT`, which every other request of the key shares.",
+        "3000/minute",
+    )
+    keys_from_page: bool | None = _setting(
+        "CUTOUT_KEYS_FROM_PAGE",
+        "Whether visitors of the page may make API keys in its keys panel (anonymous users, "
+        "with a cookie): unset = yes in development, no in production, where keys are made "
+        "with `cutout keys create`.",
+    )
+    page_key_credits: float = _setting(
+        "CUTOUT_PAGE_KEY_CREDITS",
+        "Credits each key made from the page gets (a full-size image costs 1).",
+        50.0,
+    )
+    keys_per_user: int = _setting(
+        "CUTOUT_KEYS_PER_USER", "Live API keys one user may hold (from the page).", 5
+    )
+    key_creation_rate_limit: str = _setting(
+        "CUTOUT_KEY_CREATION_RATE_LIMIT",
+        "Keys the page's panel may make per client address, in Flask-Limiter's notation.",
+        "10/hour",
+    )
     rate_limit_storage: str = _setting(
         "CUTOUT_RATE_LIMIT_STORAGE",
         "Where rate-limit counters live: empty = `MONGO_URI` when set (shared by all replicas), "
@@ -304,8 +330,21 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"CUTOUT_URL_ALLOWED_NETWORKS: {exc}.") from None
         _rate_limit("CUTOUT_API_RATE_LIMIT", self.api_rate_limit)
+        _rate_limit("CUTOUT_API_READ_RATE_LIMIT", self.api_read_rate_limit)
+        _rate_limit("CUTOUT_KEY_CREATION_RATE_LIMIT", self.key_creation_rate_limit)
+        if not self.page_key_credits >= 0:
+            raise ConfigError("CUTOUT_PAGE_KEY_CREDITS must be zero or more.")
+        if self.keys_per_user < 1:
+            raise ConfigError("CUTOUT_KEYS_PER_USER must be at least 1.")
         self._validate_operations()
         return self
+
+    @property
+    def page_keys_allowed(self) -> bool:
+        """CUTOUT_KEYS_FROM_PAGE, or its default for the environment."""
+        if self.keys_from_page is not None:
+            return self.keys_from_page
+        return self.env != "production"
 
     @property
     def rate_limit_storage_uri(self) -> str:

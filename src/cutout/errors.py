@@ -22,6 +22,8 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     ├── NotFound                     no such record (or not the caller's)
     ├── LimitReached                 the user is at USER_LIMIT
     ├── AuthFailed                   no API key, or an unknown or revoked one
+    │   └── KeyRevoked               revoked while its request ran (403)
+    ├── Forbidden                    allowed to nobody here, or not now (403)
     ├── InsufficientCredits          the API key's credit allowance is used up
     ├── IdempotencyConflict          an Idempotency-Key reused for another request, or in flight
     ├── ModelError                   model provisioning
@@ -105,6 +107,18 @@ class NotFound(CutoutError):
 
 class AuthFailed(CutoutError):
     code = "auth_failed"
+
+
+class KeyRevoked(AuthFailed):
+    """The key was revoked while its request was running: refused (403), nothing charged."""
+
+    code = "key_revoked"
+
+
+class Forbidden(CutoutError):
+    """The server does not allow this (a setting says so), or not now (a cap is reached)."""
+
+    code = "forbidden"
 
 
 class InsufficientCredits(CutoutError):

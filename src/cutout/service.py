@@ -8,7 +8,6 @@ surfaces cannot drift apart and tests can drive the rules without HTTP.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,15 +25,14 @@ from cutout.imaging.fuse import needs_review
 from cutout.memory import estimate, largest_pixels
 from cutout.pipeline import predict_and_refine, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
+from cutout.text import UNSAFE_CHARACTERS
 from cutout.thumbnails import make_thumbnails, store_thumbnails
 
 NAME_MAX = 100
 T = TypeVar("T")
 #: What a request costs beyond its removal, in bytes, from the photo's (width, height).
 ExtraCost = Callable[[int, int], int]
-#: C0/C1 controls and DEL, lone surrogates, and the bidirectional embeddings, overrides and
-#: isolates (U+202A-U+202E, U+2066-U+2069).
-UNSAFE_NAME_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+UNSAFE_NAME_CHARACTERS = UNSAFE_CHARACTERS
 #: Uploads in these formats are kept byte for byte; browsers can show them.
 BROWSER_FORMATS = {
     "JPEG": "image/jpeg",

@@ -179,7 +179,7 @@ def test_our_generated_spec_fuzzes_clean(server: LiveServer, tmp_path: Path) -> 
 
 
 def test_rate_limit_headers_and_429(tmp_path: Path) -> None:
-    env = {"CUTOUT_API_RATE_LIMIT": "3/minute"}
+    env = {"CUTOUT_API_READ_RATE_LIMIT": "3/minute"}
     with LiveServer(tmp_path / "data", env) as server:
         secret = cli_key(server, "limited")
         headers = {"X-Api-Key": secret}
@@ -195,3 +195,25 @@ def test_rate_limit_headers_and_429(tmp_path: Path) -> None:
     assert 0 < int(answers[3].headers["Retry-After"]) <= 60
     assert answers[3].json()["errors"][0]["code"] == "rate_limit_exceeded"
     assert other.status_code == 401 and other.headers["X-RateLimit-Remaining"] == "2"
+
+
+def test_a_key_has_one_budget_across_every_endpoint(tmp_path: Path) -> None:
+    """With a limit of 3, nine endpoints used to allow 3 each: 27 requests a minute per key.
+    Now every write a key makes, on either API, draws from one budget; reads from another."""
+    env = {"CUTOUT_API_RATE_LIMIT": "3/minute", "CUTOUT_API_READ_RATE_LIMIT": "2/minute"}
+    with LiveServer(tmp_path / "data", env) as server:
+        headers = {"X-Api-Key": cli_key(server, "limited")}
+        writes = [
+            requests.post(f"{server.url}/v1.0/removebg", headers=headers, timeout=10),
+            requests.post(f"{server.url}/api/v1/images", headers=headers, timeout=10),
+            requests.delete(f"{server.url}/api/v1/images/{'a' * 24}", headers=headers, timeout=10),
+            requests.patch(f"{server.url}/api/v1/images/{'a' * 24}", headers=headers, timeout=10),
+            requests.post(f"{server.url}/v1.0/improve", headers=headers, timeout=10),
+        ]
+        reads = [
+            requests.get(f"{server.url}/v1.0/account", headers=headers, timeout=10),
+            requests.get(f"{server.url}/api/v1/images", headers=headers, timeout=10),
+            requests.get(f"{server.url}/api/v1/images/{'a' * 24}", headers=headers, timeout=10),
+        ]
+    assert [w.status_code for w in writes] == [400, 400, 404, 429, 429]
+    assert [r.status_code for r in reads] == [200, 200, 429]

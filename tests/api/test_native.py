@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,116 @@ def test_the_panel_cannot_revoke_someone_elses_key(
     response = client.delete(f"/keys/{key.id}", headers={"X-CSRFToken": token})
     assert response.status_code == 404
     assert client.get("/v1.0/account", headers=key.headers).status_code == 200
+
+
+# -- credits on every surface, keys from the page ---------------------------------------------
+
+
+def credits_used(client: FlaskClient, key: Key) -> float:
+    account = client.get("/v1.0/account", headers=key.headers).get_json()
+    used: float = account["data"]["attributes"]["usage"]["credits_used"]
+    return used
+
+
+def test_native_images_cost_credits_like_removebg(
+    client: FlaskClient, make_key: MakeKey, photo: Path
+) -> None:
+    """A key with no credits left got 402 on /v1.0 but 201 and the full cut-out here."""
+    key = make_key(credits=1)
+    assert upload(client, key, photo.read_bytes()).status_code == 201
+    assert credits_used(client, key) == 1
+
+    refused = upload(client, key, photo.read_bytes(), name="second")
+    assert refused.status_code == 402 and refused.get_json()["error"] == "insufficient_credits"
+    assert client.get("/api/v1/images", headers=key.headers).get_json()["total"] == 1
+    assert credits_used(client, key) == 1
+
+
+def test_a_failed_image_gives_its_credit_back(client: FlaskClient, make_key: MakeKey) -> None:
+    key = make_key(credits=1)
+    assert upload(client, key, b"not a photo").status_code == 400
+    assert credits_used(client, key) == 0
+
+
+def test_credits_are_exact_when_requests_race(app: Flask, make_key: MakeKey, photo: Path) -> None:
+    key = make_key(user_id="racer", credits=2)
+    data = photo.read_bytes()
+    start = threading.Barrier(6)
+    statuses: list[int] = []
+
+    def send(number: int) -> None:
+        client = app.test_client()
+        start.wait()
+        statuses.append(upload(client, key, data, name=f"n{number}").status_code)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    client = app.test_client()
+    assert sorted(statuses) == [201, 201, 402, 402, 402, 402]
+    assert credits_used(client, key) == 2
+    assert client.get("/api/v1/images", headers=key.headers).get_json()["total"] == 2
+
+
+def test_a_key_revoked_while_its_request_runs_gets_403(
+    app: Flask, client: FlaskClient, make_key: MakeKey, photo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_key(credits=5)
+    service = app.extensions["cutout.keys"]
+    charge = service.charge
+
+    def revoked_first(api_key: Any, cost: float) -> Any:
+        service.revoke(api_key.id)  # between the key's check and its charge
+        return charge(api_key, cost)
+
+    monkeypatch.setattr(service, "charge", revoked_first)
+    response = upload(client, key, photo.read_bytes())
+
+    assert response.status_code == 403 and response.get_json()["error"] == "key_revoked"
+    assert client.get("/", headers={"Accept": "application/json"}).get_json()["records"] == []
+
+
+def test_page_keys_have_an_allowance_a_cap_and_a_rate(app: Flask, client: FlaskClient) -> None:
+    """20 anonymous cookies used to mint 40 unlimited keys in 0.4 s."""
+    token = panel_token(client)
+    made = client.post("/keys", json={"name": "shop"}, headers={"X-CSRFToken": token})
+    assert made.get_json()["key"]["credits"] == app.config["CUTOUT"].page_key_credits
+    for n in range(4):
+        client.post("/keys", json={"name": f"k{n}"}, headers={"X-CSRFToken": token})
+    capped = client.post("/keys", json={"name": "sixth"}, headers={"X-CSRFToken": token})
+    assert capped.status_code == 403 and "revoke one" in capped.get_json()["message"]
+
+    statuses = []
+    for _ in range(6):  # new visitors each time, from the same address
+        fresh = app.test_client()
+        statuses.append(
+            fresh.post(
+                "/keys", json={"name": "x"}, headers={"X-CSRFToken": panel_token(fresh)}
+            ).status_code
+        )
+    assert statuses.count(201) == 4 and statuses[-1] == 429  # 10 an hour per address
+
+
+def test_production_makes_no_keys_from_the_page_unless_told(
+    api_settings: Any, shared_engine: Any
+) -> None:
+    from cutout.app import create_app
+
+    for setting, allowed in ((None, False), (True, True)):
+        app = create_app(
+            api_settings.replace(env="production", secret_key="s" * 64, keys_from_page=setting),
+            engine=shared_engine,
+        )
+        try:
+            client = app.test_client()
+            page = client.get("/").get_data(as_text=True)
+            token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
+            assert token
+            made = client.post("/keys", json={"name": "x"}, headers={"X-CSRFToken": token[1]})
+            assert (made.status_code == 201) is allowed
+            assert ('id="key-form"' in page) is allowed
+        finally:
+            app.extensions["cutout.store"].close()

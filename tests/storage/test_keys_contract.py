@@ -10,9 +10,11 @@ import pytest
 from cutout.apikeys import KeyService, digest
 from cutout.errors import (
     AuthFailed,
+    Forbidden,
     IdempotencyConflict,
     InsufficientCredits,
     InvalidName,
+    KeyRevoked,
     NotFound,
 )
 from cutout.storage import KeyStore, open_key_store
@@ -91,7 +93,35 @@ def test_credits_are_charged_atomically_and_never_overdrawn(keys: KeyStore) -> N
     assert charged.credits_used == 3 and charged.credits_left is None
     service.revoke(limited.id)
     with pytest.raises(NotFound):
+        keys.charge_key(limited.id, 0.25)
+    with pytest.raises(KeyRevoked):  # revoked while its request ran: a 403, not a 404
         service.charge(limited, 0.25)
+
+
+def test_spending_charges_first_and_gives_back_what_failed(keys: KeyStore) -> None:
+    service = KeyService(keys)
+    key, _ = service.create("alice", "limited", credits=1)
+
+    with pytest.raises(RuntimeError), service.spend(key, 1):
+        assert keys.get_key(key.id).credits_used == 1  # held while the work runs
+        raise RuntimeError("the removal failed")
+    assert keys.get_key(key.id).credits_used == 0
+    with service.spend(key, 1):
+        pass
+    with pytest.raises(InsufficientCredits), service.spend(key, 1):
+        raise AssertionError("no work without credits")
+    assert keys.get_key(key.id).credits_used == 1
+
+
+def test_key_names_are_cleaned_and_live_keys_capped(keys: KeyStore) -> None:
+    service = KeyService(keys)
+    key, _ = service.create("bob", "shop\x1b[31m \u202egnp.exe\x07 sync")
+    assert key.name == "shop[31m gnp.exe sync"
+    service.create("bob", "second", max_active=2)
+    with pytest.raises(Forbidden, match="revoke one"):
+        service.create("bob", "third", max_active=2)
+    service.revoke(key.id)
+    service.create("bob", "third", max_active=2)
 
 
 def test_concurrent_charges_cannot_spend_more_than_the_allowance(keys: KeyStore) -> None:

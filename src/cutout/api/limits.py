@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g
+from flask import Blueprint, Flask, Response, g, request
 from flask_limiter import Limiter
 
 from cutout.api.auth import is_api_request, rate_limit_key
@@ -19,6 +19,8 @@ from cutout.config import Settings
 
 #: remove.bg's own cap for /v1.0/improve.
 IMPROVE_LIMIT = "100/day"
+WRITES = ["POST", "PUT", "PATCH", "DELETE"]
+READS = ["GET", "HEAD"]
 
 
 def init_app(app: Flask, blueprints: Iterable[Blueprint]) -> Limiter:
@@ -34,13 +36,29 @@ def init_app(app: Flask, blueprints: Iterable[Blueprint]) -> Limiter:
         strategy="fixed-window",
         key_prefix="cutout",
     )
+    # One budget per key across every endpoint it can call (a scope shared by all of them),
+    # and one for reads, deliberately larger: polling a job or listing images is cheap.
+    writes = limiter.shared_limit(settings.api_rate_limit, scope="api", methods=WRITES)
+    reads = limiter.shared_limit(settings.api_read_rate_limit, scope="api-read", methods=READS)
     for bp in blueprints:
-        limiter.limit(settings.api_rate_limit)(bp)
-    improve = "removebg.improve"
-    wrapped = limiter.limit(IMPROVE_LIMIT, override_defaults=False)(app.view_functions[improve])
-    app.view_functions[improve] = wrapped  # type: ignore[assignment]  # sync view stays sync
+        writes(bp)
+        reads(bp)
+    _limit_view(app, "removebg.improve", limiter.limit(IMPROVE_LIMIT, override_defaults=False))
+    # Cookies cost nothing to mint: the page's key panel is limited per client address.
+    per_address = limiter.limit(
+        settings.key_creation_rate_limit, key_func=client_address, override_defaults=False
+    )
+    _limit_view(app, "keys.create_key", per_address)
     app.extensions["cutout.limiter"] = limiter
     return limiter
+
+
+def _limit_view(app: Flask, endpoint: str, limit: Any) -> None:
+    app.view_functions[endpoint] = limit(app.view_functions[endpoint])
+
+
+def client_address() -> str:
+    return f"ip:{request.remote_addr or 'unknown'}"
 
 
 def storage_options(settings: Settings) -> dict[str, Any]:

@@ -37,6 +37,8 @@ from cutout.web.bodies import body_limit
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp")
+#: Credits one stored image costs, as a full-size image on /v1.0.
+IMAGE_COST = 1.0
 IDEMPOTENCY = {"Idempotency-Key": "Makes a retried POST return the first result (24 hours)."}
 NOT_FOUND = Doc("No such image, or it is not this key's user's.", models.ErrorBody)
 BAD = Doc("A parameter or the photo is not acceptable.", models.ErrorBody)
@@ -59,6 +61,8 @@ BAD = Doc("A parameter or the photo is not acceptable.", models.ErrorBody)
                 },
             ),
             400: BAD,
+            402: Doc("The key's credits are used up (an image costs 1).", models.ErrorBody),
+            403: Doc("The key was revoked while the request ran.", models.ErrorBody),
             409: Doc("At USER_LIMIT, or the Idempotency-Key is in use.", models.ErrorBody),
             413: Doc("The photo is too large (bytes or pixels).", models.ErrorBody),
             415: Doc("An image, but not a format we read.", models.ErrorBody),
@@ -136,6 +140,7 @@ def _first_problem(exc: ValidationError) -> str:
 
 
 def _store(user_id: str, fields: models.OutputChoices, data: bytes) -> Record:
+    """Charge the key, then remove and store (the charge is given back if that fails)."""
     settings = app_settings()
     output = OutputOptions(
         format=fields.format,
@@ -146,7 +151,8 @@ def _store(user_id: str, fields: models.OutputChoices, data: bytes) -> Record:
         png_compression=settings.png_compression,
     )
     name = getattr(fields, "name", None)
-    return image_service().create(user_id, name, data, output=output)
+    with keys().spend(current_key(), IMAGE_COST):
+        return image_service().create(user_id, name, data, output=output)
 
 
 def _fingerprint(fields: BaseModel, data: bytes) -> str:

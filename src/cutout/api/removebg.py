@@ -189,8 +189,8 @@ def removebg() -> ResponseReturnValue:
     params, cost = priced(parse(fields), key)
     source = image_source(fields, blobs)
     background = background_picture(fields, blobs, params)
-    rendered, confidence = _cut(source, params, background)
-    keys().charge(key, cost)  # after success only: errors are never charged
+    with keys().spend(key, cost):  # before the work; given back if it fails
+        rendered, confidence = _cut(source, params, background)
     return result_response(rendered, params, cost, confidence)
 
 

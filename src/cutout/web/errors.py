@@ -50,6 +50,8 @@ STATUS: dict[type[e.CutoutError], int] = {
     e.NotFound: 404,
     e.LimitReached: 409,
     e.AuthFailed: 401,
+    e.KeyRevoked: 403,
+    e.Forbidden: 403,
     e.InsufficientCredits: 402,
     e.IdempotencyConflict: 409,
     e.EngineBusy: 503,

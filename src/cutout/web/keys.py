@@ -13,7 +13,8 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from cutout.api.auth import keys
-from cutout.errors import InvalidInput
+from cutout.errors import Forbidden, InvalidInput
+from cutout.extensions import settings
 from cutout.storage.keys import ApiKey
 from cutout.web.identity import current_user
 
@@ -27,11 +28,25 @@ def list_keys() -> ResponseReturnValue:
 
 @bp.post("/keys")
 def create_key() -> ResponseReturnValue:
+    """Make a key for the page's user: if the operator allows it (CUTOUT_KEYS_FROM_PAGE), with
+    the page's allowance, up to CUTOUT_KEYS_PER_USER live keys; the rate per client address
+    is limited in cutout.api.limits (cookies cost nothing to mint)."""
+    config = settings()
+    if not config.page_keys_allowed:
+        raise Forbidden(
+            "This server does not make API keys from the page: ask its operator for one "
+            "(`cutout keys create`)."
+        )
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise InvalidInput('Send JSON like {"name": "My shop"}.')
     name = body.get("name")
-    key, secret = keys().create(current_user(), name if isinstance(name, str) else None)
+    key, secret = keys().create(
+        current_user(),
+        name if isinstance(name, str) else None,
+        config.page_key_credits,
+        max_active=config.keys_per_user,
+    )
     return jsonify(key=key_json(key), secret=secret), 201
 
 
