@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -17,6 +18,7 @@ import click
 from cutout import __version__
 from cutout.config import ENGINES, PRECISIONS, RUNTIMES, Settings
 from cutout.errors import ConfigError, CutoutError, ModelError
+from cutout.text import printable
 
 if TYPE_CHECKING:
     from cutout.batch import Done, Job
@@ -457,21 +459,25 @@ def keys_list(user_id: str | None) -> None:
     except CutoutError as exc:
         _fail(exc)
     rows = [("ID", "NAME", "PREFIX", "USER", "CREATED", "LAST USED", "CREDITS", "STATUS")]
-    for k in found:
+    for k in found:  # names and user ids come from clients: printed, never interpreted
         credits = "unlimited" if k.credits is None else f"{k.credits_used:g}/{k.credits:g}"
         status = f"revoked {k.revoked_on}" if k.revoked_on else "active"
         rows.append(
             (
                 k.id,
-                k.name,
+                printable(k.name),
                 k.prefix + "…",
-                k.user_id,
+                printable(k.user_id),
                 k.created_on,
                 k.last_used_on or "never",
                 credits,
                 status,
             )
         )
+    _table(rows)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -486,6 +492,57 @@ def keys_revoke(key_id: str) -> None:
     except CutoutError as exc:
         _fail(exc)
     click.echo(f"Revoked key {key.id} ({key.name}).")
+
+
+@main.group()
+def improvements() -> None:
+    """Images kept by /v1.0/improve (remove.bg's Improvement Program): list and purge."""
+
+
+@improvements.command("list")
+@click.option("--key", "key_id", help="Only this key's submissions.")
+def improvements_list(key_id: str | None) -> None:
+    """Show the kept submissions, newest first, and how much they hold."""
+    try:
+        found = _key_service().store.list_improvements(key_id)
+    except CutoutError as exc:
+        _fail(exc)
+    rows = [("ID", "KEY", "CREATED", "BYTES", "TYPE", "FILE NAME", "TAG")]
+    for i in found:  # file names and tags come from clients: printed, never interpreted
+        rows.append((i.id, i.key_id, i.created_on, str(i.size_bytes), i.media_type,
+                     printable(i.image_filename or ""), printable(i.tag or "")))  # fmt: skip
+    _table(rows)
+    total = sum(i.size_bytes for i in found)
+    click.echo(f"{len(found)} submission(s), {total / 2**20:.1f} MB.")
+
+
+@improvements.command("purge")
+@click.option("--key", "key_id", help="Only this key's submissions.")
+@click.option(
+    "--older-than", type=click.IntRange(min=0), metavar="DAYS", help="Only those older than DAYS."
+)
+@click.option("--yes", is_flag=True, help="Do not ask; purge.")
+def improvements_purge(key_id: str | None, older_than: int | None, yes: bool) -> None:
+    """Delete kept submissions (all of them, unless --key or --older-than say which)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cutout.storage.base import CREATED_FORMAT
+
+    before = None
+    if older_than is not None:
+        before = (datetime.now(UTC) - timedelta(days=older_than)).strftime(CREATED_FORMAT)
+    scope = " and ".join(
+        part
+        for part in (f"of key {key_id}" if key_id else "", f"before {before} UTC" if before else "")
+        if part
+    )
+    if not yes:
+        click.confirm(f"Delete every kept submission {scope or '(all of them)'}?", abort=True)
+    try:
+        removed, freed = _key_service().store.purge_improvements(key_id, before)
+    except CutoutError as exc:
+        _fail(exc)
+    click.echo(f"Purged {removed} submission(s), {freed / 2**20:.1f} MB.")
 
 
 @main.command()

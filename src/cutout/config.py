@@ -23,6 +23,7 @@ from dotenv import dotenv_values
 from cutout.errors import ConfigError
 
 if typing.TYPE_CHECKING:
+    from cutout.storage.keys import Quota
     from cutout.urlfetch import FetchPolicy
 
 ENGINES = ("local", "objectcut")
@@ -147,6 +148,17 @@ class Settings:
         "CUTOUT_KEY_CREATION_RATE_LIMIT",
         "Keys the page's panel may make per client address, in Flask-Limiter's notation.",
         "10/hour",
+    )
+    improve_max_mb_per_key: float = _setting(
+        "CUTOUT_IMPROVE_MAX_MB_PER_KEY",
+        "Megabytes of `/v1.0/improve` submissions one key may have kept (then 409).",
+        100.0,
+    )
+    improve_max_mb: float = _setting(
+        "CUTOUT_IMPROVE_MAX_MB",
+        "Megabytes of `/v1.0/improve` submissions kept in all; `cutout improvements purge` "
+        "frees them.",
+        1024.0,
     )
     rate_limit_storage: str = _setting(
         "CUTOUT_RATE_LIMIT_STORAGE",
@@ -334,10 +346,21 @@ class Settings:
         _rate_limit("CUTOUT_KEY_CREATION_RATE_LIMIT", self.key_creation_rate_limit)
         if not self.page_key_credits >= 0:
             raise ConfigError("CUTOUT_PAGE_KEY_CREDITS must be zero or more.")
+        if not (self.improve_max_mb_per_key >= 0 and self.improve_max_mb >= 0):
+            raise ConfigError("CUTOUT_IMPROVE_MAX_MB and _PER_KEY must be zero or more.")
         if self.keys_per_user < 1:
             raise ConfigError("CUTOUT_KEYS_PER_USER must be at least 1.")
         self._validate_operations()
         return self
+
+    @property
+    def improvement_quota(self) -> Quota:
+        from cutout.storage.keys import Quota
+
+        return Quota(
+            per_key=int(self.improve_max_mb_per_key * 1024 * 1024),
+            total=int(self.improve_max_mb * 1024 * 1024),
+        )
 
     @property
     def page_keys_allowed(self) -> bool:

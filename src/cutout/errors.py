@@ -21,6 +21,7 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   └── InvalidParameter         an API parameter with a bad value (carries its own code)
     ├── NotFound                     no such record (or not the caller's)
     ├── LimitReached                 the user is at USER_LIMIT
+    ├── QuotaExceeded                a storage quota is full (improvement submissions)
     ├── AuthFailed                   no API key, or an unknown or revoked one
     │   └── KeyRevoked               revoked while its request ran (403)
     ├── Forbidden                    allowed to nobody here, or not now (403)
@@ -137,6 +138,12 @@ class LimitReached(CutoutError):
 
     def __init__(self, message: str = MESSAGE) -> None:
         super().__init__(message)
+
+
+class QuotaExceeded(CutoutError):
+    """Keeping this would pass a storage quota the operator set (409)."""
+
+    code = "quota_exceeded"
 
 
 class ModelError(CutoutError):

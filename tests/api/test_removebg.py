@@ -371,6 +371,24 @@ def test_improve_keeps_the_image_for_the_operator(
     assert errors(not_image) == (400, "invalid_file_type")
 
 
+def test_improve_stops_at_its_quota(app: Flask, client: FlaskClient, key: Key, photo: Path) -> None:
+    """Its only cap used to be 100 a day per key: five 12 MB images grew the database by 58 MB."""
+    size = len(photo.read_bytes())
+    settings = app.config["CUTOUT"]
+    app.config["CUTOUT"] = settings.replace(improve_max_mb_per_key=2.5 * size / 2**20)
+    statuses = [
+        client.post(
+            "/v1.0/improve",
+            data={"image_file": (io.BytesIO(photo.read_bytes()), "x.jpg")},
+            headers=key.headers,
+        )
+        for _ in range(3)
+    ]
+    assert [r.status_code for r in statuses[:2]] == [200, 200]
+    assert errors(statuses[2]) == (400, "quota_exceeded")
+    assert "cutout improvements purge" in statuses[2].get_json()["errors"][0]["detail"]
+
+
 def test_the_secret_never_reaches_the_logs(
     client: FlaskClient, key: Key, caplog: pytest.LogCaptureFixture
 ) -> None:

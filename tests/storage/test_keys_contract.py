@@ -16,9 +16,11 @@ from cutout.errors import (
     InvalidName,
     KeyRevoked,
     NotFound,
+    QuotaExceeded,
 )
 from cutout.storage import KeyStore, open_key_store
-from cutout.storage.keys import IDEMPOTENCY_TTL, Improvement, StoredResponse
+from cutout.storage.keys import IDEMPOTENCY_TTL, Improvement, Quota, StoredResponse
+from cutout.storage.sqlite import SQLiteStore
 from tests.storage.conftest import Backend
 
 
@@ -168,13 +170,79 @@ def test_an_abandoned_claim_lets_the_retry_run(keys: KeyStore) -> None:
     assert keys.begin_idempotent("alice", "k2", "fp", now) is None
 
 
+ROOMY = Quota(per_key=10**9, total=10**9)
+
+
 def test_improvements_are_kept(keys: KeyStore, backend: Backend) -> None:
     item = Improvement("k" * 24, "alice", "car.jpg", "batch_1", "image/jpeg", b"\xff\xd8 bytes")
-    first = keys.add_improvement(item)
-    second = keys.add_improvement(item)
+    first = keys.add_improvement(item, ROOMY)
+    second = keys.add_improvement(item, ROOMY)
     assert first != second
     assert keys.count_improvements("k" * 24) == 2
     assert keys.count_improvements("other") == 0
+    info, data = keys.read_improvement(first)
+    assert data == item.data and info.size_bytes == len(item.data) and info.tag == "batch_1"
+    assert {i.id for i in keys.list_improvements("k" * 24)} == {first, second}
+
+
+def test_improvements_keep_their_bytes_out_of_the_database(
+    keys: KeyStore, backend: Backend
+) -> None:
+    """Five 12 MB submissions grew the SQLite file from 1.2 to 59 MB."""
+    data = bytes(range(256)) * 4096  # 1 MB
+    keys.add_improvement(Improvement("k" * 24, "alice", None, None, "image/png", data), ROOMY)
+    store = backend.store
+    if isinstance(store, SQLiteStore):  # a file of its own; the row only names it
+        folder = store.data_dir / "improvements"
+        assert [p.stat().st_size for p in folder.iterdir()] == [len(data)]
+        assert store.db_path.stat().st_size < len(data) // 4
+
+
+def test_improvement_quotas_hold_per_key_and_in_all(keys: KeyStore) -> None:
+    quota = Quota(per_key=250, total=400)
+
+    def add(key: str) -> None:
+        keys.add_improvement(Improvement(key, "alice", None, None, "image/png", b"x" * 100), quota)
+
+    add("a")
+    add("a")
+    with pytest.raises(QuotaExceeded, match="this key"):
+        add("a")
+    add("b")
+    add("b")
+    with pytest.raises(QuotaExceeded, match="this server"):
+        add("c")
+    assert keys.purge_improvements(key_id="a") == (2, 200)
+    add("c")
+    assert keys.count_improvements("a") == 0 and keys.count_improvements("c") == 1
+
+
+def test_concurrent_improvements_cannot_pass_the_quota(keys: KeyStore) -> None:
+    quota = Quota(per_key=500, total=10**6)
+    start = threading.Barrier(10)
+    outcomes: list[str] = []
+
+    def add() -> None:
+        start.wait()
+        try:
+            keys.add_improvement(Improvement("a", "u", None, None, "image/png", b"x" * 100), quota)
+            outcomes.append("kept")
+        except QuotaExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=add) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("kept") == 5 and keys.count_improvements("a") == 5
+
+
+def test_purge_by_age(keys: KeyStore) -> None:
+    keys.add_improvement(Improvement("a", "u", None, None, "image/png", b"x"), ROOMY)
+    assert keys.purge_improvements(before="2000-01-01 00:00:00") == (0, 0)
+    assert keys.purge_improvements(before="2999-01-01 00:00:00") == (1, 1)
+    assert keys.list_improvements() == []
 
 
 def dump(backend: Backend) -> str:

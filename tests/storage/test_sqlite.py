@@ -158,6 +158,29 @@ def test_a_database_from_the_first_release_is_brought_up_to_date(data_dir: Path)
     assert store.get("alice", scored.id).confidence == 0.5
 
 
+def test_improvements_kept_inside_rows_survive_version_5_and_can_be_purged(
+    data_dir: Path,
+) -> None:
+    from cutout.storage import SQLiteKeyStore
+    from cutout.storage.sqlite import _statements, migrations
+
+    data_dir.mkdir(parents=True)
+    with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:  # a version-4 database
+        for number, sql in migrations():
+            if number <= 4:
+                for statement in _statements(sql):
+                    conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+        conn.execute(
+            "INSERT INTO improvements VALUES ('i1', 'k1', 'alice', '2024-01-01 00:00:00', "
+            "'car.jpg', NULL, 'image/jpeg', 3, X'FFD8FF')"
+        )
+    keys = SQLiteKeyStore(SQLiteStore(data_dir))
+    info, data = keys.read_improvement("i1")
+    assert (info.image_filename, data) == ("car.jpg", b"\xff\xd8\xff")
+    assert keys.purge_improvements() == (1, 3)
+
+
 def test_migrations_are_numbered_and_run_once_when_stores_start_together(
     data_dir: Path,
 ) -> None:

@@ -379,7 +379,8 @@ def improve() -> ResponseReturnValue:
             tag=_text(fields.get("tag")),
             media_type=media_type,
             data=data,
-        )
+        ),
+        app_settings().improvement_quota,
     )
     return jsonify(id=improvement_id)
 

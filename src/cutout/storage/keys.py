@@ -68,6 +68,28 @@ class Improvement:
     data: bytes
 
 
+@dataclass(frozen=True)
+class Quota:
+    """Bytes of improvement submissions one key, and all keys together, may keep."""
+
+    per_key: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ImprovementInfo:
+    """A kept submission, without its bytes (``cutout improvements list``)."""
+
+    id: str
+    key_id: str
+    user_id: str
+    created_on: str
+    image_filename: str | None
+    tag: str | None
+    media_type: str
+    size_bytes: int
+
+
 class KeyStore(Protocol):
     """Implementations must be thread-safe and, like :class:`ImageStore`, lazy."""
 
@@ -116,8 +138,28 @@ class KeyStore(Protocol):
         """Release a claim whose request failed, so a retry runs again."""
         ...
 
-    def add_improvement(self, item: Improvement) -> str:
-        """Keep a ``/v1.0/improve`` submission for the operator; return its id."""
+    def add_improvement(self, item: Improvement, quota: Quota) -> str:
+        """Keep a ``/v1.0/improve`` submission for the operator; return its id.
+
+        Its bytes go to a file (GridFS), like images. Atomic with respect to *quota*: the key's
+        submissions and everybody's together never pass it, however many arrive at once.
+        :raises QuotaExceeded:
+        """
         ...
 
     def count_improvements(self, key_id: str) -> int: ...
+
+    def list_improvements(self, key_id: str | None = None) -> list[ImprovementInfo]:
+        """Newest first; every key's when *key_id* is None."""
+        ...
+
+    def read_improvement(self, improvement_id: str) -> tuple[ImprovementInfo, bytes]:
+        """:raises NotFound:"""
+        ...
+
+    def purge_improvements(
+        self, key_id: str | None = None, before: str | None = None
+    ) -> tuple[int, int]:
+        """Delete submissions (of *key_id*; made before *before*, a ``created_on`` string):
+        rows and bytes, and files no row names. Return (submissions, bytes) removed."""
+        ...

@@ -7,6 +7,7 @@ Collections (indexes made once per process, on first use, like the image store's
     idempotency   {_id: "<user_id>\\n<key>", fingerprint, created (a date: TTL index), status, body}
     improvements  {_id, key_id, user_id, created_on, image_filename, tag, media_type,
                    size_bytes, file_id}  + the GridFS bucket ``improvements``
+    improvement_usage  {_id: "key:<id>" or "*", bytes}: the quota's counters
 
 Charging is one ``find_one_and_update`` whose filter demands ``credits_left >= cost``, so two
 replicas charging the last credit at once cannot both succeed.
@@ -15,6 +16,7 @@ replicas charging the last credit at once cannot both succeed.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import secrets
 import threading
 import time
@@ -22,19 +24,30 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gridfs import GridFSBucket
+from gridfs.errors import NoFile
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from cutout.errors import InsufficientCredits, NotFound
+from cutout.errors import InsufficientCredits, NotFound, QuotaExceeded
 from cutout.storage.base import now_created_on
-from cutout.storage.keys import IDEMPOTENCY_TTL, ApiKey, Improvement, NewKey, StoredResponse
+from cutout.storage.keys import (
+    IDEMPOTENCY_TTL,
+    ApiKey,
+    Improvement,
+    ImprovementInfo,
+    NewKey,
+    Quota,
+    StoredResponse,
+)
 from cutout.storage.mongo import MongoStore, _storage_errors
 from cutout.storage.sqlite_keys import EPSILON, _replay
 
 Doc = dict[str, Any]
 KEYS, IDEMPOTENCY, IMPROVEMENTS = "api_keys", "idempotency", "improvements"
+#: Bytes kept for the Improvement Program: {_id: "key:<id>" or "*", bytes}.
+USAGE, ALL = "improvement_usage", "*"
 _PROJECTION = {"secret_hash": 0, "credits_left": 0, "created_ns": 0}
 
 
@@ -146,26 +159,104 @@ class MongoKeyStore:
         with _storage_errors("release the Idempotency-Key"):
             self._db()[IDEMPOTENCY].delete_one({"_id": f"{user_id}\n{key}", "status": None})
 
-    def add_improvement(self, item: Improvement) -> str:
+    def add_improvement(self, item: Improvement, quota: Quota) -> str:
+        """The quota is held by counters ($inc with a filter that demands room, as for credits),
+        taken before the bytes are written and given back if anything after fails."""
         improvement_id = secrets.token_hex(12)
         database = self._db()
+        size = len(item.data)
         with _storage_errors("keep the submitted image"):
-            bucket = GridFSBucket(database, bucket_name=IMPROVEMENTS)
-            file_id = bucket.upload_from_stream(improvement_id, item.data)
-            database[IMPROVEMENTS].insert_one(
-                {
-                    "_id": improvement_id,
-                    "key_id": item.key_id,
-                    "user_id": item.user_id,
-                    "created_on": now_created_on(),
-                    "image_filename": item.image_filename,
-                    "tag": item.tag,
-                    "media_type": item.media_type,
-                    "size_bytes": len(item.data),
-                    "file_id": file_id,
-                }
-            )
+            taken = self._take_quota(database, item.key_id, size, quota)
+            try:
+                bucket = GridFSBucket(database, bucket_name=IMPROVEMENTS)
+                file_id = bucket.upload_from_stream(improvement_id, item.data)
+                database[IMPROVEMENTS].insert_one(
+                    {
+                        "_id": improvement_id,
+                        "key_id": item.key_id,
+                        "user_id": item.user_id,
+                        "created_on": now_created_on(),
+                        "image_filename": item.image_filename,
+                        "tag": item.tag,
+                        "media_type": item.media_type,
+                        "size_bytes": size,
+                        "file_id": file_id,
+                    }
+                )
+            except BaseException:
+                for counter in taken:
+                    database[USAGE].update_one({"_id": counter}, {"$inc": {"bytes": -size}})
+                raise
         return improvement_id
+
+    def _take_quota(
+        self, database: Database[Doc], key_id: str, size: int, quota: Quota
+    ) -> list[str]:
+        """Reserve *size* bytes on the key's counter and the server's, or neither."""
+        taken: list[str] = []
+        for counter, limit, scope in (
+            (f"key:{key_id}", quota.per_key, "this key"),
+            (ALL, quota.total, "this server"),
+        ):
+            usage = database[USAGE]
+            usage.update_one({"_id": counter}, {"$setOnInsert": {"bytes": 0}}, upsert=True)
+            if (
+                usage.find_one_and_update(
+                    {"_id": counter, "bytes": {"$lte": limit - size}}, {"$inc": {"bytes": size}}
+                )
+                is None
+            ):
+                for done in taken:
+                    usage.update_one({"_id": done}, {"$inc": {"bytes": -size}})
+                raise QuotaExceeded(
+                    f"The images kept for the Improvement Program by {scope} have reached "
+                    f"their quota ({limit / 2**20:g} MB): nothing more is kept until the "
+                    "operator purges some (`cutout improvements purge`)."
+                )
+            taken.append(counter)
+        return taken
+
+    def list_improvements(self, key_id: str | None = None) -> builtins.list[ImprovementInfo]:
+        query = {"key_id": key_id} if key_id else {}
+        with _storage_errors("list the submitted images"):
+            docs = (
+                self._db()[IMPROVEMENTS]
+                .find(query)
+                .sort([("created_on", DESCENDING), ("_id", DESCENDING)])
+            )
+            return [_improvement(doc) for doc in docs]
+
+    def read_improvement(self, improvement_id: str) -> tuple[ImprovementInfo, bytes]:
+        database = self._db()
+        with _storage_errors("read the submitted image"):
+            doc = database[IMPROVEMENTS].find_one({"_id": improvement_id})
+            if doc is None:
+                raise NotFound("No such submitted image.")
+            bucket = GridFSBucket(database, bucket_name=IMPROVEMENTS)
+            return _improvement(doc), bucket.open_download_stream(doc["file_id"]).read()
+
+    def purge_improvements(
+        self, key_id: str | None = None, before: str | None = None
+    ) -> tuple[int, int]:
+        query: Doc = {}
+        if key_id:
+            query["key_id"] = key_id
+        if before:
+            query["created_on"] = {"$lt": before}
+        database = self._db()
+        bucket = GridFSBucket(database, bucket_name=IMPROVEMENTS)
+        removed, freed = 0, 0
+        with _storage_errors("delete submitted images"):
+            for doc in database[IMPROVEMENTS].find(query):
+                if database[IMPROVEMENTS].delete_one({"_id": doc["_id"]}).deleted_count:
+                    with contextlib.suppress(NoFile):
+                        bucket.delete(doc["file_id"])
+                    for counter in (f"key:{doc['key_id']}", ALL):
+                        database[USAGE].update_one(
+                            {"_id": counter}, {"$inc": {"bytes": -doc["size_bytes"]}}
+                        )
+                    removed, freed = removed + 1, freed + int(doc["size_bytes"])
+        return removed, freed
 
     def count_improvements(self, key_id: str) -> int:
         with _storage_errors("count the submitted images"):
@@ -189,6 +280,19 @@ def _create_indexes(database: Database[Doc]) -> None:
         "created", name="expire", expireAfterSeconds=int(IDEMPOTENCY_TTL)
     )
     database[IMPROVEMENTS].create_index("key_id", name="key")
+
+
+def _improvement(doc: Doc) -> ImprovementInfo:
+    return ImprovementInfo(
+        id=doc["_id"],
+        key_id=doc["key_id"],
+        user_id=doc["user_id"],
+        created_on=doc["created_on"],
+        image_filename=doc.get("image_filename"),
+        tag=doc.get("tag"),
+        media_type=doc["media_type"],
+        size_bytes=int(doc["size_bytes"]),
+    )
 
 
 def _expired(now: float) -> datetime:

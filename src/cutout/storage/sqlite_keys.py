@@ -1,4 +1,5 @@
-""":class:`~cutout.storage.keys.KeyStore` in the image store's SQLite file (migration 0003).
+""":class:`~cutout.storage.keys.KeyStore` in the image store's SQLite file (migrations 0003,
+0005). Improvement submissions keep their bytes in files, ``improvements/<id>``.
 
 It borrows the image store's connections, so both share one set-up (directory, WAL mode,
 migrations) and one file: a key made by ``cutout keys create`` is visible to a running server
@@ -10,18 +11,25 @@ from __future__ import annotations
 import builtins
 import secrets
 import sqlite3
+from pathlib import Path
 
-from cutout.errors import IdempotencyConflict, InsufficientCredits, NotFound
+from cutout.errors import IdempotencyConflict, InsufficientCredits, NotFound, QuotaExceeded
 from cutout.storage.base import now_created_on
 from cutout.storage.keys import (
     IDEMPOTENCY_TTL,
     ApiKey,
     Improvement,
+    ImprovementInfo,
     NewKey,
+    Quota,
     StoredResponse,
 )
-from cutout.storage.sqlite import SQLiteStore, _immediate
+from cutout.storage.sqlite import SQLiteStore, _immediate, _storage_errors
 
+IMPROVEMENTS_DIR = "improvements"
+_IMPROVEMENT_COLUMNS = (
+    "id, key_id, user_id, created_on, image_filename, tag, media_type, size_bytes"
+)
 _KEY_COLUMNS = (
     "id, user_id, name, prefix, created_on, last_used_on, credits, credits_used, revoked_on"
 )
@@ -152,25 +160,86 @@ class SQLiteKeyStore:
                 (user_id, key),
             )
 
-    def add_improvement(self, item: Improvement) -> str:
+    def add_improvement(self, item: Improvement, quota: Quota) -> str:
+        """The file first, then the row, in a transaction that checks the quota (SQLite lets
+        one writer in at a time, so the sums cannot move meanwhile); the file goes again if
+        the row cannot be written."""
         improvement_id = secrets.token_hex(12)
-        with self._images._connection("keep the submitted image") as conn:
-            conn.execute(
-                "INSERT INTO improvements (id, key_id, user_id, created_on, image_filename, tag, "
-                "media_type, size_bytes, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    improvement_id,
-                    item.key_id,
-                    item.user_id,
-                    now_created_on(),
-                    item.image_filename,
-                    item.tag,
-                    item.media_type,
-                    len(item.data),
-                    sqlite3.Binary(item.data),
-                ),
-            )
+        folder = self._improvements_dir()
+        with _storage_errors("keep the submitted image"):
+            self._images._setup()
+            folder.mkdir(mode=0o700, exist_ok=True)
+            self._images._write(folder / improvement_id, item.data, "improvement")
+        try:
+            with (
+                self._images._connection("keep the submitted image") as conn,
+                _immediate(conn),
+            ):
+                _check_quota(conn, item, quota)
+                conn.execute(
+                    "INSERT INTO improvements (id, key_id, user_id, created_on, image_filename, "
+                    "tag, media_type, size_bytes, file) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        improvement_id,
+                        item.key_id,
+                        item.user_id,
+                        now_created_on(),
+                        item.image_filename,
+                        item.tag,
+                        item.media_type,
+                        len(item.data),
+                        improvement_id,
+                    ),
+                )
+        except BaseException:
+            (folder / improvement_id).unlink(missing_ok=True)
+            raise
         return improvement_id
+
+    def list_improvements(self, key_id: str | None = None) -> builtins.list[ImprovementInfo]:
+        where, args = ("WHERE key_id = ?", (key_id,)) if key_id else ("", ())
+        with self._images._connection("list the submitted images") as conn:
+            rows = conn.execute(
+                f"SELECT {_IMPROVEMENT_COLUMNS} FROM improvements {where} "
+                "ORDER BY created_on DESC, rowid DESC",
+                args,
+            ).fetchall()
+        return [_improvement(row) for row in rows]
+
+    def read_improvement(self, improvement_id: str) -> tuple[ImprovementInfo, bytes]:
+        with self._images._connection("read the submitted image") as conn:
+            row = conn.execute(
+                f"SELECT {_IMPROVEMENT_COLUMNS}, file, data FROM improvements WHERE id = ?",
+                (improvement_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound("No such submitted image.")
+        if row["file"] is None:  # kept before version 5, inside the row
+            return _improvement(row), bytes(row["data"])
+        with _storage_errors("read the submitted image"):
+            return _improvement(row), (self._improvements_dir() / row["file"]).read_bytes()
+
+    def purge_improvements(
+        self, key_id: str | None = None, before: str | None = None
+    ) -> tuple[int, int]:
+        clauses = [c for c, v in (("key_id = ?", key_id), ("created_on < ?", before)) if v]
+        args = [v for v in (key_id, before) if v]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._images._connection("delete submitted images") as conn, _immediate(conn):
+            rows = conn.execute(
+                f"DELETE FROM improvements {where} RETURNING file, size_bytes", args
+            ).fetchall()
+            named = {r[0] for r in conn.execute("SELECT file FROM improvements") if r[0]}
+        folder = self._improvements_dir()
+        # The rows' files, and any file no row names (a submission whose row never came).
+        stray = [p for p in folder.glob("*") if p.name not in named] if folder.is_dir() else []
+        with _storage_errors("delete submitted images"):
+            for path in stray:
+                path.unlink(missing_ok=True)
+        return len(rows), sum(int(r[1]) for r in rows)
+
+    def _improvements_dir(self) -> Path:
+        return self._images.data_dir / IMPROVEMENTS_DIR
 
     def count_improvements(self, key_id: str) -> int:
         with self._images._connection("count the submitted images") as conn:
@@ -178,6 +247,27 @@ class SQLiteKeyStore:
                 "SELECT COUNT(*) FROM improvements WHERE key_id = ?", (key_id,)
             ).fetchone()
         return int(row[0])
+
+
+def _check_quota(conn: sqlite3.Connection, item: Improvement, quota: Quota) -> None:
+    size = len(item.data)
+    for scope, where, args, limit in (
+        ("this key", "WHERE key_id = ?", (item.key_id,), quota.per_key),
+        ("this server", "", (), quota.total),
+    ):
+        used = conn.execute(
+            f"SELECT COALESCE(SUM(size_bytes), 0) FROM improvements {where}", args
+        ).fetchone()[0]
+        if used + size > limit:
+            raise QuotaExceeded(
+                f"The images kept for the Improvement Program by {scope} have reached their "
+                f"quota ({limit / 2**20:g} MB): nothing more is kept until the operator "
+                "purges some (`cutout improvements purge`)."
+            )
+
+
+def _improvement(row: sqlite3.Row) -> ImprovementInfo:
+    return ImprovementInfo(*(row[c] for c in _IMPROVEMENT_COLUMNS.split(", ")))
 
 
 def _replay(

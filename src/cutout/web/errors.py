@@ -49,6 +49,7 @@ STATUS: dict[type[e.CutoutError], int] = {
     e.BodyTooLarge: 413,
     e.NotFound: 404,
     e.LimitReached: 409,
+    e.QuotaExceeded: 409,
     e.AuthFailed: 401,
     e.KeyRevoked: 403,
     e.Forbidden: 403,
