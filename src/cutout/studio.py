@@ -44,6 +44,7 @@ from cutout.imaging.compose import (
 )
 from cutout.imaging.decode import Limits, Photo, load_image, load_reduced, probe
 from cutout.memory import decode_cost
+from cutout.numbers import parse_float, parse_int
 from cutout.pipeline import within_photo_alpha
 from cutout.service import ImageService, clean_name
 from cutout.storage.base import ImageStore, Kind, NewImage, Record, Thumbnail
@@ -284,16 +285,14 @@ def name_from_url(url: str) -> str:
 def _float(raw: str | None, field: str, default: float) -> float:
     if raw is None or raw.strip() == "":
         return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise InvalidInput(f"{field} must be a number.") from None
+    return parse_float(raw, field)
 
 
 def _side(raw: str | None) -> int | None:
     """``max_side``: empty or "original" for the full size, else a whole number of pixels."""
     if raw is None or raw.strip() in ("", "original", "0"):
         return None
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_SIDE:
+    side = parse_int(raw, "max_side")
+    if not 1 <= side <= MAX_SIDE:
         raise InvalidInput("The maximum side must be a whole number of pixels (1 or more).")
-    return int(raw)
+    return side

@@ -36,6 +36,7 @@ import urllib3
 
 from cutout import __version__
 from cutout.errors import DownloadFailed, ImageTooLarge, InvalidUrl
+from cutout.numbers import header_int
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -180,7 +181,13 @@ def _request(pool: urllib3.HTTPConnectionPool, target: SplitResult) -> Any:
 
 def _read_body(response: Any, max_bytes: int, deadline: float) -> bytes:
     declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    length = header_int(declared)
+    if declared is not None and length is None:
+        raise DownloadFailed(
+            f"Could not download the image: the server sent an invalid Content-Length "
+            f"({declared[:20]!r})."
+        )
+    if length is not None and length > max_bytes:
         raise ImageTooLarge(_too_large(max_bytes))
     chunks, size = [], 0
     try:

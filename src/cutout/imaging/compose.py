@@ -101,8 +101,12 @@ class Encoded:
 
 
 def parse_color(text: str) -> SolidColor:
-    """Accept ``white``, ``#ff8800``, ``#f80``, ``#ff880080`` (with alpha) or ``255,136,0``."""
+    """Accept ``white``, ``#ff8800``, ``#f80``, ``#ff880080`` (with alpha) or ``255,136,0``.
+
+    ASCII only: Pillow's parser and int() would also take other scripts' digits."""
     try:
+        if not text.isascii():
+            raise ValueError(text)
         if "," in text:
             parts = tuple(int(p) for p in text.split(","))
             if len(parts) not in (3, 4) or not all(0 <= p <= 255 for p in parts):

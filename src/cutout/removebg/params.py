@@ -34,7 +34,7 @@ PREVIEW_SIZES = {"preview", "small", "regular"}
 FORMATS = {"auto": "auto", "png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp", "zip": "zip"}
 TYPES = {"auto", "person", "product", "car", "animal", "graphic", "graphics", "transportation"}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-_LENGTH = re.compile(r"(-?\d+(?:\.\d+)?)(px|%)?")
+_LENGTH = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?)(px|%)?", re.ASCII)  # 0-9 only: cutout.numbers
 _HEX = re.compile(r"[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8}")
 
 Length = tuple[float, bool]  # value, is_percent
