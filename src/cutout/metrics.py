@@ -32,6 +32,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from cutout.errors import StorageError
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record, Thumbnail
 
+#: The methods counted by name; any other is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
 
@@ -124,12 +126,17 @@ def _start_timer() -> None:
 
 
 def _count(response: Response) -> Response:
+    # Every label comes from a closed set: the route is a URL rule of ours (never the path a
+    # client sent), the method one of HTTP's (any other string a client sends is "other"),
+    # the status a number the app chose. Otherwise each new value would be a new series:
+    # 200 requests with made-up methods grew /metrics from 148 to 3,803 series.
     rule = request.url_rule
     route = rule.rule if rule is not None else "unmatched"
-    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    method = request.method if request.method in METHODS else "other"
+    REQUESTS.labels(method, route, str(response.status_code)).inc()
     started = request.environ.get("cutout.started")
     if started is not None:
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        LATENCY.labels(method, route).observe(time.perf_counter() - started)
     return response
 
 
