@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cutout.errors import DownloadFailed, ImageTooLarge, InvalidUrl
-from cutout.urlfetch import FetchPolicy, fetch, parse_networks
+from cutout.urlfetch import FetchPolicy, _allowed, fetch, parse_networks
 from tests.helpers import LocalServer
 
 LOOPBACK = parse_networks("127.0.0.1/32")
@@ -64,6 +64,44 @@ def test_private_and_reserved_addresses_are_refused_by_default(host: str) -> Non
     policy = FetchPolicy(max_bytes=1024)
     with pytest.raises(InvalidUrl, match="private or reserved address"):
         fetch(f"http://{host}:8080/x.png", policy)
+
+
+#: IPv6 forms that carry a private IPv4 address, which Python calls global.
+EMBEDDING_PRIVATE_IPV4 = [
+    "64:ff9b::10.0.0.1",  # NAT64, well-known prefix
+    "64:ff9b::7f00:1",  # NAT64 to 127.0.0.1
+    "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 to 169.254.169.254
+    "2002:a9fe:a9fe::1",  # 6to4 of the metadata address
+    "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+    "::10.0.0.1",  # IPv4-compatible (deprecated)
+    "::127.0.0.1",
+    "2600::5efe:10.0.0.1",  # ISATAP interface id
+    "2600::200:5efe:192.168.0.1",
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDING_PRIVATE_IPV4)
+def test_ipv6_addresses_carrying_a_private_ipv4_address_are_refused(address: str) -> None:
+    with pytest.raises(InvalidUrl, match="private or reserved address"):
+        fetch(f"http://[{address}]:8080/x.png", FetchPolicy(max_bytes=1024))
+
+    def resolve(host: str, port: int) -> list[str]:
+        return [address]
+
+    with pytest.raises(InvalidUrl, match="private or reserved address"):
+        fetch("http://images.example/x.png", FetchPolicy(max_bytes=10), resolve=resolve)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"])
+def test_ipv6_forms_of_a_public_ipv4_address_pass_the_check(address: str) -> None:
+    assert _allowed(ipaddress.ip_address(address), ())
+
+
+def test_an_allowed_network_lets_its_embedded_form_through() -> None:
+    allowed = parse_networks("10.0.0.0/8")
+    assert _allowed(ipaddress.ip_address("64:ff9b::10.0.0.1"), allowed)
+    assert not _allowed(ipaddress.ip_address("64:ff9b::192.168.0.1"), allowed)
 
 
 def test_a_host_name_that_resolves_to_a_private_address_is_refused() -> None:

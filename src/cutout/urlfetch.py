@@ -134,11 +134,46 @@ def _checked_address(target: SplitResult, policy: FetchPolicy, resolve: Resolver
 
 
 def _allowed(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    """A public address (or one in an allowed network); an IPv6 address that carries an IPv4
+    address is judged by that too, since a translator or tunnel may deliver it there."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
+            return _allowed(address.ipv4_mapped, allowed)
+        embedded = embedded_ipv4(address)
+        if embedded and not all(_allowed(v4, allowed) for v4 in embedded):
+            return False
+        if address in LOCAL_NAT64 and not any(address in n for n in allowed):
+            return False  # a translator's local prefix: the IPv4 inside is the site's own
     if any(address in network for network in allowed):
         return True
     return address.is_global and not address.is_multicast
+
+
+#: NAT64's well-known prefix (RFC 6052) and the local-use one (RFC 8215), the 6to4 and Teredo
+#: prefixes, and the deprecated IPv4-compatible form ::a.b.c.d: Python calls most of them
+#: global whatever IPv4 address they carry, e.g. 64:ff9b::10.0.0.1 and ::127.0.0.1.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_ISATAP = 0x00005EFE  # interface id ::0:5efe:a.b.c.d (or ::200:5efe:..., the "u" bit set)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address *address* carries by a transition mechanism (NAT64, 6to4, Teredo,
+    ISATAP, IPv4-compatible), for the same check as a plain IPv4 address."""
+    value = int(address)
+    found: list[ipaddress.IPv4Address] = []
+    if address in NAT64 or address in LOCAL_NAT64:
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address in IPV4_COMPATIBLE and value > 1:  # not :: or ::1, which stand for themselves
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if (value >> 32) & 0xFDFFFFFF == _ISATAP:
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    return found
 
 
 def _pool(target: SplitResult, address: str, deadline: float) -> urllib3.HTTPConnectionPool:
