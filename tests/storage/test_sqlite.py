@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -226,3 +227,21 @@ def test_a_superseded_edit_that_could_not_be_removed_is_swept(
     assert store.sweep(min_age=0) == 1
     assert store.read_image("alice", record.id, "processed")[1] == EDIT.data
     assert len(list((data_dir / "images").iterdir())) == 3
+
+
+def test_the_store_is_created_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Under the usual umask (022) the database and folders were 0644/0755: every local user
+    could read everyone's photos."""
+    old = os.umask(0o022)
+    try:
+        data_dir = tmp_path / "new" / "data"
+        store = SQLiteStore(data_dir)
+        store.add(new_record(), limit=5)
+        with sqlite3.connect(data_dir / "cutout.sqlite3") as conn:
+            conn.execute("PRAGMA user_version").fetchone()
+    finally:
+        os.umask(old)
+    for folder in (data_dir, data_dir / "images", data_dir / "locks"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for file in [*data_dir.glob("cutout.sqlite3*"), *(data_dir / "images").iterdir()]:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file

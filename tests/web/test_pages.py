@@ -107,6 +107,8 @@ def test_security_headers(client: FlaskClient) -> None:
     assert "frame-ancestors 'none'" in csp
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Referrer-Policy"] == "same-origin"
+    policy = headers["Permissions-Policy"]
+    assert "camera=()" in policy and "geolocation=()" in policy and "microphone=()" in policy
 
 
 def test_page_has_no_inline_script_or_external_assets(client: FlaskClient) -> None:

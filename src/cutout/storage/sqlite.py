@@ -399,8 +399,9 @@ class SQLiteStore:
         with self._ready_lock:
             if self._ready:
                 return
-            self.images_dir.mkdir(parents=True, exist_ok=True)
-            self.locks_dir.mkdir(exist_ok=True)
+            _private_dirs(self.data_dir, self.images_dir, self.locks_dir)
+            # Made owner-only before SQLite opens it: its -wal and -shm files take its mode.
+            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             conn = self._open()
             try:
                 self._enable_wal(conn)
@@ -514,6 +515,16 @@ class SQLiteStore:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _private_dirs(*folders: Path) -> None:
+    """Create *folders* (and missing parents) readable by their owner only: they hold other
+    people's photos. Folders that exist keep their mode (a volume's owner decides it)."""
+    for folder in folders:
+        if not folder.exists():
+            folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            folder.chmod(0o700)  # whatever the umask said
 
 
 @contextmanager
