@@ -16,6 +16,11 @@ refinement step) and paste its output here. Figures of the last run are in the R
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cutout.imaging.compose import OutputOptions
+
 MB = 1024 * 1024
 #: Last measurement (the fused pipeline: INT8 ISNet + MODNet on OpenVINO, Zen 4,
 #: MALLOC_ARENA_MAX=2, `make measure-memory`), peak RSS growth, JPEG photo / flat PNG / flat
@@ -65,3 +70,31 @@ def decode_cost(width: int, height: int) -> int:
 def render_cost(pixels: int) -> int:
     """Bytes the output canvases of *pixels* may need beyond the removal itself."""
     return int(RENDER_BYTES_PER_PIXEL * pixels)
+
+
+#: What the output's encoding costs beyond the PNG cut-out the constants above were measured
+#: on, per pixel of the photo (make measure-memory's method, 6 to 24 MP, Zen 4): a flattened
+#: output (JPEG, a background colour, refined edges) estimates the foreground's colours at full
+#: size, +3.1 bytes per pixel at 24 MP over the line above; a transparent WebP gives libwebp an
+#: RGBA copy and its own buffers, +13.6.
+FLATTEN_BYTES_PER_PIXEL = 4
+WEBP_BYTES_PER_PIXEL = 15
+
+
+def output_cost(pixels: int, *, format: str, flattened: bool, mask_only: bool = False) -> int:
+    """Bytes encoding an output of *pixels* costs beyond the removal's estimate."""
+    if mask_only:
+        return 0
+    if flattened or format == "jpeg":
+        return int(FLATTEN_BYTES_PER_PIXEL * pixels)
+    if format == "webp":
+        return int(WEBP_BYTES_PER_PIXEL * pixels)
+    return 0
+
+
+def options_cost(options: OutputOptions, pixels: int) -> int:
+    """:func:`output_cost` of the compositor's *options*."""
+    flattened = options.background is not None or options.refine_edges
+    return output_cost(
+        pixels, format=options.format, flattened=flattened, mask_only=options.mask_only
+    )

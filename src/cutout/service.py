@@ -22,7 +22,7 @@ from cutout.imaging import png
 from cutout.imaging.compose import JPEG_MAX_SIDE, OutputOptions
 from cutout.imaging.decode import Limits, Photo, load_image, probe
 from cutout.imaging.fuse import needs_review
-from cutout.memory import estimate, largest_pixels
+from cutout.memory import estimate, largest_pixels, options_cost
 from cutout.pipeline import predict_and_refine, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 from cutout.text import UNSAFE_CHARACTERS
@@ -90,7 +90,8 @@ class ImageService:
             raise InvalidImage("Please choose an image to upload.")
         if self.store.count(user_id) >= self.user_limit:
             raise LimitReached()
-        with self.admitted(data):
+        options = output or self.output
+        with self.admitted(data, lambda w, h: options_cost(options, w * h)):
             cutout = remove_background(
                 data, self.engine(), limits=self.limits, options=output or self.output
             )

@@ -43,7 +43,7 @@ from cutout.imaging.compose import (
     parse_color,
 )
 from cutout.imaging.decode import Limits, Photo, load_image, load_reduced, probe
-from cutout.memory import decode_cost
+from cutout.memory import decode_cost, options_cost, output_cost
 from cutout.numbers import parse_float, parse_int
 from cutout.pipeline import within_photo_alpha
 from cutout.service import ImageService, clean_name
@@ -163,7 +163,11 @@ class Studio:
         options = self.export_options(request)
         picture = self._background_picture(request)
         record = self.store.get(user_id, record_id)
-        extra = decode_cost(*picture[1]) if picture else 0
+        original = record.original
+        pixels = original.width * original.height if original else 0
+        extra = options_cost(options, pixels) + (decode_cost(*picture[1]) if picture else 0)
+        if picture:  # composed over a picture: flattened
+            extra += output_cost(pixels, format=options.format, flattened=True)
         with self._admitted(record, extra):
             photo, alpha = self._load(record)
             if picture:

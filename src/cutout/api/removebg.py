@@ -36,7 +36,7 @@ from cutout.extensions import image_service
 from cutout.extensions import settings as app_settings
 from cutout.imaging.decode import Photo, load_reduced, probe
 from cutout.imaging.fuse import needs_review
-from cutout.memory import decode_cost, render_cost
+from cutout.memory import decode_cost, output_cost, render_cost
 from cutout.removebg.params import Params, parse
 from cutout.removebg.render import Rendered, render
 from cutout.storage.keys import ApiKey, Improvement
@@ -270,6 +270,11 @@ def _cut(
         """The output's canvases and the background picture, beyond the removal."""
         canvas = params.canvas_bound(width, height)
         cost = render_cost(canvas) if canvas > width * height or params.format == "zip" else 0
+        flattened = background is not None or params.bg_color is not None
+        encoding = {"jpg": "jpeg", "webp": "webp"}.get(params.format, "png")
+        cost += output_cost(
+            canvas, format=encoding, flattened=flattened, mask_only=params.channels == "alpha"
+        )
         if background is not None:
             cost += decode_cost(background.width, background.height)
         return cost
