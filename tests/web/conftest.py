@@ -19,7 +19,7 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.fused import FusedEngine
-from tests.conftest import Sample
+from tests.conftest import Photos
 
 
 @pytest.fixture
@@ -46,9 +46,9 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def photo(samples: list[Sample]) -> Path:
-    """A small real photo (COCO microwave, 640x427)."""
-    return next(s.image for s in samples if s.name.startswith("coco_microwave"))
+def photo(photos: Photos) -> Path:
+    """A small real photo (a rocket launch, JPEG, 640x427, public domain)."""
+    return photos.named("rocket")
 
 
 @dataclass
