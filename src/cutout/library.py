@@ -381,17 +381,21 @@ def remove(
     :raises InvalidInput: *data* is not an image we can read, or an argument cannot work.
     :raises ModelError: the models are missing and cannot be fetched.
     """
-    return _session_for(session, quality).remove_result(
-        data,
-        only_mask=only_mask,
-        bgcolor=bgcolor,
-        force_return_bytes=force_return_bytes,
-        crop=crop,
-        margin=margin,
-        refine_edges=refine_edges,
-        output_format=output_format,
-        output_quality=output_quality,
-    ).output
+    return (
+        _session_for(session, quality)
+        .remove_result(
+            data,
+            only_mask=only_mask,
+            bgcolor=bgcolor,
+            force_return_bytes=force_return_bytes,
+            crop=crop,
+            margin=margin,
+            refine_edges=refine_edges,
+            output_format=output_format,
+            output_quality=output_quality,
+        )
+        .output
+    )
 
 
 @overload
