@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import TestResponse, encode_multipart
 
@@ -45,10 +46,13 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@pytest.fixture
-def photo(photos: Photos) -> Path:
-    """A small real photo (a rocket launch, JPEG, 640x427, public domain)."""
-    return photos.named("rocket")
+@pytest.fixture(scope="session")
+def photo(photos: Photos, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real photo, as phones save them: the coffee cup (600x400, CC0) as a JPEG."""
+    path = tmp_path_factory.mktemp("photo") / "coffee.jpg"
+    with Image.open(photos.named("coffee")) as image:
+        image.save(path, "JPEG", quality=90)
+    return path
 
 
 @dataclass

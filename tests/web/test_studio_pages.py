@@ -226,11 +226,11 @@ def test_records_without_thumbnails_get_them_on_first_request(
     """E.g. made before thumbnails existed: made once, stored, then served from the store."""
     store = app.extensions["cutout.store"]
     user = client.get("/", headers={"Accept": "application/json"}).get_json()["user_id"]
-    original = photos.named("astronaut")
-    with Image.open(original) as image:
-        cutout, size = encode(image.convert("RGBA"), "PNG"), image.size
+    with Image.open(photos.named("astronaut")) as image:
+        large = image.resize((1024, 1024))  # above the thumbnails' 640 px
+    cutout, size = encode(large.convert("RGBA"), "PNG"), large.size
     record = store.add(
-        NewRecord(user, "old", NewImage(original.read_bytes(), "image/png", *size),
+        NewRecord(user, "old", NewImage(encode(large, "PNG"), "image/png", *size),
                   NewImage(cutout, "image/png", *size), "local:isnet", "isnet"),
         limit=3,
     )  # fmt: skip
