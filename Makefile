@@ -74,10 +74,10 @@ test: install dev browser axe node-clients photos lint typecheck docs-build pack
 
 # The documentation site, from docs/ (MkDocs, Material): `make docs` serves it at :8000.
 docs: dev
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 docs-build: dev
-	$(BIN)/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 # The wheel and sdist, as a release would make them, checked by twine; tests/test_packaging.py
 # installs the wheel into a fresh virtualenv.

@@ -51,7 +51,9 @@ class Settings:
 
     # -- the seed's names ------------------------------------------------------------------
     secret_key: str | None = _setting(
-        "APP_SECRET_KEY", "Signs the user cookie and CSRF tokens. Required in production."
+        "APP_SECRET_KEY",
+        "Signs the user cookie and CSRF tokens. Required in production; in development one is "
+        "generated once and kept in the data directory.",
     )
     rapid_api_key: str | None = _setting(
         "X_RAPID_API_KEY", "RapidAPI key for the `objectcut` engine (the seed's external API)."
@@ -145,7 +147,7 @@ class Settings:
     precision: str = _setting(
         "CUTOUT_PRECISION",
         "OpenVINO precision: `auto` (int8 when the quantized model is installed, else bf16 "
-        "where the CPU has it), `int8`, `bf16`, `f32`.",
+        "where the CPU has it), `int8`, `bf16`, `f32`. onnxruntime always runs the float model.",
         "auto",
     )
     inference_threads: int = _setting(
@@ -179,7 +181,7 @@ class Settings:
     fusion: str = _setting(
         "CUTOUT_FUSION",
         "`modnet` (default): fuse MODNet's soft alpha into the mask (hair, fur) and score "
-        "each cut-out's confidence; `off`: the main model alone.",
+        "each cut-out's confidence; `off`: the main model alone, no score.",
         "modnet",
     )
     pypi_url: str = _setting(
