@@ -105,8 +105,10 @@ class _NoEngine:
 def openapi_reference() -> str:
     """Each operation of the document: method, path, summary, parameters, body, responses."""
     doc = openapi_document()
-    out = [f"OpenAPI {doc['openapi']}, version {doc['info']['version']}: "
-           "[`openapi.json`](../openapi.json) (as the app serves it at `/api/v1/openapi.json`)."]  # fmt: skip
+    out = [
+        f"OpenAPI {doc['openapi']}, version {doc['info']['version']}: [`openapi.json`]"
+        "(../openapi.json), as the app serves it at `/api/v1/openapi.json`."
+    ]
     for path, item in doc["paths"].items():
         for method, op in item.items():
             if method not in ("get", "post", "put", "patch", "delete"):
