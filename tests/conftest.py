@@ -73,6 +73,20 @@ def cc0_photo(name: str) -> Path:
     return PHOTOS / name
 
 
+def cc0_jpeg(stem: str) -> Path:
+    """A CC0 photo saved as a JPEG (quality 90), as phones and cameras deliver photos; made once
+    beside the originals."""
+    path = PHOTOS / "jpeg" / f"{stem}.jpg"
+    if not path.is_file():
+        source = next(p for p in PHOTOS.iterdir() if p.stem == stem and p.is_file())
+        path.parent.mkdir(exist_ok=True)
+        part = path.with_suffix(".part")
+        with Image.open(cc0_photo(source.name)) as image:
+            image.convert("RGB").save(part, "JPEG", quality=90)
+        part.replace(path)
+    return path
+
+
 class Photos(list[Path]):
     """The colour CC0 photos, portrait first (astronaut, chelsea the cat, coffee, rocket);
     every photo by its stem with :meth:`named` (also camera, greyscale, and horse, RGBA)."""

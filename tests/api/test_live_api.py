@@ -14,7 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import cc0_photo, require_removebg_spec
+from tests.conftest import cc0_jpeg, require_removebg_spec
 from tests.live import LiveServer
 
 pytestmark = pytest.mark.model
@@ -48,7 +48,8 @@ def cli_key(server: LiveServer, *args: str) -> str:
 
 
 def photo_path() -> Path:
-    return cc0_photo("rocket.jpg")
+    """A JPEG with a subject well inside the frame (the coffee cup): crops are smaller."""
+    return cc0_jpeg("coffee")
 
 
 def test_a_cli_key_works_at_once_and_a_revoked_one_stops_at_once(server: LiveServer) -> None:
