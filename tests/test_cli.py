@@ -217,3 +217,36 @@ def test_the_float_model_stays_selectable(
     result = run("remove", photos[0], "-o", out, "--precision", "bf16", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["output"] == str(out) and out.is_file()
+
+
+@pytest.mark.model
+def test_fetch_says_fetching_only_when_it_downloads(model_settings: Settings) -> None:
+    """`make run` runs `cutout models fetch` on every start: with the models there, it says
+    they are there, and nothing about fetching or building."""
+    env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
+    result = run("models", "fetch", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Fetching" not in result.stderr and "Quantizing" not in result.stderr
+    assert "isnet int8: already built" in result.stdout
+
+
+@pytest.mark.model
+def test_serve_names_the_setting_when_its_port_is_taken(
+    tmp_path: Path, model_settings: Settings
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "CUTOUT_MODEL_DIR": str(model_settings.model_dir),
+            "CUTOUT_ENV": "development",
+            "CUTOUT_DATA_DIR": str(tmp_path / "data"),
+            "CUTOUT_PORT": str(port),
+        }
+        result = run("serve", env=env)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert f"Port {port} on 127.0.0.1 is in use" in result.stderr
+    assert "CUTOUT_PORT" in result.stderr
