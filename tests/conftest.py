@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +21,86 @@ from cutout.engine.registry import get_spec
 from cutout.imaging.decode import Limits, load_image
 from cutout.pipeline import full_alpha, model_input
 from cutout.quality import Score, bare_alpha, score
+from tests import photos as fetch_photos
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTDATA = Path(os.environ.get("CUTOUT_TESTDATA", ROOT.parent / "shared" / "testdata"))
+#: The research-licensed data beside the repository (never copied into it): test photos with
+#: ground truth, and remove.bg's OpenAPI description.
+SHARED = ROOT.parent / "shared"
+TESTDATA = Path(os.environ.get("CUTOUT_TESTDATA") or SHARED / "testdata")
+REMOVEBG_SPEC = SHARED / "docs" / "specs" / "removebg-openapi.json"
+#: The CC0 test photos (tests/photos.py; `make test` fetches them).
+PHOTOS = fetch_photos.default_folder()
 IN_CI = bool(os.environ.get("CI"))
+#: The skip reasons of data a fresh clone may lack: they skip even under CI (the licence keeps
+#: them out of the repository, so nothing can install them; the summary at the end of the run
+#: lists what did not run).
+NO_TESTDATA = (
+    f"needs the licensed test photos with ground truth, not found at {TESTDATA} "
+    "(../shared/testdata; set CUTOUT_TESTDATA to their folder)"
+)
+NO_SPEC = (
+    f"needs remove.bg's OpenAPI description, not found at {REMOVEBG_SPEC} (../shared/docs/specs)"
+)
 
 
 def missing(reason: str) -> None:
-    """Fail under CI (where everything must be present), skip elsewhere, saying why."""
+    """Fail under CI (where everything the project installs must be present), skip elsewhere,
+    saying why."""
     if IN_CI:
         pytest.fail(f"{reason} (required under CI)")
     pytest.skip(reason)
+
+
+def require_testdata() -> Path:
+    """The licensed test photos' folder, or a skip saying where they were looked for."""
+    if not (TESTDATA / "images").is_dir():
+        pytest.skip(NO_TESTDATA)
+    return TESTDATA
+
+
+def require_removebg_spec() -> Path:
+    if not REMOVEBG_SPEC.is_file():
+        pytest.skip(NO_SPEC)
+    return REMOVEBG_SPEC
+
+
+def cc0_photo(name: str) -> Path:
+    """One CC0 test photo by file name (for helpers outside fixtures)."""
+    if not fetch_photos.present(PHOTOS):
+        missing(f"the CC0 test photos are not in {PHOTOS}; `make test` fetches them "
+                "(python -m tests.photos)")  # fmt: skip
+    return PHOTOS / name
+
+
+def cc0_jpeg(stem: str) -> Path:
+    """A CC0 photo saved as a JPEG (quality 90), as phones and cameras deliver photos; made once
+    beside the originals."""
+    path = PHOTOS / "jpeg" / f"{stem}.jpg"
+    if not path.is_file():
+        source = next(p for p in PHOTOS.iterdir() if p.stem == stem and p.is_file())
+        path.parent.mkdir(exist_ok=True)
+        part = path.with_suffix(".part")
+        with Image.open(cc0_photo(source.name)) as image:
+            image.convert("RGB").save(part, "JPEG", quality=90)
+        part.replace(path)
+    return path
+
+
+class Photos(list[Path]):
+    """The colour CC0 photos, portrait first (astronaut, chelsea the cat, coffee, rocket);
+    every photo by its stem with :meth:`named` (also camera, greyscale, and horse, RGBA)."""
+
+    COLOUR = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder / name for name in self.COLOUR)
+        self.folder = folder
+
+    def named(self, stem: str) -> Path:
+        found = [p for p in self.folder.iterdir() if p.stem == stem]
+        assert found, f"no test photo {stem!r} in {self.folder}"
+        return found[0]
 
 
 @dataclass(frozen=True)
@@ -43,9 +113,14 @@ class Sample:
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
-    if not (TESTDATA / "images").is_dir():
-        missing(f"test photos not found at {TESTDATA}; set CUTOUT_TESTDATA")
-    return TESTDATA
+    return require_testdata()
+
+
+@pytest.fixture(scope="session")
+def photos() -> Photos:
+    """The CC0 photos from the scikit-image wheel: what most tests run the model on."""
+    cc0_photo(Photos.COLOUR[0])
+    return Photos(PHOTOS)
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +222,22 @@ def evaluated(real_engine: FusedEngine, samples: list[Sample]) -> list[Evaluated
                 )
             )
     return results
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """End the run with how many tests were skipped and why, grouped by reason, so that a
+    contributor sees what did not run (a fresh clone without ../shared skips the tests that
+    need the licensed photos or remove.bg's spec)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons = Counter(_skip_reason(report) for report in skipped)
+    terminalreporter.section(f"{len(skipped)} skipped, and why")
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"{count:5d}  {reason}")
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return text.removeprefix("Skipped: ")

@@ -65,8 +65,8 @@ class LiveServer:
             try:
                 if requests.get(self.url + "/ready", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or too busy starting (a loaded machine) to answer
             time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log.read_text()}")
 

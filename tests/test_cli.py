@@ -17,7 +17,7 @@ from cutout.batch import plan_jobs
 from cutout.config import Settings
 from cutout.errors import InvalidInput
 from cutout.imaging.fuse import REVIEW_BELOW
-from tests.conftest import Sample
+from tests.conftest import Photos, Sample
 from tests.helpers import photo_folder
 
 CUTOUT = [sys.executable, "-m", "cutout"]
@@ -58,10 +58,10 @@ def test_models_fetch_unknown_model_fails_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_missing_model_names_the_fix(tmp_path: Path, samples: list[Sample]) -> None:
+def test_missing_model_names_the_fix(tmp_path: Path, photos: Photos) -> None:
     result = run(
         "remove",
-        samples[0].image,
+        photos[0],
         "-o",
         tmp_path / "out.png",
         env={"CUTOUT_MODEL_DIR": str(tmp_path / "empty")},
@@ -92,9 +92,9 @@ def test_one_photo_to_a_full_size_rgba_cutout(
 
 @pytest.mark.model
 def test_folder_with_a_broken_photo(
-    tmp_path: Path, samples: list[Sample], model_settings: Settings
+    tmp_path: Path, photos: Photos, model_settings: Settings
 ) -> None:
-    folder = photo_folder(tmp_path / "in", (s.image for s in samples[:3]))
+    folder = photo_folder(tmp_path / "in", photos[:3])
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     (folder / "notes.txt").write_text("not a photo, not picked up")
     out = tmp_path / "out"
@@ -113,7 +113,7 @@ def test_folder_with_a_broken_photo(
     assert "Traceback" not in result.stderr
     assert "3 of 4 photos done; 1 failed." in result.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        s.image.with_suffix(".webp").name for s in samples[:3]
+        p.with_suffix(".webp").name for p in photos[:3]
     )
     for path in out.iterdir():
         with Image.open(path) as image:
@@ -122,17 +122,17 @@ def test_folder_with_a_broken_photo(
 
 @pytest.mark.model
 def test_output_options_on_a_real_photo(
-    tmp_path: Path, samples: list[Sample], model_settings: Settings
+    tmp_path: Path, photos: Photos, model_settings: Settings
 ) -> None:
-    sample = samples[0]
+    photo = photos[0]
     env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
     jpg, mask, cropped = tmp_path / "a.jpg", tmp_path / "m.png", tmp_path / "c.png"
-    assert run("remove", sample.image, "-o", jpg, "-b", "#00ff00", env=env).returncode == 0
-    assert run("remove", sample.image, "-o", mask, "--mask-only", env=env).returncode == 0
+    assert run("remove", photo, "-o", jpg, "-b", "#00ff00", env=env).returncode == 0
+    assert run("remove", photo, "-o", mask, "--mask-only", env=env).returncode == 0
     assert (
         run(
             "remove",
-            sample.image,
+            photo,
             "-o",
             cropped,
             "--crop",
@@ -147,7 +147,7 @@ def test_output_options_on_a_real_photo(
         Image.open(jpg) as a,
         Image.open(mask) as m,
         Image.open(cropped) as c,
-        Image.open(sample.image) as original,
+        Image.open(photo) as original,
     ):
         assert a.format == "JPEG" and a.size == original.size
         assert m.mode == "L" and m.size == original.size
@@ -173,26 +173,26 @@ def test_plan_jobs_naming(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_json_lines_and_min_confidence(
-    tmp_path: Path, samples: list[Sample], model_settings: Settings
+    tmp_path: Path, photos: Photos, model_settings: Settings
 ) -> None:
     """--json: one object per photo (or its error); --min-confidence X exits 4 below X."""
-    folder = photo_folder(tmp_path / "in", (s.image for s in samples[:2]))
+    folder = photo_folder(tmp_path / "in", photos[:2])
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
     result = run("remove", folder, "-o", tmp_path / "out", "--json", env=env)
     assert result.returncode == 1, result.stderr  # one photo failed
     lines = {Path(d["input"]).name: d for d in map(json.loads, result.stdout.splitlines())}
-    assert set(lines) == {s.image.name for s in samples[:2]} | {"broken.png"}
+    assert set(lines) == {p.name for p in photos[:2]} | {"broken.png"}
     assert set(lines.pop("broken.png")) == {"input", "error"}
-    for sample in samples[:2]:
-        line = lines[sample.image.name]
+    for source in photos[:2]:
+        line = lines[source.name]
         assert set(line) == {"input", "output", "width", "height", "seconds", "confidence",
                              "needs_review"}  # fmt: skip
-        with Image.open(line["output"]) as cutout, Image.open(sample.image) as original:
+        with Image.open(line["output"]) as cutout, Image.open(source) as original:
             assert (line["width"], line["height"]) == cutout.size == original.size
         assert 0 < line["seconds"] < 60 and 0.0 <= line["confidence"] <= 1.0
         assert line["needs_review"] is (line["confidence"] < REVIEW_BELOW)
-    photo = samples[0].image
+    photo = photos[0]
     score = lines[photo.name]["confidence"]
     strict, lenient = f"{score + 0.01:.4f}", f"{score - 0.01:.4f}"
     below = run("remove", photo, "-o", tmp_path / "a.png", "--min-confidence", strict, env=env)
@@ -210,10 +210,43 @@ def test_min_confidence_must_be_a_fraction(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_the_float_model_stays_selectable(
-    tmp_path: Path, samples: list[Sample], model_settings: Settings
+    tmp_path: Path, photos: Photos, model_settings: Settings
 ) -> None:
     env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
     out = tmp_path / "float.png"
-    result = run("remove", samples[0].image, "-o", out, "--precision", "bf16", "--json", env=env)
+    result = run("remove", photos[0], "-o", out, "--precision", "bf16", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["output"] == str(out) and out.is_file()
+
+
+@pytest.mark.model
+def test_fetch_says_fetching_only_when_it_downloads(model_settings: Settings) -> None:
+    """`make run` runs `cutout models fetch` on every start: with the models there, it says
+    they are there, and nothing about fetching or building."""
+    env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
+    result = run("models", "fetch", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Fetching" not in result.stderr and "Quantizing" not in result.stderr
+    assert "isnet int8: already built" in result.stdout
+
+
+@pytest.mark.model
+def test_serve_names_the_setting_when_its_port_is_taken(
+    tmp_path: Path, model_settings: Settings
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "CUTOUT_MODEL_DIR": str(model_settings.model_dir),
+            "CUTOUT_ENV": "development",
+            "CUTOUT_DATA_DIR": str(tmp_path / "data"),
+            "CUTOUT_PORT": str(port),
+        }
+        result = run("serve", env=env)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert f"Port {port} on 127.0.0.1 is in use" in result.stderr
+    assert "CUTOUT_PORT" in result.stderr

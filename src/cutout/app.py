@@ -135,8 +135,12 @@ def start_engine_check(settings: Settings) -> None:
             model_path(spec, settings.model_dir)
 
 
-def secret_key(settings: Settings) -> str:
-    """APP_SECRET_KEY; required in production, generated (and kept) in development."""
+def secret_key(settings: Settings, *, announce: bool = True) -> str:
+    """APP_SECRET_KEY; required in production, generated (and kept) in development.
+
+    A generated key is announced once per process tree (*announce*; gunicorn's workers are
+    forked from the master that already said it).
+    """
     if settings.secret_key:
         return settings.secret_key
     if settings.env == "production":
@@ -147,12 +151,18 @@ def secret_key(settings: Settings) -> str:
         )
     if settings.env == "testing":
         return secrets.token_hex(32)
-    return _development_key(settings.data_dir / "dev-secret-key")
+    return _development_key(settings.data_dir / "dev-secret-key", announce=announce)
 
 
-def _development_key(path: Path) -> str:
+_announced: set[Path] = set()
+
+
+def _development_key(path: Path, *, announce: bool) -> str:
     """A random key kept in the data dir, so a restart does not orphan everyone's history."""
-    log.warning("APP_SECRET_KEY is not set: using a generated development key from %s", path)
+    if announce and path not in _announced:
+        _announced.add(path)
+        made = "" if path.is_file() else "new "
+        log.warning("APP_SECRET_KEY is not set: using a %sdevelopment key kept in %s", made, path)
     if path.is_file():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)

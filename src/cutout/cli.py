@@ -7,6 +7,7 @@ errors into one-line messages and exit codes.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -355,9 +356,11 @@ def models_fetch(names: tuple[str, ...], no_int8: bool) -> None:
 
 
 def _fetch_one(spec: ModelSpec, settings: Settings) -> Path:
-    from cutout.engine.fetch import fetch_model
+    from cutout.engine.fetch import fetch_model, is_installed
 
     try:
+        if is_installed(spec, settings.model_dir):  # verified again, but nothing to download
+            return fetch_model(spec, settings.model_dir)
         with click.progressbar(length=0, label=f"Fetching {spec.name}", file=sys.stderr) as bar:
 
             def progress(done: int, total: int | None, bar: Any = bar) -> None:
@@ -386,11 +389,16 @@ def _quantize_one(spec: ModelSpec, settings: Settings) -> None:
         return
     started = time.perf_counter()
     try:
+        say = functools.partial(click.echo, err=True)
         path = quantize_model(
             spec,
             settings.model_dir,
             pypi=settings.pypi_url,
-            say=lambda text: click.echo(text, err=True),
+            say=say,
+            # NNCF's progress bars draw only on a terminal: elsewhere (a log, a container
+            # build) say how far it is every 15 s, rather than nothing for minutes.
+            progress=None if sys.stderr.isatty() else say,
+            every=15.0,
         )
     except CutoutError as exc:
         _fail(exc)
@@ -402,12 +410,32 @@ def keys() -> None:
     """Make, list and revoke API keys (the same store as the server: a new key works at once)."""
 
 
+#: What `cutout serve` and `cutout keys` import beyond the library: the ``server`` extra.
+SERVER_MODULES = ("flask", "flask_wtf", "flask_limiter", "gunicorn", "pydantic", "pymongo",
+                  "prometheus_client", "swagger_ui_bundle")  # fmt: skip
+
+
+def _require_server(command: str) -> None:
+    """Stop with the install command when the ``server`` extra is missing."""
+    import importlib.util
+
+    absent = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if absent:
+        click.echo(
+            f"error: `cutout {command}` needs the server extra, which is not installed "
+            f"({', '.join(absent)} missing). Install it: pip install 'cutout[server]'",
+            err=True,
+        )
+        sys.exit(EXIT_SETUP)
+
+
 def _key_service() -> Any:
     return _stores()[1]
 
 
 def _stores() -> tuple[Any, Any]:
     """The image store and the key service over it, from the server's settings."""
+    _require_server("keys")
     from cutout.apikeys import KeyService
     from cutout.storage import open_key_store, open_store
 
@@ -552,12 +580,14 @@ def serve(host: str | None, port: int | None) -> None:
     """Run the web app under gunicorn (threads), as the container does."""
     import os
 
+    _require_server("serve")
     from cutout.app import secret_key, start_engine_check
 
     settings = _settings(host=host, port=port)
     try:
-        secret_key(settings)  # fail here, clearly, rather than in every worker
+        secret_key(settings, announce=False)  # fail here, clearly; gunicorn says the rest
         start_engine_check(settings)
+        _check_port_free(settings.host, settings.port)
     except CutoutError as exc:
         _fail(exc)
     env = {**os.environ, "CUTOUT_HOST": settings.host, "CUTOUT_PORT": str(settings.port)}
@@ -576,3 +606,23 @@ def serve(host: str | None, port: int | None) -> None:
         "cutout:create_app()",
     ]
     os.execve(sys.executable, argv, env)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise :class:`ConfigError` naming the setting when *port* is taken (another instance):
+    gunicorn would otherwise retry for five seconds and stop with "Connection in use"."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+            raise ConfigError(
+                f"Port {port} on {host} is in use (another cutout serve, or `make run`?). "
+                f"Choose another with CUTOUT_PORT (e.g. CUTOUT_PORT={port + 1} make run) or "
+                "`cutout serve --port`."
+            ) from None

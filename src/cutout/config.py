@@ -52,7 +52,9 @@ class Settings:
 
     # -- the seed's names ------------------------------------------------------------------
     secret_key: str | None = _setting(
-        "APP_SECRET_KEY", "Signs the user cookie and CSRF tokens. Required in production."
+        "APP_SECRET_KEY",
+        "Signs the user cookie and CSRF tokens. Required in production; in development one is "
+        "generated once and kept in the data directory.",
     )
     rapid_api_key: str | None = _setting(
         "X_RAPID_API_KEY", "RapidAPI key for the `objectcut` engine (the seed's external API)."
@@ -183,7 +185,7 @@ class Settings:
     precision: str = _setting(
         "CUTOUT_PRECISION",
         "OpenVINO precision: `auto` (int8 when the quantized model is installed, else bf16 "
-        "where the CPU has it), `int8`, `bf16`, `f32`.",
+        "where the CPU has it), `int8`, `bf16`, `f32`. onnxruntime always runs the float model.",
         "auto",
     )
     inference_threads: int = _setting(
@@ -217,7 +219,7 @@ class Settings:
     fusion: str = _setting(
         "CUTOUT_FUSION",
         "`modnet` (default): fuse MODNet's soft alpha into the mask (hair, fur) and score "
-        "each cut-out's confidence; `off`: the main model alone.",
+        "each cut-out's confidence; `off`: the main model alone, no score.",
         "modnet",
     )
     pypi_url: str = _setting(
@@ -396,7 +398,10 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _rate_limit(name: str, value: str) -> None:
-    from limits import parse_many  # the rate limiter's own parser: the same notation
+    try:
+        from limits import parse_many  # the rate limiter's own parser: the same notation
+    except ImportError:  # no `server` extra: nothing here applies rate limits
+        return
 
     try:
         parse_many(value)

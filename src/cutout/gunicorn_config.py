@@ -12,6 +12,7 @@ of every worker, summed by the master on a port of its own (``CUTOUT_METRICS_POR
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -123,11 +124,31 @@ def when_ready(server: Any) -> None:
         own.unlink()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    address = f"http://{_settings.metrics_host}:{_settings.metrics_port}/metrics"
+    host, port = _settings.metrics_host, _settings.metrics_port
+    address = f"http://{host}:{port}/metrics"
     try:
-        start_http_server(_settings.metrics_port, _settings.metrics_host, registry=registry)
+        start_http_server(port, host, registry=registry)
     except OSError as exc:  # the app can serve without its metrics; say so loudly
-        server.log.error("metrics NOT served: cannot listen on %s: %s", address, exc)
+        if exc.errno == errno.EADDRINUSE and _settings.env == "development":
+            # A second local instance (`make run` twice): any free port will do, so it works
+            # without configuration. In production the port is what Prometheus scrapes.
+            metrics, _ = start_http_server(0, host, registry=registry)
+            server.log.warning(
+                "metrics on http://%s:%s/metrics: port %s (CUTOUT_METRICS_PORT) is taken, "
+                "perhaps by another cutout; set CUTOUT_METRICS_PORT to choose one (0 = off)",
+                host,
+                metrics.server_port,
+                port,
+            )
+            return
+        server.log.error(
+            "metrics NOT served: cannot listen on %s (CUTOUT_METRICS_PORT=%s, "
+            "CUTOUT_METRICS_HOST=%s): %s. Set CUTOUT_METRICS_PORT to a free port, or 0 for none.",
+            address,
+            port,
+            host,
+            exc.strerror or exc,
+        )
         return
     server.log.info("metrics on %s", address)
 

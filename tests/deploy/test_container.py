@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from cutout.config import Settings
 from cutout.engine.fetch import is_installed, model_path
 from cutout.engine.registry import get_spec
-from tests.conftest import Sample, missing
+from tests.conftest import Photos, missing
 from tests.deploy import dockerfile
 from tests.helpers import free_port
 
@@ -130,8 +130,8 @@ def test_deployment_probe_paths_answer_200(server: Server) -> None:
         assert requests.get(server.url + path, timeout=10).status_code == 200, (kind, path)
 
 
-def test_a_real_photo_goes_through_end_to_end(server: Server, samples: list[Sample]) -> None:
-    photo = next(s.image for s in samples if s.name.startswith("coco_microwave"))
+def test_a_real_photo_goes_through_end_to_end(server: Server, photos: Photos) -> None:
+    photo = photos.named("rocket")
     with Image.open(photo) as original:
         expected_size = ImageOps.exif_transpose(original).size
     session = requests.Session()

@@ -440,7 +440,7 @@ def test_dockerfile_builds_a_non_root_image_with_the_model_baked_in() -> None:
     assert parsed.stages[0].base == "python:3.11-slim-bookworm"
     builder, runtime = parsed.stages[1], parsed.final
     runs = " ".join(builder.runs)
-    assert "pip install --no-cache-dir -c requirements.lock ." in runs
+    assert "pip install --no-cache-dir -c requirements.lock '.[server]'" in runs
     assert "cutout models fetch" in runs
     assert 'mkdir -p "${CUTOUT_MODEL_DIR}/openvino-cache"' in runs, (
         "keep the cache folder in the image (a baked cache can only be used if it is there)"

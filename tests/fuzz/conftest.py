@@ -18,7 +18,7 @@ import pytest
 from _pytest.terminal import TerminalReporter
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import ROOT, Sample
+from tests.conftest import ROOT, Photos
 from tests.fuzz.mutate import Seed, seeds
 
 CASES = int(os.environ.get("FUZZ_CASES", "400"))
@@ -62,9 +62,8 @@ def kept_if_failing(name: str, payload: bytes) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def seed_pool(samples: list[Sample]) -> list[Seed]:
-    sample = next(s for s in samples if s.name == "alphamatting_GT03")
-    return seeds(sample.image, sample.mask)
+def seed_pool(photos: Photos) -> list[Seed]:
+    return seeds(photos.named("coffee"), photos.named("horse"))
 
 
 def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:

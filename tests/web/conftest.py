@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import TestResponse, encode_multipart
 
@@ -19,7 +20,7 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.fused import FusedEngine
-from tests.conftest import Sample
+from tests.conftest import Photos
 
 
 @pytest.fixture
@@ -45,10 +46,13 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@pytest.fixture
-def photo(samples: list[Sample]) -> Path:
-    """A small real photo (COCO microwave, 640x427)."""
-    return next(s.image for s in samples if s.name.startswith("coco_microwave"))
+@pytest.fixture(scope="session")
+def photo(photos: Photos, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real photo, as phones save them: the coffee cup (600x400, CC0) as a JPEG."""
+    path = tmp_path_factory.mktemp("photo") / "coffee.jpg"
+    with Image.open(photos.named("coffee")) as image:
+        image.save(path, "JPEG", quality=90)
+    return path
 
 
 @dataclass

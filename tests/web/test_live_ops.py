@@ -166,6 +166,29 @@ def test_a_busy_metrics_port_is_reported_and_the_app_still_serves(faulty: LiveSe
     entries = [json.loads(line) for line in faulty.log.read_text().splitlines()]
     (error,) = [e for e in entries if "metrics NOT served" in str(e["message"])]
     assert error["level"] == "ERROR" and "Address already in use" in str(error["message"])
+    assert "CUTOUT_METRICS_PORT" in str(error["message"])  # the setting that fixes it
+
+
+def test_a_second_development_instance_serves_its_metrics_on_a_free_port(
+    tmp_path: Path,
+) -> None:
+    """`make run` twice (the second with CUTOUT_PORT=5001): both serve, with no other setting;
+    the second one's metrics move to a free port, and it says where and which setting."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        env = {"CUTOUT_ENV": "development", "CUTOUT_METRICS_PORT": busy}
+        with LiveServer(tmp_path / "data", env) as second:
+            deadline = time.monotonic() + 20
+            while "metrics on" not in second.log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            log = second.log.read_text()
+            match = re.search(r"metrics on (http://127\.0\.0\.1:(\d+)/metrics): port (\d+)", log)
+            assert match, log
+            assert requests.get(match.group(1), timeout=10).status_code == 200
+    assert match.group(3) == busy and match.group(2) != busy
+    assert "CUTOUT_METRICS_PORT" in log and "NOT served" not in log
 
 
 def request_lines(server: LiveServer, request_id: str) -> list[dict[str, object]]:

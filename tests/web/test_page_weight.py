@@ -16,7 +16,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from cutout.storage import KINDS, NewImage, NewRecord, SQLiteStore
-from tests.conftest import Sample
+from tests.conftest import Photos
 from tests.live import LiveServer
 from tests.web.test_browser import chromium
 from tests.web.walkthrough import Report, Visit
@@ -63,13 +63,11 @@ def copy_record(store: SQLiteStore, user_id: str, record_id: str, name: str) -> 
 
 
 def test_a_history_of_twenty_12_megapixel_photos_loads_only_thumbnails(
-    tmp_path: Path, samples: list[Sample]
+    tmp_path: Path, photos: Photos
 ) -> None:
     assets = {p.name: p.stat().st_size for p in STATIC.iterdir() if p.suffix in (".js", ".css")}
     assert sum(assets.values()) < ASSET_BUDGET, assets
-    photo = twelve_megapixels(
-        next(s.image for s in samples if s.name.startswith("coco_dog")), tmp_path
-    )
+    photo = twelve_megapixels(photos.named("chelsea"), tmp_path)
     data_dir = tmp_path / "data"
     report = Report()
     with (

@@ -21,7 +21,7 @@ from cutout.config import Settings
 from cutout.engine.base import Engine
 from cutout.imaging.compose import OutputOptions
 from cutout.storage import NewImage, NewRecord
-from tests.conftest import Sample
+from tests.conftest import Photos
 from tests.helpers import LocalServer, encode, synthetic_photo
 from tests.web.conftest import Actions
 from tests.web.test_pages import SEED_LIMIT, SEED_SUCCESS, stored_files
@@ -221,16 +221,16 @@ def test_thumbnails_are_small_webp_and_cached_privately(
 
 
 def test_records_without_thumbnails_get_them_on_first_request(
-    app: Flask, actions: Actions, client: FlaskClient, samples: list[Sample]
+    app: Flask, actions: Actions, client: FlaskClient, photos: Photos
 ) -> None:
     """E.g. made before thumbnails existed: made once, stored, then served from the store."""
     store = app.extensions["cutout.store"]
     user = client.get("/", headers={"Accept": "application/json"}).get_json()["user_id"]
-    sample = next(s for s in samples if s.name == "alphamatting_GT01")
-    with Image.open(sample.image) as image:
-        cutout, size = encode(image.convert("RGBA"), "PNG"), image.size
+    with Image.open(photos.named("astronaut")) as image:
+        large = image.resize((1024, 1024))  # above the thumbnails' 640 px
+    cutout, size = encode(large.convert("RGBA"), "PNG"), large.size
     record = store.add(
-        NewRecord(user, "old", NewImage(sample.image.read_bytes(), "image/png", *size),
+        NewRecord(user, "old", NewImage(encode(large, "PNG"), "image/png", *size),
                   NewImage(cutout, "image/png", *size), "local:isnet", "isnet"),
         limit=3,
     )  # fmt: skip

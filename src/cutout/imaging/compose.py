@@ -122,16 +122,10 @@ def parse_color(text: str) -> SolidColor:
 
 def compose(photo: Photo, alpha: Image.Image, options: OutputOptions) -> Encoded:
     """Build the output image from *photo* and its full-size L-mode *alpha*; encode it."""
-    rgb = photo.rgb
-    if options.crop:
-        box = subject_box(alpha, options.crop_margin)
-        rgb, alpha = rgb.crop(box), alpha.crop(box)
-    rgb, alpha = fit_within(rgb, alpha, max_side=options.max_side, max_pixels=options.max_pixels)
+    rgb, alpha = _framed(photo, alpha, options)
     if options.mask_only:
         return encode(alpha, options)  # a mask has no colours to manage
-    background = options.background or (WHITE_BACKGROUND if options.format == "jpeg" else None)
-    if options.format == "jpeg" and isinstance(background, SolidColor):
-        background = SolidColor(background.rgb)  # JPEG has no alpha: the colour, opaque
+    background = _background(options)
     if background is not None:
         return encode(flatten(rgb, alpha, background), options, photo.icc_profile)
     if options.refine_edges:
@@ -145,6 +139,41 @@ def compose(photo: Photo, alpha: Image.Image, options: OutputOptions) -> Encoded
         )
         return Encoded(data, "png", rgb.width, rgb.height)
     return encode(cutout_rgba(rgb, alpha), options, photo.icc_profile)
+
+
+def compose_image(photo: Photo, alpha: Image.Image, options: OutputOptions) -> Image.Image:
+    """What :func:`compose` would encode, as an image: the mask (L), the cut-out (RGBA, colour
+    zeroed where transparent), or the subject over its background (RGB, or RGBA over a
+    semi-transparent colour). ``options.format`` only decides JPEG's default white."""
+    rgb, alpha = _framed(photo, alpha, options)
+    if options.mask_only:
+        return alpha
+    background = _background(options)
+    if background is not None:
+        return flatten(rgb, alpha, background)
+    if options.refine_edges:
+        rgb = estimate_foreground(rgb, alpha)
+    return cutout_rgba(rgb, alpha)
+
+
+def _framed(
+    photo: Photo, alpha: Image.Image, options: OutputOptions
+) -> tuple[Image.Image, Image.Image]:
+    """The photo and its alpha, cropped to the subject and scaled down as *options* say."""
+    rgb = photo.rgb
+    if options.crop:
+        box = subject_box(alpha, options.crop_margin)
+        rgb, alpha = rgb.crop(box), alpha.crop(box)
+    return fit_within(rgb, alpha, max_side=options.max_side, max_pixels=options.max_pixels)
+
+
+def _background(options: OutputOptions) -> Background | None:
+    """The background to flatten onto, if any: JPEG has no alpha, so white by default and the
+    chosen colour always opaque."""
+    background = options.background or (WHITE_BACKGROUND if options.format == "jpeg" else None)
+    if options.format == "jpeg" and isinstance(background, SolidColor):
+        background = SolidColor(background.rgb)
+    return background
 
 
 def flatten(rgb: Image.Image, alpha: Image.Image, background: Background) -> Image.Image:

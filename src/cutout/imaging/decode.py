@@ -153,6 +153,27 @@ def _draft_request(
     return max(1, round(stored[0] * scale)), max(1, round(stored[1] * scale))
 
 
+def photo_from_image(image: Image.Image, limits: Limits) -> Photo:
+    """The photo in an already opened Pillow *image* (the library's input), with the same
+    checks, orientation and colour handling as :func:`load_image`; *image* is not changed."""
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} ({width * height / 1e6:.1f} MP); the largest "
+            f"accepted is {limits.max_pixels / 1e6:.1f} MP (CUTOUT_MAX_MEGAPIXELS)."
+        )
+    if width == 0 or height == 0:
+        raise InvalidImage("The image is empty (0 pixels wide or high).")
+    icc = image.info.get("icc_profile") if image.mode in _RGB_MODES else None
+    try:
+        image.load()
+        rgb, alpha = _split(ImageOps.exif_transpose(image))
+    except DECODE_ERRORS as exc:
+        log.debug("unusable image: %s: %s", type(exc).__name__, exc)
+        raise InvalidImage(CORRUPT) from None
+    return Photo(rgb=rgb, alpha=alpha, format=str(image.format or "RAW"), icc_profile=icc or None)
+
+
 def _checked_open(data: bytes, limits: Limits) -> Image.Image:
     """Open *data* (header only) within the byte and pixel limits."""
     if not data:
