@@ -43,7 +43,7 @@ from cutout.imaging.compose import (
     parse_color,
 )
 from cutout.imaging.decode import Limits, Photo, load_image, load_reduced, probe
-from cutout.memory import decode_cost, options_cost, output_cost
+from cutout.memory import decode_cost, output_cost
 from cutout.numbers import parse_float, parse_int
 from cutout.pipeline import within_photo_alpha
 from cutout.service import ImageService, clean_name
@@ -165,9 +165,10 @@ class Studio:
         record = self.store.get(user_id, record_id)
         original = record.original
         pixels = original.width * original.height if original else 0
-        extra = options_cost(options, pixels) + (decode_cost(*picture[1]) if picture else 0)
-        if picture:  # composed over a picture: flattened
-            extra += output_cost(pixels, format=options.format, flattened=True)
+        flattened = picture is not None or options.background is not None  # over a picture
+        extra = output_cost(
+            pixels, format=options.format, flattened=flattened, mask_only=options.mask_only
+        ) + (decode_cost(*picture[1]) if picture else 0)
         with self._admitted(record, extra):
             photo, alpha = self._load(record)
             if picture:

@@ -21,7 +21,7 @@ from PIL import Image
 from cutout.config import Settings
 from cutout.engine.base import Admission
 from cutout.imaging.decode import Limits, load_reduced
-from cutout.memory import MB, decode_cost, estimate
+from cutout.memory import MB, decode_cost, estimate, output_cost
 from tests.helpers import encode, synthetic_photo
 from tests.web.conftest import Actions
 
@@ -86,8 +86,9 @@ def test_removebg_reserves_the_background_picture_with_the_removal(
 
     assert response.status_code == 200, response.get_data(as_text=True)
     with Image.open(photo) as p:
-        removal = estimate(*p.size)
-    assert costs == [removal + decode_cost(7000, 7000)]
+        removal, pixels = estimate(*p.size), p.width * p.height
+    flattened = output_cost(pixels, format="png", flattened=True)  # composed over the picture
+    assert costs == [removal + flattened + decode_cost(7000, 7000)]
 
 
 def test_a_background_picture_that_cannot_fit_is_refused_before_decoding(
@@ -157,7 +158,8 @@ def test_the_studio_export_reserves_its_background_picture(
 
     assert response.status_code == 200
     with Image.open(photo) as p:
-        assert costs == [estimate(*p.size) + decode_cost(7000, 7000)]
+        flattened = output_cost(p.width * p.height, format="jpeg", flattened=True)
+        assert costs == [estimate(*p.size) + flattened + decode_cost(7000, 7000)]
     with Image.open(io.BytesIO(response.data)) as out:
         assert out.getpixel((2, 2)) == pytest.approx((30, 120, 200), abs=3)
 
