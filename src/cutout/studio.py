@@ -43,7 +43,7 @@ from cutout.imaging.compose import (
     parse_color,
 )
 from cutout.imaging.decode import Limits, Photo, load_image, load_reduced, probe
-from cutout.memory import decode_cost, output_cost
+from cutout.memory import decode_cost, output_cost, touch_up_cost
 from cutout.numbers import parse_float, parse_int
 from cutout.pipeline import within_photo_alpha
 from cutout.service import ImageService, clean_name
@@ -135,9 +135,11 @@ class Studio:
             found before the photo is loaded.
         """
         record = self.store.get(user_id, record_id)
+        pixels = 0
         if record.original is not None:
             check_cost(strokes, record.original.width, record.original.height)
-        with self._admitted(record):
+            pixels = record.original.width * record.original.height
+        with self._admitted(record, touch_up_cost(pixels)):
             photo, alpha = self._load(record)
             alpha = within_photo_alpha(photo, apply_strokes(alpha, strokes))
             encoded = compose(photo, alpha, self.images.output)

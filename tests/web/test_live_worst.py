@@ -23,7 +23,14 @@ import requests
 from PIL import Image
 
 from cutout.imaging.brush import Stroke, plan
-from cutout.memory import MB, decode_cost, estimate, render_cost
+from cutout.memory import (
+    MB,
+    decode_cost,
+    estimate,
+    output_cost,
+    render_cost,
+    touch_up_cost,
+)
 from tests.helpers import encode, synthetic_photo
 from tests.live import LiveServer, proc_status, reset_peak
 from tests.web.test_live import browser_session
@@ -72,7 +79,7 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
 ) -> None:
     big = encode(synthetic_photo(*LARGEST), "JPEG", quality=90)
     record_photo = encode(synthetic_photo(*RECORD), "JPEG", quality=90)
-    small = (2900, 2900)  # with 50 % margins and a 25 MP background: just within 800 MB
+    small = (2600, 2600)  # with 50 % margins and a 25 MP background: just within 800 MB
     removebg_photo = encode(synthetic_photo(*small), "JPEG", quality=90)
     strokes = hand_strokes(300, 60, 0.03, 0.3)  # near the touch-up bound at 16 MP
     plan(strokes, *RECORD)  # accepted: this is the worst that passes, not a refusal
@@ -117,7 +124,7 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
         )
         record = measure(
             "POST /api/v1/images (16 MP, JPEG output)",
-            estimate(*RECORD),
+            estimate(*RECORD) + output_cost(RECORD[0] * RECORD[1], format="jpeg", flattened=True),
             lambda: requests.post(
                 server.url + "/api/v1/images",
                 headers=headers,
@@ -145,7 +152,7 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
         )
         measure(
             "POST /records/<id>/edits (300 strokes near the bound, 16 MP)",
-            estimate(*RECORD),
+            estimate(*RECORD) + touch_up_cost(RECORD[0] * RECORD[1]),
             lambda: session.post(
                 studio + "/edits",
                 data=json.dumps({"strokes": [_stroke_json(s) for s in strokes]}),
@@ -155,12 +162,14 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
         )
         measure(
             "GET /records/<id>/export (blurred background, 16 MP)",
-            estimate(*RECORD),
+            estimate(*RECORD) + output_cost(RECORD[0] * RECORD[1], format="png", flattened=True),
             lambda: session.get(studio + "/export?background=blur&blur=0.1", timeout=600),
         )
         measure(
             "POST /records/<id>/export (25 MP background picture, 16 MP)",
-            estimate(*RECORD) + decode_cost(*BACKGROUND),
+            estimate(*RECORD)
+            + output_cost(RECORD[0] * RECORD[1], format="jpeg", flattened=True)
+            + decode_cost(*BACKGROUND),
             lambda: session.post(
                 studio + "/export",
                 data={"background": "image", "format": "jpeg", "csrf_token": token},
@@ -171,7 +180,10 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
         width, height = small
         measure(
             "POST /v1.0/removebg (50 % margins, zip, 25 MP background)",
-            estimate(width, height) + render_cost(4 * width * height) + decode_cost(*BACKGROUND),
+            estimate(width, height)
+            + render_cost(4 * width * height)
+            + output_cost(4 * width * height, format="png", flattened=True)
+            + decode_cost(*BACKGROUND),
             lambda: requests.post(
                 server.url + "/v1.0/removebg",
                 headers=headers,

@@ -118,11 +118,11 @@ TILE = 16
 #: From a tile's centre to its farthest pixel centre.
 _HALF_DIAGONAL = (TILE - 1) / math.sqrt(2)
 #: One save's bounds, at the record's resolution: segment-tile pairs, and pixel-segment
-#: distances on the strokes' edges. A long studio session (300 hand-drawn strokes of every
-#: brush size on a 12 MP photo) needs about a tenth of each; both are checked before any pixel
-#: changes. Beyond them a save would take many seconds of CPU (``make bench``).
-MAX_PAIRS = 20_000_000
-MAX_EDGE_WORK = 200_000_000
+#: distances on the strokes' edges. A long studio session (300 hand-drawn strokes at the
+#: page's default brush on a 12 MP photo) needs about 40 % of the second; both are checked
+#: before any pixel changes, and the most they allow takes about 4 s of one core (make bench).
+MAX_PAIRS = 12_000_000
+MAX_EDGE_WORK = 100_000_000
 _CHUNK = 1_000_000  # pairs (or edge pixels) handled per numpy pass: bounds the memory
 
 
@@ -243,16 +243,18 @@ class _StrokePlan:
         return on_lattice * (TILE // 2 + 1) ** 2 + (len(tile) - on_lattice) * TILE * TILE
 
     def apply(self, tiles: _Tiles) -> None:
+        # Fully covered tiles become transparent (erase) or opaque (restore) outright.
+        tiles.data[self.full[0], :, self.full[1], :] = 0.0 if self.mode == "erase" else 255.0
+        ty, tx = self.edge_tiles
+        if len(ty) == 0:
+            return
         cover = self._edge_cover()
-        for (ty, tx), c in ((self.full, 1.0), (self.edge_tiles, cover)):
-            if len(ty) == 0:
-                continue
-            region = tiles.data[ty, :, tx, :]  # (n, TILE, TILE)
-            if self.mode == "erase":
-                region *= 1.0 - c
-            else:
-                region += (255.0 - region) * c
-            tiles.data[ty, :, tx, :] = region
+        region = tiles.data[ty, :, tx, :]  # (n, TILE, TILE)
+        if self.mode == "erase":
+            region *= 1.0 - cover
+        else:
+            region += (255.0 - region) * cover
+        tiles.data[ty, :, tx, :] = region
 
     def _edge_cover(self) -> np.ndarray:
         """Each edge tile's per-pixel coverage, from the distance to its nearest segment.
@@ -371,20 +373,19 @@ def _plan_stroke(stroke: Stroke, width: int, height: int) -> _StrokePlan:
         )
     origin = seg.lo.min(axis=0)
     shape = tuple(seg.hi.max(axis=0) - origin + 1)[::-1]  # (rows, columns) of tiles
+    chunks = list(_chunks(seg))
+    # Almost every stroke is one chunk: its pairs are kept for the second pass, not redone.
+    kept = [_located(seg, origin, *chunks[0])] if len(chunks) == 1 else None
     nearest = np.full(shape, np.inf)
-    for first, stop in _chunks(seg):
-        index, tx, ty = _pairs(seg, first, stop)
-        d = _centre_distance(seg, index, tx, ty)
-        np.minimum.at(nearest, (ty - origin[1], tx - origin[0]), d)
+    for row, col, _, d in kept or (_located(seg, origin, *c) for c in chunks):
+        np.minimum.at(nearest, (row, col), d)
     full = nearest + _HALF_DIAGONAL <= seg.radius - seg.edge
     edge = ~full & (nearest - _HALF_DIAGONAL < seg.radius)
     number = np.full(shape, -1, np.int64)
     number[edge] = np.arange(int(edge.sum()))
     tiles, segments = [], []
-    for first, stop in _chunks(seg):  # the segments that may be nearest somewhere in a tile
-        index, tx, ty = _pairs(seg, first, stop)
-        row, col = ty - origin[1], tx - origin[0]
-        d = _centre_distance(seg, index, tx, ty)
+    for row, col, index, d in kept or (_located(seg, origin, *c) for c in chunks):
+        # The segments that may be nearest somewhere in a tile of the stroke's edge.
         keep = edge[row, col] & (d <= nearest[row, col] + 2 * _HALF_DIAGONAL)
         tiles.append(number[row[keep], col[keep]])
         segments.append(index[keep])
@@ -401,6 +402,15 @@ def _plan_stroke(stroke: Stroke, width: int, height: int) -> _StrokePlan:
         away & (seg.edge >= COARSE_EDGE),
         seg,
     )
+
+
+def _located(
+    seg: _Segments, origin: np.ndarray, first: int, stop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of segments ``first:stop``: tile row and column (from *origin*), segment index,
+    and the distance from the tile's centre to the segment."""
+    index, tx, ty = _pairs(seg, first, stop)
+    return ty - origin[1], tx - origin[0], index, _centre_distance(seg, index, tx, ty)
 
 
 def _centre_distance(seg: _Segments, index: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> Any:
