@@ -92,6 +92,7 @@ bench:
 	@$(MAKE) --no-print-directory install dev
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_touchup.py
 
 # Every published remove.bg client we can install, unchanged, against a live server (~1 min).
 clients: install dev node-clients
