@@ -454,7 +454,7 @@ BAD_DOWNLOADS = [
     ("?format=gif", "png, webp or jpeg"),
     ("?background=stripes", "transparent, color, blur or image"),
     ("?background=color&color=nonsense", "is not a colour"),
-    ("?max_side=big", "whole number of pixels"),
+    ("?max_side=big", "max_side must be a whole number"),
     ("?max_side=-5", "whole number of pixels"),
     ("?background=blur&blur=5", "The blur must be above 0"),
     ("?background=blur&blur=x", "blur must be a number"),
