@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from cutout.imaging.fuse import REVIEW_BELOW
+from cutout.imaging.confidence import REVIEW_BELOW
 from tests.conftest import Evaluated
 
 pytestmark = pytest.mark.model

@@ -1,0 +1,292 @@
+"""How the confidence score was chosen and how well it ranks errors, reproducibly (issue 17).
+
+    CUTOUT_TESTDATA=../shared/testdata .venv/bin/python -m scripts.confidence_study [CACHE_DIR]
+
+(from the repository root: it imports ``tests.composites``, which makes the composites.)
+
+1. Runs the configured engine (INT8 ISNet fused with MODNet) on the 29 test photos and on the
+   composites (``tests/composites.py``: the 9 soft-matted subjects pasted onto the 6 CC0
+   photos, 6 placements each: 324 photos with exact truth), and caches, per photo, both models'
+   masks and the fused one on the scoring grid, and the refined cut-out's MAE against the
+   truth (for the fused mask, and for ISNet's alone as when MODNet is skipped) with the
+   baseline (the share of the cut-out's alpha in (0.05, 0.95)). CACHE_DIR defaults to a
+   folder under the system's temp dir; the first run takes a few minutes, later ones seconds.
+2. On the 29 photos, leave-one-out: for every photo, the penalty of the structural signals is
+   chosen on the other 28 (best Spearman), then the held-out photo is scored with it; the
+   Spearman of those held-out scores with the MAE is the figure reported. The same for the
+   review threshold: chosen on the other 28 (the highest that flags at most 2 of their better
+   half), applied to the held-out photo. The ablation (each signal left out) is leave-one-out
+   too.
+3. On the composites, nothing is tuned: the shipped score and threshold, as they are.
+4. Everything again with MODNet absent (the engine may skip it): the score from ISNet's mask
+   alone, against the error of ISNet's mask alone.
+
+Nothing here is imported by the package; the chosen values live in cutout/imaging/confidence.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.stats import spearmanr
+from tests.composites import composites
+from tests.photos import default_folder
+
+from cutout.config import Settings
+from cutout.engine import local_engine
+from cutout.engine.fused import FusedEngine
+from cutout.imaging.confidence import (
+    REVIEW_BELOW,
+    SCORING,
+    ConfidenceParams,
+    Signals,
+    measure,
+    score_signals,
+)
+from cutout.imaging.decode import Limits, Photo, load_image
+from cutout.imaging.fuse import resize
+from cutout.pipeline import full_alpha, model_input
+from cutout.quality import score
+
+LIMITS = Limits(max_bytes=1 << 30, max_pixels=10**9)
+PER_PAIR = 6  # composites per (subject, background) pair: 9 x 6 x 6 = 324
+
+
+@dataclass(frozen=True)
+class Case:
+    """One photo through the engine: masks on the scoring grid, errors and baselines."""
+
+    name: str
+    main: np.ndarray
+    soft: np.ndarray
+    fused: np.ndarray
+    mae: float  # the product's cut-out (fused, refined)
+    share: float  # baseline: share of that cut-out's alpha in (0.05, 0.95)
+    mae_alone: float  # ISNet's mask alone, refined (what a skipped MODNet gives)
+    share_alone: float
+
+
+def run(engine: FusedEngine, name: str, photo: Photo, truth: Image.Image, cache: Path) -> Case:
+    path = cache / f"{name.replace('/', '_')}.npz"
+    if not path.exists():
+        parts = engine.parts(model_input(photo))
+        grid = (SCORING.grid, SCORING.grid)
+        found: dict[str, float | np.ndarray] = {
+            role: resize(mask, grid)
+            for role, mask in (("main", parts.main), ("soft", parts.soft), ("fused", parts.fused))
+        }
+        for suffix, mask in (("", parts.fused), ("_alone", parts.main)):
+            alpha = full_alpha(photo, mask)
+            a = np.asarray(alpha, np.float32) / 255.0
+            found["mae" + suffix] = score(alpha, truth).mae
+            found["share" + suffix] = float(np.mean((a > 0.05) & (a < 0.95)))
+        np.savez_compressed(path, **found)  # type: ignore[arg-type]
+    with np.load(path) as saved:
+        return Case(
+            name,
+            saved["main"],
+            saved["soft"],
+            saved["fused"],
+            float(saved["mae"]),
+            float(saved["share"]),
+            float(saved["mae_alone"]),
+            float(saved["share_alone"]),
+        )
+
+
+def test_set(engine: FusedEngine, testdata: Path, cache: Path) -> list[Case]:
+    cases = []
+    for image in sorted((testdata / "images").iterdir()):
+        photo = load_image(image.read_bytes(), LIMITS)
+        with Image.open(testdata / "masks" / f"{image.stem}.png") as opened:
+            truth = opened.convert("L")
+        cases.append(run(engine, image.stem, photo, truth, cache))
+    return cases
+
+
+def composite_set(engine: FusedEngine, testdata: Path, cache: Path) -> list[Case]:
+    cases = []
+    for made in composites(testdata, default_folder(), per_pair=PER_PAIR):
+        buffer = io.BytesIO()
+        made.image.save(buffer, "PNG")
+        photo = load_image(buffer.getvalue(), LIMITS)
+        cases.append(run(engine, made.name, photo, made.truth, cache))
+    return cases
+
+
+Scorer = Callable[[Signals], float]
+
+
+def signals_of(cases: Iterable[Case], *, alone: bool = False) -> list[Signals]:
+    if alone:
+        return [measure(c.main, None, c.main) for c in cases]
+    return [measure(c.main, c.soft, c.fused) for c in cases]
+
+
+def errors_of(cases: list[Case], *, alone: bool = False) -> np.ndarray:
+    return np.asarray([c.mae_alone if alone else c.mae for c in cases])
+
+
+def rho(scores: Iterable[float], errors: np.ndarray) -> float:
+    return float(spearmanr(list(scores), errors).statistic)
+
+
+def groups(errors: np.ndarray) -> tuple[set[int], set[int]]:
+    """Indices of the worst tenth (at least one) and of the better half, by error."""
+    order = np.argsort(-errors)
+    worst = set(order[: max(1, round(len(errors) / 10))].tolist())
+    better = set(order[len(errors) - len(errors) // 2 :].tolist())
+    return worst, better
+
+
+def flag_rates(flags: np.ndarray, errors: np.ndarray) -> tuple[int, int, int, int, int]:
+    """(caught, worst, false flags in the better half, better half, flagged)."""
+    worst, better = groups(errors)
+    flagged = set(np.flatnonzero(flags).tolist())
+    return len(flagged & worst), len(worst), len(flagged & better), len(better), len(flagged)
+
+
+def rates_text(rates: tuple[int, int, int, int, int]) -> str:
+    caught, worst, false, better, flagged = rates
+    return (
+        f"catches {caught}/{worst} of the worst tenth ({caught / worst:.0%}), flags "
+        f"{false}/{better} of the better half ({false / better:.0%}); {flagged} flagged"
+    )
+
+
+#: The penalties leave-one-out chooses from (risk added per fired structural signal).
+PENALTIES = (0.0, 0.05, 0.1, 0.15, 0.25, 0.5)
+
+
+def params_with(penalty: float, off: tuple[str, ...] = ()) -> ConfidenceParams:
+    return dataclasses.replace(SCORING, penalty=penalty, ignore=off)
+
+
+def loo_spearman(
+    signals: list[Signals], errors: np.ndarray, off: tuple[str, ...] = ()
+) -> tuple[float, list[float], list[float]]:
+    """Leave-one-out Spearman, held-out scores, and the penalty each fold chose."""
+    everyone = {p: [score_signals(s, params_with(p, off)) for s in signals] for p in PENALTIES}
+    held, chosen = [], []
+    for i in range(len(signals)):
+        rest = [j for j in range(len(signals)) if j != i]
+
+        def fit(p: float, rest: list[int] = rest) -> float:
+            return rho([everyone[p][j] for j in rest], errors[rest])
+
+        best = min(PENALTIES, key=fit)  # most negative: a low score, a large error
+        held.append(everyone[best][i])
+        chosen.append(best)
+    return rho(held, errors), held, chosen
+
+
+def threshold_for(scores: np.ndarray, errors: np.ndarray, allowed_false: int = 2) -> float:
+    """The highest threshold (between two scores) flagging at most *allowed_false* of the better
+    half of these photos."""
+    _, better = groups(errors)
+    ranked = np.sort(np.unique(scores))
+    best = float(ranked[0])  # flags nothing below the lowest score
+    for low, high in itertools.pairwise(ranked):
+        cut = float((low + high) / 2)
+        if sum(scores[j] < cut for j in better) <= allowed_false:
+            best = cut
+    return best
+
+
+def loo_flags(scores: np.ndarray, errors: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    flags, cuts = np.zeros(len(scores), bool), []
+    for i in range(len(scores)):
+        rest = np.array([j for j in range(len(scores)) if j != i])
+        cut = threshold_for(scores[rest], errors[rest])
+        flags[i] = scores[i] < cut
+        cuts.append(cut)
+    return flags, cuts
+
+
+def report_set(cases: list[Case], *, alone: bool) -> None:
+    label = "ISNet alone (MODNet absent)" if alone else "fused (the product)"
+    errors = errors_of(cases, alone=alone)
+    signals = signals_of(cases, alone=alone)
+    base = rho([-(c.share_alone if alone else c.share) for c in cases], errors)
+    shipped = [score_signals(s) for s in signals]
+    print(f"\n== the {len(cases)} test photos, {label} ==")
+    print(f"baseline 1 - share in (0.05, 0.95): Spearman with MAE {base:+.3f}")
+    edge = rho([score_signals(s, params_with(0.0)) for s in signals], errors)
+    print(f"edge terms only (no structural signal, nothing fitted): {edge:+.3f}")
+    loo, held, chosen = loo_spearman(signals, errors)
+    picks = {p: chosen.count(p) for p in sorted(set(chosen))}
+    print(f"score, leave-one-out: {loo:+.3f} (penalty chosen per fold: {picks})")
+    print(f"score as shipped (fitted on all 29, for reference): {rho(shipped, errors):+.3f}")
+    for name in Signals.STRUCTURAL:
+        print(
+            f"  without {name:13s} leave-one-out {loo_spearman(signals, errors, (name,))[0]:+.3f}"
+        )
+    flags, cuts = loo_flags(np.asarray(held), errors)
+    print(f"flag, threshold chosen leave-one-out (median {np.median(cuts):.3f}): "
+          f"{rates_text(flag_rates(flags, errors))}")  # fmt: skip
+    shipped_flags = np.asarray(shipped) < REVIEW_BELOW
+    print(
+        f"flag as shipped (below {REVIEW_BELOW}): {rates_text(flag_rates(shipped_flags, errors))}"
+    )
+    fired = {n: sum(n in s.fired(SCORING) for s in signals) for n in Signals.STRUCTURAL}
+    print(f"structural signals fired: {fired}")
+    if not alone:
+        worst, _ = groups(errors)
+        for i in np.argsort(shipped):
+            mark = "  (worst tenth)" if i in worst else ""
+            print(f"  {shipped[i]:.3f}  MAE {errors[i]:.4f}  {cases[i].name}"
+                  f"  {','.join(signals[i].fired(SCORING))}{mark}")  # fmt: skip
+
+
+def report_composites(cases: list[Case], *, alone: bool) -> None:
+    label = "ISNet alone (MODNet absent)" if alone else "fused (the product)"
+    errors = errors_of(cases, alone=alone)
+    signals = signals_of(cases, alone=alone)
+    scores = np.asarray([score_signals(s) for s in signals])
+    base = rho([-(c.share_alone if alone else c.share) for c in cases], errors)
+    print(f"\n== {len(cases)} composites, {label}: nothing tuned on them ==")
+    print(f"baseline Spearman with MAE {base:+.3f}; score {rho(scores, errors):+.3f}")
+    edge = rho([score_signals(s, params_with(0.0)) for s in signals], errors)
+    print(f"edge terms only: {edge:+.3f}")
+    for name in Signals.STRUCTURAL:
+        without = rho([score_signals(s, params_with(SCORING.penalty, (name,))) for s in signals],
+                      errors)  # fmt: skip
+        print(f"  without {name:13s} {without:+.3f}")
+    print(f"flag (below {REVIEW_BELOW}): {rates_text(flag_rates(scores < REVIEW_BELOW, errors))}")
+    fired = {n: sum(n in s.fired(SCORING) for s in signals) for n in Signals.STRUCTURAL}
+    print(f"structural signals fired: {fired}")
+    share = np.asarray([c.share_alone if alone else c.share for c in cases])
+    cut = np.sort(share)[-int(np.sum(scores < REVIEW_BELOW)) or -1]
+    print(f"baseline flagging as many (share >= {cut:.3f}): "
+          f"{rates_text(flag_rates(share >= cut, errors))}")  # fmt: skip
+
+
+def main() -> None:
+    testdata = Path(os.environ.get("CUTOUT_TESTDATA", "../shared/testdata"))
+    default = Path(tempfile.gettempdir()) / "cutout-confidence-study"
+    cache = Path(sys.argv[1]) if len(sys.argv) > 1 else default
+    cache.mkdir(parents=True, exist_ok=True)
+    engine = local_engine(Settings.from_env(dotenv_path=None))
+    if not isinstance(engine, FusedEngine):
+        sys.exit("set CUTOUT_FUSION=modnet (the default) for this study")
+    print(f"ISNet on {engine.primary.runtime}, MODNet on {engine.secondary.runtime}; {SCORING}")
+    cases = test_set(engine, testdata, cache)
+    made = composite_set(engine, testdata, cache)
+    for alone in (False, True):
+        report_set(cases, alone=alone)
+        report_composites(made, alone=alone)
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    main()
