@@ -59,7 +59,10 @@ from cutout.pipeline import full_alpha, model_input
 from cutout.quality import score
 
 LIMITS = Limits(max_bytes=1 << 30, max_pixels=10**9)
-PER_PAIR = 6  # composites per (subject, background) pair: 9 x 6 x 6 = 324
+#: Composites per (subject, background) pair and family: 9 x 6 x 4 = 216 on backdrops (empty
+#: crops: the errors are the edges' and the shape's), 9 x 6 x 2 = 108 on whole scenes (their
+#: own subject competes with the pasted one).
+PER_PAIR = {"backdrop": 4, "scene": 2}
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,14 @@ def test_set(engine: FusedEngine, testdata: Path, cache: Path) -> list[Case]:
     return cases
 
 
-def composite_set(engine: FusedEngine, testdata: Path, cache: Path) -> list[Case]:
+def composite_set(engine: FusedEngine, testdata: Path, cache: Path, family: str) -> list[Case]:
     cases = []
-    for made in composites(testdata, default_folder(), per_pair=PER_PAIR):
+    made = composites(testdata, default_folder(), family=family, per_pair=PER_PAIR[family])
+    for one in made:
         buffer = io.BytesIO()
-        made.image.save(buffer, "PNG")
+        one.image.save(buffer, "PNG")
         photo = load_image(buffer.getvalue(), LIMITS)
-        cases.append(run(engine, made.name, photo, made.truth, cache))
+        cases.append(run(engine, f"{family}:{one.name}", photo, one.truth, cache))
     return cases
 
 
@@ -248,13 +252,13 @@ def report_set(cases: list[Case], *, alone: bool) -> None:
                   f"  {','.join(signals[i].fired(SCORING))}{mark}")  # fmt: skip
 
 
-def report_composites(cases: list[Case], *, alone: bool) -> None:
+def report_composites(family: str, cases: list[Case], *, alone: bool) -> None:
     label = "ISNet alone (MODNet absent)" if alone else "fused (the product)"
     errors = errors_of(cases, alone=alone)
     signals = signals_of(cases, alone=alone)
     scores = np.asarray([score_signals(s) for s in signals])
     base = rho([-(c.share_alone if alone else c.share) for c in cases], errors)
-    print(f"\n== {len(cases)} composites, {label}: nothing tuned on them ==")
+    print(f"\n== {len(cases)} composites ({family}), {label}: nothing tuned on them ==")
     print(f"baseline Spearman with MAE {base:+.3f}; score {rho(scores, errors):+.3f}")
     edge = rho([score_signals(s, params_with(0.0)) for s in signals], errors)
     print(f"edge terms only: {edge:+.3f}")
@@ -281,10 +285,13 @@ def main() -> None:
         sys.exit("set CUTOUT_FUSION=modnet (the default) for this study")
     print(f"ISNet on {engine.primary.runtime}, MODNet on {engine.secondary.runtime}; {SCORING}")
     cases = test_set(engine, testdata, cache)
-    made = composite_set(engine, testdata, cache)
+    backdrops = composite_set(engine, testdata, cache, "backdrop")
+    scenes = composite_set(engine, testdata, cache, "scene")
     for alone in (False, True):
         report_set(cases, alone=alone)
-        report_composites(made, alone=alone)
+        report_composites("backdrops", backdrops, alone=alone)
+        report_composites("scenes", scenes, alone=alone)
+        report_composites("all", backdrops + scenes, alone=alone)
 
 
 if __name__ == "__main__":

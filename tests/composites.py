@@ -26,15 +26,20 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-#: The CC0 backgrounds (tests/photos.py), as RGB.
-BACKGROUNDS = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.jpg",
-    "camera.png",
-    "horse.png",
-)
+#: Whole CC0 photos (tests/photos.py) as backgrounds: "scenes", each with a subject of its own
+#: that competes with the pasted one.
+SCENES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "horse.png")
+#: Crops of them with no object in them, scaled to 512 px on the longer side: "backdrops", where
+#: the pasted subject is the only candidate and the errors are the edges' and the shape's.
+#: Name -> (photo, box (left, upper, right, lower)), boxes chosen by eye.
+BACKDROPS = {
+    "wood": ("coffee.png", (0, 140, 65, 400)),
+    "wood-corner": ("coffee.png", (480, 200, 600, 400)),
+    "night-sky": ("rocket.jpg", (95, 0, 560, 110)),
+    "grey-sky": ("camera.png", (260, 0, 512, 105)),
+    "grass": ("camera.png", (415, 250, 512, 512)),
+    "white": ("horse.png", (0, 0, 60, 60)),
+}
 
 
 @dataclass(frozen=True)
@@ -90,13 +95,20 @@ def foreground(rgb: np.ndarray, alpha: np.ndarray, sigma: float = 6.0) -> np.nda
     return result
 
 
-def background(path: Path) -> np.ndarray:
+def background(path: Path, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The photo at *path* (or its *box*, scaled to 512 px on its longer side) as RGB floats."""
     with Image.open(path) as opened:
         # horse.png is a silhouette with its own alpha: over white, as the engine would see it
         image = opened.convert("RGBA")
         flat = Image.new("RGBA", image.size, "white")
         flat.alpha_composite(image)
-        return np.asarray(flat.convert("RGB"), np.float32) / 255.0
+        rgb = flat.convert("RGB")
+    if box is not None:
+        rgb = rgb.crop(box)
+        factor = 512 / max(rgb.size)
+        size = (round(rgb.width * factor), round(rgb.height * factor))
+        rgb = rgb.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(rgb, np.float32) / 255.0
 
 
 def paste(subject: Subject, back: np.ndarray, rng: np.random.Generator, name: str) -> Composite:
@@ -137,23 +149,30 @@ def _resized(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack(channels, -1)
 
 
+def backgrounds(photos: Path, family: str) -> dict[str, np.ndarray]:
+    """The backgrounds of a *family*: "scene" (whole photos) or "backdrop" (empty crops)."""
+    if family == "scene":
+        return {Path(name).stem: background(photos / name) for name in SCENES}
+    return {name: background(photos / file, box) for name, (file, box) in BACKDROPS.items()}
+
+
 def composites(
     testdata: Path,
     photos: Path,
     *,
+    family: str,
     per_pair: int,
     subjects: int | None = None,
-    backgrounds: tuple[str, ...] = BACKGROUNDS,
     seed: int = 17,
 ) -> Iterator[Composite]:
-    """*per_pair* composites for every (soft subject, background) pair, seeded: the same
-    arguments give the same photos. *subjects* limits how many soft subjects (the first)."""
-    rng = np.random.default_rng(seed)
+    """*per_pair* composites for every (soft subject, background of *family*) pair. Each one's
+    placement is seeded by its own name, so the same composite comes out whatever the
+    arguments (a smaller *per_pair* or *subjects* gives a subset of a larger run's)."""
     chosen = soft_subjects(testdata)[:subjects]
-    backs = {name: background(photos / name) for name in backgrounds}
-    for image in chosen:
+    backs = backgrounds(photos, family)
+    for s, image in enumerate(chosen):
         subject = load_subject(image, testdata / "masks" / f"{image.stem}.png")
-        for back_name, back in backs.items():
+        for b, (back_name, back) in enumerate(backs.items()):
             for i in range(per_pair):
-                name = f"{subject.name}@{Path(back_name).stem}#{i}"
-                yield paste(subject, back, rng, name)
+                rng = np.random.default_rng([seed, s, b, i, family == "scene"])
+                yield paste(subject, back, rng, f"{subject.name}@{back_name}#{i}")
