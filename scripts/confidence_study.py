@@ -27,6 +27,7 @@ Nothing here is imported by the package; the chosen values live in cutout/imagin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import itertools
 import os
@@ -60,9 +61,9 @@ from cutout.quality import score
 
 LIMITS = Limits(max_bytes=1 << 30, max_pixels=10**9)
 #: Composites per (subject, background) pair and family: 9 x 6 x 4 = 216 on backdrops (empty
-#: crops: the errors are the edges' and the shape's), 9 x 6 x 2 = 108 on whole scenes (their
+#: crops: the errors are the edges' and the shape's), 9 x 6 x 1 = 54 on whole scenes (their
 #: own subject competes with the pasted one).
-PER_PAIR = {"backdrop": 4, "scene": 2}
+PER_PAIR = {"backdrop": 4, "scene": 1}
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,21 @@ class Case:
     share_alone: float
 
 
-def run(engine: FusedEngine, name: str, photo: Photo, truth: Image.Image, cache: Path) -> Case:
+def run(
+    engine: FusedEngine, name: str, photo: Callable[[], Photo], truth: Image.Image, cache: Path
+) -> Case:
+    """The case of the photo *photo()* makes (only called when *name* is not cached yet)."""
     path = cache / f"{name.replace('/', '_')}.npz"
     if not path.exists():
-        parts = engine.parts(model_input(photo))
+        decoded = photo()
+        parts = engine.parts(model_input(decoded))
         grid = (SCORING.grid, SCORING.grid)
         found: dict[str, float | np.ndarray] = {
             role: resize(mask, grid)
             for role, mask in (("main", parts.main), ("soft", parts.soft), ("fused", parts.fused))
         }
         for suffix, mask in (("", parts.fused), ("_alone", parts.main)):
-            alpha = full_alpha(photo, mask)
+            alpha = full_alpha(decoded, mask)
             a = np.asarray(alpha, np.float32) / 255.0
             found["mae" + suffix] = score(alpha, truth).mae
             found["share" + suffix] = float(np.mean((a > 0.05) & (a < 0.95)))
@@ -110,10 +115,10 @@ def run(engine: FusedEngine, name: str, photo: Photo, truth: Image.Image, cache:
 def test_set(engine: FusedEngine, testdata: Path, cache: Path) -> list[Case]:
     cases = []
     for image in sorted((testdata / "images").iterdir()):
-        photo = load_image(image.read_bytes(), LIMITS)
         with Image.open(testdata / "masks" / f"{image.stem}.png") as opened:
             truth = opened.convert("L")
-        cases.append(run(engine, image.stem, photo, truth, cache))
+        decode = functools.partial(load_image, image.read_bytes(), LIMITS)
+        cases.append(run(engine, image.stem, decode, truth, cache))
     return cases
 
 
@@ -121,14 +126,16 @@ def composite_set(engine: FusedEngine, testdata: Path, cache: Path, family: str)
     cases = []
     made = composites(testdata, default_folder(), family=family, per_pair=PER_PAIR[family])
     for one in made:
-        buffer = io.BytesIO()
-        one.image.save(buffer, "PNG")
-        photo = load_image(buffer.getvalue(), LIMITS)
-        cases.append(run(engine, f"{family}:{one.name}", photo, one.truth, cache))
+        decode = functools.partial(png, one.image)
+        cases.append(run(engine, f"{family}:{one.name}", decode, one.truth, cache))
     return cases
 
 
-Scorer = Callable[[Signals], float]
+def png(image: Image.Image) -> Photo:
+    """*image* as the service would see it uploaded: a PNG, decoded."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return load_image(buffer.getvalue(), LIMITS)
 
 
 def signals_of(cases: Iterable[Case], *, alone: bool = False) -> list[Signals]:
@@ -168,30 +175,44 @@ def rates_text(rates: tuple[int, int, int, int, int]) -> str:
     )
 
 
-#: The penalties leave-one-out chooses from (risk added per fired structural signal).
-PENALTIES = (0.0, 0.05, 0.1, 0.15, 0.25, 0.5)
+def subsets(names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every subset of *names*, the smaller first (so that ties go to the simpler rule)."""
+    found = [
+        tuple(n for i, n in enumerate(names) if mask >> i & 1) for mask in range(1 << len(names))
+    ]
+    return sorted(found, key=len)
 
 
-def params_with(penalty: float, off: tuple[str, ...] = ()) -> ConfidenceParams:
-    return dataclasses.replace(SCORING, penalty=penalty, ignore=off)
+#: The rules leave-one-out chooses from: disagreement weight x which structural signals cap the
+#: score x the cap. The simplest come first: they win ties.
+CANDIDATES = [
+    dataclasses.replace(SCORING, disagreement_weight=weight, use=use, cap=cap)
+    for use in subsets(Signals.STRUCTURAL)
+    for cap in ((1.0,) if not use else (0.5, 0.25, 0.75))
+    for weight in (0.0, 0.1, 0.25)
+]
 
 
 def loo_spearman(
-    signals: list[Signals], errors: np.ndarray, off: tuple[str, ...] = ()
-) -> tuple[float, list[float], list[float]]:
-    """Leave-one-out Spearman, held-out scores, and the penalty each fold chose."""
-    everyone = {p: [score_signals(s, params_with(p, off)) for s in signals] for p in PENALTIES}
+    signals: list[Signals], errors: np.ndarray, without: str | None = None
+) -> tuple[float, list[float], list[ConfidenceParams]]:
+    """Leave-one-out Spearman, the held-out scores, and the rule each fold chose (among the
+    candidates that do not use *without*)."""
+    rules = [r for r in CANDIDATES if without not in r.use]
+    everyone = [[score_signals(s, rule) for s in signals] for rule in rules]
     held, chosen = [], []
     for i in range(len(signals)):
         rest = [j for j in range(len(signals)) if j != i]
-
-        def fit(p: float, rest: list[int] = rest) -> float:
-            return rho([everyone[p][j] for j in rest], errors[rest])
-
-        best = min(PENALTIES, key=fit)  # most negative: a low score, a large error
+        fits = [rho([scores[j] for j in rest], errors[rest]) for scores in everyone]
+        best = int(np.argmin(fits))  # the first of the most negative: a low score, a large error
         held.append(everyone[best][i])
-        chosen.append(best)
+        chosen.append(rules[best])
     return rho(held, errors), held, chosen
+
+
+def describe(rule: ConfidenceParams) -> str:
+    used = "+".join(rule.use) or "no structural signal"
+    return f"weight {rule.disagreement_weight}, {used}" + (f" cap {rule.cap}" if rule.use else "")
 
 
 def threshold_for(scores: np.ndarray, errors: np.ndarray, allowed_false: int = 2) -> float:
@@ -225,15 +246,14 @@ def report_set(cases: list[Case], *, alone: bool) -> None:
     shipped = [score_signals(s) for s in signals]
     print(f"\n== the {len(cases)} test photos, {label} ==")
     print(f"baseline 1 - share in (0.05, 0.95): Spearman with MAE {base:+.3f}")
-    edge = rho([score_signals(s, params_with(0.0)) for s in signals], errors)
-    print(f"edge terms only (no structural signal, nothing fitted): {edge:+.3f}")
     loo, held, chosen = loo_spearman(signals, errors)
-    picks = {p: chosen.count(p) for p in sorted(set(chosen))}
-    print(f"score, leave-one-out: {loo:+.3f} (penalty chosen per fold: {picks})")
-    print(f"score as shipped (fitted on all 29, for reference): {rho(shipped, errors):+.3f}")
+    print(f"score, leave-one-out over {len(CANDIDATES)} rules: {loo:+.3f}")
+    for rule in sorted(set(chosen), key=chosen.count, reverse=True):
+        print(f"  chosen by {chosen.count(rule)} folds: {describe(rule)}")
+    print(f"score as shipped (for reference, not a validation): {rho(shipped, errors):+.3f}")
     for name in Signals.STRUCTURAL:
         print(
-            f"  without {name:13s} leave-one-out {loo_spearman(signals, errors, (name,))[0]:+.3f}"
+            f"  never using {name:13s} leave-one-out {loo_spearman(signals, errors, name)[0]:+.3f}"
         )
     flags, cuts = loo_flags(np.asarray(held), errors)
     print(f"flag, threshold chosen leave-one-out (median {np.median(cuts):.3f}): "
@@ -242,14 +262,22 @@ def report_set(cases: list[Case], *, alone: bool) -> None:
     print(
         f"flag as shipped (below {REVIEW_BELOW}): {rates_text(flag_rates(shipped_flags, errors))}"
     )
-    fired = {n: sum(n in s.fired(SCORING) for s in signals) for n in Signals.STRUCTURAL}
-    print(f"structural signals fired: {fired}")
+    print_fired(signals)
     if not alone:
         worst, _ = groups(errors)
         for i in np.argsort(shipped):
             mark = "  (worst tenth)" if i in worst else ""
             print(f"  {shipped[i]:.3f}  MAE {errors[i]:.4f}  {cases[i].name}"
-                  f"  {','.join(signals[i].fired(SCORING))}{mark}")  # fmt: skip
+                  f"  {','.join(signals[i].fired(ALL))}{mark}")  # fmt: skip
+
+
+#: Every structural signal on (to count how often each fires)
+ALL = dataclasses.replace(SCORING, use=Signals.STRUCTURAL)
+
+
+def print_fired(signals: list[Signals]) -> None:
+    fired = {n: sum(n in s.fired(ALL) for s in signals) for n in Signals.STRUCTURAL}
+    print(f"structural signals fired (used: {', '.join(SCORING.use)}): {fired}")
 
 
 def report_composites(family: str, cases: list[Case], *, alone: bool) -> None:
@@ -257,22 +285,28 @@ def report_composites(family: str, cases: list[Case], *, alone: bool) -> None:
     errors = errors_of(cases, alone=alone)
     signals = signals_of(cases, alone=alone)
     scores = np.asarray([score_signals(s) for s in signals])
-    base = rho([-(c.share_alone if alone else c.share) for c in cases], errors)
-    print(f"\n== {len(cases)} composites ({family}), {label}: nothing tuned on them ==")
-    print(f"baseline Spearman with MAE {base:+.3f}; score {rho(scores, errors):+.3f}")
-    edge = rho([score_signals(s, params_with(0.0)) for s in signals], errors)
-    print(f"edge terms only: {edge:+.3f}")
-    for name in Signals.STRUCTURAL:
-        without = rho([score_signals(s, params_with(SCORING.penalty, (name,))) for s in signals],
-                      errors)  # fmt: skip
-        print(f"  without {name:13s} {without:+.3f}")
-    print(f"flag (below {REVIEW_BELOW}): {rates_text(flag_rates(scores < REVIEW_BELOW, errors))}")
-    fired = {n: sum(n in s.fired(SCORING) for s in signals) for n in Signals.STRUCTURAL}
-    print(f"structural signals fired: {fired}")
     share = np.asarray([c.share_alone if alone else c.share for c in cases])
-    cut = np.sort(share)[-int(np.sum(scores < REVIEW_BELOW)) or -1]
-    print(f"baseline flagging as many (share >= {cut:.3f}): "
-          f"{rates_text(flag_rates(share >= cut, errors))}")  # fmt: skip
+    print(f"\n== {len(cases)} composites ({family}), {label}: nothing tuned on them ==")
+    print(
+        f"Spearman with MAE: baseline {rho(-share, errors):+.3f}, score {rho(scores, errors):+.3f}"
+    )
+    edges = dataclasses.replace(SCORING, use=())
+    plain = rho([score_signals(s, edges) for s in signals], errors)
+    print(f"  edges alone (no structural cap) {plain:+.3f}")
+    for name in Signals.STRUCTURAL:
+        rule = dataclasses.replace(SCORING, use=tuple(sorted({*SCORING.use} ^ {name})))
+        change = "without" if name in SCORING.use else "with"
+        print(
+            f"  {change} {name:13s} {rho([score_signals(s, rule) for s in signals], errors):+.3f}"
+        )
+    flagged = scores < REVIEW_BELOW
+    print(f"flag (below {REVIEW_BELOW}): {rates_text(flag_rates(flagged, errors))}")
+    many = int(flagged.sum())
+    if many:
+        cut = np.sort(share)[-many]
+        print(f"baseline flagging as many (share >= {cut:.3f}): "
+              f"{rates_text(flag_rates(share >= cut, errors))}")  # fmt: skip
+    print_fired(signals)
 
 
 def main() -> None:

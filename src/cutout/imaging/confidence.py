@@ -17,10 +17,10 @@ Two kinds of evidence, both read from the low-resolution masks the engine alread
   - ``pieces``: the mask falls apart into several sizeable disconnected pieces;
   - ``area``: the subject covers almost nothing or almost everything.
 
-The risk is the edge share, plus the weighted disagreement, plus one fixed ``penalty`` per
-structural signal that fires; the score falls linearly from 1 (no risk) to 0 (``risk_zero``).
-So the score has three free numbers (``disagreement_weight``, ``penalty``, ``risk_zero``) and
-the flag one (:data:`REVIEW_BELOW`); ``scripts/confidence_study.py`` chose and validated them by
+The risk is the edge share plus the weighted disagreement; the score falls linearly from 1 (no
+risk) to 0 (``risk_zero``), and a structural signal that fires caps it at ``cap``, below the
+flag's threshold. So the score has three free numbers (``disagreement_weight``, ``risk_zero``,
+``cap``), the flag one (:data:`REVIEW_BELOW`), and the signals fixed thresholds; ``scripts/confidence_study.py`` chose and validated them by
 leave-one-out on the 29 test photos and on 324 composites nothing was tuned on
 (docs/internals/quality-and-speed.md, "Confidence").
 
@@ -48,8 +48,6 @@ class ConfidenceParams:
     uncertain: tuple[float, float] = (0.1, 0.85)
     disagreement_weight: float = 0.1  # weight of the two models' disagreement in the risk
     region: float = 0.1  # MODNet alpha that delimits "its" subject (connected to ISNet's)
-    #: risk added by each structural signal that fires
-    penalty: float = 0.1
     risk_zero: float = 0.25  # risk at which the confidence reaches 0
     grid: int = 256
     # The structural signals' thresholds, by their meaning (not fitted):
@@ -62,8 +60,12 @@ class ConfidenceParams:
     pieces: int = 3
     piece: float = 0.02
     #: ``area``: foreground below the first or above the second share of the photo
-    area: tuple[float, float] = (0.01, 0.9)
-    ignore: tuple[str, ...] = ()  # structural signals left out (for the study's ablation)
+    area: tuple[float, float] = (0.002, 0.9)
+    #: The structural signals that cap the score (``border`` is measured, not used: it did not
+    #: predict the error on either validation set)
+    use: tuple[str, ...] = ("other_object", "pieces", "area")
+    #: The highest score a cut-out keeps when one of them fires: below REVIEW_BELOW, flagged
+    cap: float = 0.5
 
 
 SCORING = ConfidenceParams()
@@ -93,7 +95,7 @@ class Signals:
             "pieces": self.pieces >= params.pieces,
             "area": not low <= self.area <= high,
         }
-        return tuple(name for name, on in found.items() if on and name not in params.ignore)
+        return tuple(name for name, on in found.items() if on and name in params.use)
 
 
 def confidence(
@@ -108,9 +110,10 @@ def confidence(
 
 
 def score_signals(signals: Signals, params: ConfidenceParams = SCORING) -> float:
+    """The edges' score, capped at ``cap`` when a structural signal fires."""
     risk = signals.uncertain + params.disagreement_weight * signals.disagreement
-    risk += params.penalty * len(signals.fired(params))
-    return 1.0 - min(1.0, risk / params.risk_zero)
+    edges = 1.0 - min(1.0, risk / params.risk_zero)
+    return min(edges, params.cap) if signals.fired(params) else edges
 
 
 def measure(
