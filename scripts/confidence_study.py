@@ -262,7 +262,9 @@ def report_set(cases: list[Case], *, alone: bool) -> None:
     print(
         f"flag as shipped (below {REVIEW_BELOW}): {rates_text(flag_rates(shipped_flags, errors))}"
     )
-    print_fired(signals)
+    print_fired(signals, np.asarray(shipped), errors)
+    everyone = threshold_for(np.asarray(shipped), errors)
+    print(f"the same threshold rule on all 29: below {everyone:.3f}")
     if not alone:
         worst, _ = groups(errors)
         for i in np.argsort(shipped):
@@ -275,9 +277,17 @@ def report_set(cases: list[Case], *, alone: bool) -> None:
 ALL = dataclasses.replace(SCORING, use=Signals.STRUCTURAL)
 
 
-def print_fired(signals: list[Signals]) -> None:
-    fired = {n: sum(n in s.fired(ALL) for s in signals) for n in Signals.STRUCTURAL}
-    print(f"structural signals fired (used: {', '.join(SCORING.use)}): {fired}")
+def print_fired(signals: list[Signals], scores: np.ndarray, errors: np.ndarray) -> None:
+    """How often each structural signal fires, on which photos, and what it adds to the flag."""
+    worst, better = groups(errors)
+    edges = np.asarray([score_signals(s, dataclasses.replace(SCORING, use=())) for s in signals])
+    print(f"structural signals (used: {', '.join(SCORING.use)}):")
+    for name in Signals.STRUCTURAL:
+        on = {i for i, s in enumerate(signals) if name in s.fired(ALL)}
+        new = {i for i in on if edges[i] >= REVIEW_BELOW}
+        print(f"  {name:13s} fires on {len(on):3d}: {len(on & worst)} in the worst tenth, "
+              f"{len(on & better)} in the better half; {len(new)} not flagged by the edges alone "
+              f"({len(new & worst)} worst, {len(new & better)} better half)")  # fmt: skip
 
 
 def report_composites(family: str, cases: list[Case], *, alone: bool) -> None:
@@ -306,7 +316,13 @@ def report_composites(family: str, cases: list[Case], *, alone: bool) -> None:
         cut = np.sort(share)[-many]
         print(f"baseline flagging as many (share >= {cut:.3f}): "
               f"{rates_text(flag_rates(share >= cut, errors))}")  # fmt: skip
-    print_fired(signals)
+    print_fired(signals, scores, errors)
+    for cut in THRESHOLDS:
+        print(f"  flag below {cut}: {rates_text(flag_rates(scores < cut, errors))}")
+
+
+#: Other review thresholds the study reports (on the composites, for information)
+THRESHOLDS = (0.8, 0.85, 0.9)
 
 
 def main() -> None:
