@@ -5,19 +5,21 @@
 (from the repository root: it imports ``tests.composites``, which makes the composites.)
 
 1. Runs the configured engine (INT8 ISNet fused with MODNet) on the 29 test photos and on the
-   composites (``tests/composites.py``: the 9 soft-matted subjects pasted onto the 6 CC0
-   photos, 6 placements each: 324 photos with exact truth), and caches, per photo, both models'
-   masks and the fused one on the scoring grid, and the refined cut-out's MAE against the
-   truth (for the fused mask, and for ISNet's alone as when MODNet is skipped) with the
-   baseline (the share of the cut-out's alpha in (0.05, 0.95)). CACHE_DIR defaults to a
-   folder under the system's temp dir; the first run takes a few minutes, later ones seconds.
-2. On the 29 photos, leave-one-out: for every photo, the penalty of the structural signals is
-   chosen on the other 28 (best Spearman), then the held-out photo is scored with it; the
-   Spearman of those held-out scores with the MAE is the figure reported. The same for the
-   review threshold: chosen on the other 28 (the highest that flags at most 2 of their better
-   half), applied to the held-out photo. The ablation (each signal left out) is leave-one-out
-   too.
-3. On the composites, nothing is tuned: the shipped score and threshold, as they are.
+   composites (``tests/composites.py``: the 9 soft-matted subjects pasted onto 6 backdrops, 4
+   placements each, and onto the 6 whole CC0 photos, once each: 270 photos with exact truth),
+   and caches, per photo, both models' masks and the fused one on the scoring grid, and the
+   refined cut-out's MAE against the truth (for the fused mask, and for ISNet's alone, as when
+   MODNet is skipped) with the baseline (the share of the cut-out's alpha in (0.05, 0.95)).
+   CACHE_DIR defaults to a folder under the system's temp dir; the first run takes minutes,
+   later ones under a minute.
+2. On the 29 photos, leave-one-out: for every photo, the rule (disagreement weight, which
+   structural signals cap the score, the cap) is chosen on the other 28 (best Spearman), then
+   the held-out photo is scored with it; the Spearman of those held-out scores with the MAE is
+   the figure reported. The same for the review threshold: chosen on the other 28 (the highest
+   that flags at most 2 of their better half), applied to the held-out photo. The ablation
+   (each signal never used) is leave-one-out too.
+3. On the composites, nothing is tuned: the shipped score and threshold, as they are, with the
+   baseline flagging as many photos beside them.
 4. Everything again with MODNet absent (the engine may skip it): the score from ISNet's mask
    alone, against the error of ISNet's mask alone.
 

@@ -18,11 +18,14 @@ Two kinds of evidence, both read from the low-resolution masks the engine alread
   - ``area``: the subject covers almost nothing or almost everything.
 
 The risk is the edge share plus the weighted disagreement; the score falls linearly from 1 (no
-risk) to 0 (``risk_zero``), and a structural signal that fires caps it at ``cap``, below the
-flag's threshold. So the score has three free numbers (``disagreement_weight``, ``risk_zero``,
-``cap``), the flag one (:data:`REVIEW_BELOW`), and the signals fixed thresholds; ``scripts/confidence_study.py`` chose and validated them by
-leave-one-out on the 29 test photos and on 324 composites nothing was tuned on
-(docs/internals/quality-and-speed.md, "Confidence").
+risk) to 0 (``risk_zero``), and ``other_object``, ``pieces`` or ``area`` firing caps it at
+``cap``, below the flag's threshold. ``border`` is measured but not used: on the test photos and
+on composites with plain backdrops it fired on good cut-outs of subjects filling the frame.
+So the score has three free numbers (``disagreement_weight``, ``risk_zero``, ``cap``), the flag
+one (:data:`REVIEW_BELOW`), and the signals thresholds set by their meaning;
+``scripts/confidence_study.py`` validates them leave-one-out on the 29 test photos and on 270
+composites nothing was tuned on (docs/internals/quality-and-speed.md, "Confidence": the score
+ties the uncertain-alpha baseline; it does not beat it).
 
 Without MODNet (the engine may skip it, or run ISNet alone) pass ``secondary=None``: the
 disagreement and ``other_object`` need both models and count as zero; the edge share and the
