@@ -34,8 +34,8 @@ from cutout.errors import (
 )
 from cutout.extensions import image_service
 from cutout.extensions import settings as app_settings
+from cutout.imaging.confidence import needs_review
 from cutout.imaging.decode import Photo, load_reduced, probe
-from cutout.imaging.fuse import needs_review
 from cutout.memory import decode_cost, output_cost, render_cost
 from cutout.removebg.params import Params, parse
 from cutout.removebg.render import Rendered, render
