@@ -109,7 +109,28 @@ class Settings:
 
     # -- fetching images from URLs (API image_url, the page's URL field) -----------------
     url_timeout: float = _setting(
-        "CUTOUT_URL_TIMEOUT", "Seconds allowed for downloading one image from a URL.", 15.0
+        "CUTOUT_URL_TIMEOUT",
+        "Seconds allowed for downloading one image from a URL: the whole download, connecting, "
+        "redirects and every read included (keep it well under the health probes' patience).",
+        10.0,
+    )
+    url_downloads: int = _setting(
+        "CUTOUT_URL_DOWNLOADS",
+        "URL downloads one worker process runs at once; beyond, requests that need one are "
+        "refused at once with 503 and Retry-After (keep it below `CUTOUT_WEB_THREADS`).",
+        4,
+    )
+    url_downloads_per_client: int = _setting(
+        "CUTOUT_URL_DOWNLOADS_PER_CLIENT",
+        "URL downloads one API key (or client address) may run at once per worker process; "
+        "beyond, 429.",
+        2,
+    )
+    url_rate_limit: str = _setting(
+        "CUTOUT_URL_RATE_LIMIT",
+        "Requests to the page's `POST /from-url` allowed per client address, in Flask-Limiter's "
+        "notation (the APIs' URL fields count against `CUTOUT_API_RATE_LIMIT`).",
+        "30/minute",
     )
     url_allowed_networks: str = _setting(
         "CUTOUT_URL_ALLOWED_NETWORKS",
@@ -279,6 +300,8 @@ class Settings:
             max_bytes=self.max_upload_bytes,
             timeout=self.url_timeout,
             allowed_networks=parse_networks(self.url_allowed_networks),
+            concurrency=self.url_downloads,
+            per_client=self.url_downloads_per_client,
         )
 
     @property
@@ -330,6 +353,8 @@ class Settings:
             ("USER_LIMIT", self.user_limit),
             ("CUTOUT_MAX_CONCURRENT", self.max_concurrent),
             ("CUTOUT_WEB_WORKERS", self.web_workers),
+            ("CUTOUT_URL_DOWNLOADS", self.url_downloads),
+            ("CUTOUT_URL_DOWNLOADS_PER_CLIENT", self.url_downloads_per_client),
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}.")
@@ -346,6 +371,7 @@ class Settings:
         _rate_limit("CUTOUT_API_RATE_LIMIT", self.api_rate_limit)
         _rate_limit("CUTOUT_API_READ_RATE_LIMIT", self.api_read_rate_limit)
         _rate_limit("CUTOUT_KEY_CREATION_RATE_LIMIT", self.key_creation_rate_limit)
+        _rate_limit("CUTOUT_URL_RATE_LIMIT", self.url_rate_limit)
         if not self.page_key_credits >= 0:
             raise ConfigError("CUTOUT_PAGE_KEY_CREDITS must be zero or more.")
         if not (self.improve_max_mb_per_key >= 0 and self.improve_max_mb >= 0):
