@@ -90,6 +90,31 @@ class Settings:
     )
     web_threads: int = _setting("CUTOUT_WEB_THREADS", "gunicorn threads per worker.", 8)
     web_timeout: int = _setting("CUTOUT_WEB_TIMEOUT", "gunicorn worker timeout, seconds.", 120)
+    client_header_timeout: float = _setting(
+        "CUTOUT_CLIENT_HEADER_TIMEOUT",
+        "Seconds a client has to send a request's line and headers (from its first byte, or "
+        "from connecting); slower ones get 408. Requests are received whole by the worker's "
+        "event loop before a thread sees them (see Security: slow clients).",
+        10.0,
+    )
+    client_body_timeout: float = _setting(
+        "CUTOUT_CLIENT_BODY_TIMEOUT",
+        "Seconds a client has to send a whole request, body included (an upload of "
+        "`CUTOUT_MAX_UPLOAD_MB` must fit: 25 MB in 120 s needs about 1.7 Mbit/s).",
+        120.0,
+    )
+    client_buffer_mb: int = _setting(
+        "CUTOUT_CLIENT_BUFFER_MB",
+        "Bytes of requests being received one worker process holds at most (reserved from "
+        "each declared length, memory and temporary files together); beyond, 503.",
+        512,
+    )
+    client_spool_kb: int = _setting(
+        "CUTOUT_CLIENT_SPOOL_KB",
+        "Request bodies larger than this wait in a temporary file while they arrive, not in "
+        "memory.",
+        64,
+    )
     trusted_proxies: int = _setting(
         "CUTOUT_TRUSTED_PROXIES",
         "Number of reverse proxies in front of the app whose X-Forwarded-* headers to trust.",
@@ -364,6 +389,10 @@ class Settings:
             raise ConfigError("CUTOUT_MAX_UPLOAD_MB and CUTOUT_MAX_MEGAPIXELS must be positive.")
         if self.url_timeout <= 0:
             raise ConfigError("CUTOUT_URL_TIMEOUT must be positive.")
+        if min(self.client_header_timeout, self.client_body_timeout) <= 0:
+            raise ConfigError("CUTOUT_CLIENT_HEADER_TIMEOUT and _BODY_TIMEOUT must be positive.")
+        if self.client_buffer_mb < 1 or self.client_spool_kb < 0:
+            raise ConfigError("CUTOUT_CLIENT_BUFFER_MB must be at least 1, _SPOOL_KB not negative.")
         try:
             self.fetch_policy  # noqa: B018 - parses the networks
         except ValueError as exc:
