@@ -106,8 +106,10 @@ class Settings:
     client_buffer_mb: int = _setting(
         "CUTOUT_CLIENT_BUFFER_MB",
         "Bytes of requests being received one worker process holds at most (reserved from "
-        "each declared length, memory and temporary files together); beyond, 503.",
-        512,
+        "each declared length, memory and temporary files together); beyond, 503. Mind the "
+        "size of `/tmp` (512 MiB in the container's deployments) and Werkzeug's own copies "
+        "of uploads there.",
+        256,
     )
     client_spool_kb: int = _setting(
         "CUTOUT_CLIENT_SPOOL_KB",
