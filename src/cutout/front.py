@@ -50,6 +50,7 @@ MAX_HEAD = 64 * 1024
 MAX_CHUNK_LINE = 4096
 STOP_LINGER = 2.0  # seconds a stopping worker waits for an idle connection's first byte
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+SCAN_INTERVAL = 0.5  # seconds between two looks at the deadlines
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         )
         self.incoming: dict[BufferedConn, Incoming] = {}
         self.buffered = 0
+        self.next_scan = 0.0
         self.body_limit: Callable[[str, str], int] = lambda method, path: self.limits.buffer_bytes
         super().init_process()
 
@@ -428,6 +430,11 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             head += "Retry-After: 2\r\n"
         _send(state.conn, (head + "\r\n").encode() + body)
         self.log.info("refused a request being received (%s %s)", status, code)
+        # Imported here: gunicorn's master imports this module before it sets up the
+        # metrics folder, and prometheus_client picks its storage when first imported.
+        from cutout.metrics import UNREAD
+
+        UNREAD.labels(code).inc()
         self._drop(state)
 
     def _drop(self, state: Incoming) -> None:
@@ -462,6 +469,11 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        # The loop comes here after every wake-up: look at every connection twice a second
+        # at most, not once per event under a flood of them.
+        if now < self.next_scan:
+            return
+        self.next_scan = now + SCAN_INTERVAL
         for state in list(self.incoming.values()):
             if not self.alive and state.idle:  # stopping: no new requests, as keep-alive
                 state.deadline = min(state.deadline, now + STOP_LINGER)
