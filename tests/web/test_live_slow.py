@@ -141,12 +141,12 @@ def test_downloads_from_a_server_that_never_answers_leave_health_fast(
     with SilentServer() as silent, ThreadPoolExecutor(10) as pool:
         started = time.monotonic()
         outcomes = list(pool.map(from_url, range(10)))
-    assert time.monotonic() - started < 3 + 2  # CUTOUT_URL_TIMEOUT, and a margin
+    assert time.monotonic() - started < 3 + 3  # CUTOUT_URL_TIMEOUT, and a margin
     statuses = sorted(status for status, _, _ in outcomes)
     assert statuses == [400] * 4 + [503] * 6, outcomes  # 4 downloads at most per process
     assert all(took < 1 for status, took, _ in outcomes if status == 503)
     assert all(after for status, _, after in outcomes if status == 503)
-    assert all(3 - 0.5 < took < 3 + 1.5 for status, took, _ in outcomes if status == 400)
+    assert all(3 - 0.5 < took < 3 + 3 for status, took, _ in outcomes if status == 400)
 
     # /health while downloads hang
     with SilentServer() as silent, ThreadPoolExecutor(10) as pool:
