@@ -17,7 +17,10 @@ What is measured (all names start with ``cutout_``):
   413), ``memory_reserved_bytes`` and ``memory_budget_bytes``;
 * ``stored_bytes_total{kind}``, ``store_errors_total{operation}``, ``orphan_files_swept_total``;
 * ``errors_total{code}``: every error answered, by our error code;
-* ``model_load_seconds`` (one sample per worker).
+* ``model_load_seconds`` (one sample per worker);
+* ``requests_refused_unread_total{reason}``: requests the web worker refused while receiving
+  them, before any thread or the app saw them (``request_timeout``, ``busy``,
+  ``body_too_large``, ``headers_too_large``, ``bad_request``: see :mod:`cutout.front`).
 """
 
 from __future__ import annotations
@@ -76,6 +79,11 @@ WAIT = Histogram(
 REFUSED = Counter(
     "cutout_admission_refused_total",
     "Removals refused by admission: queue_full or timeout (503 busy), too_large (413).",
+    ["reason"],
+)
+UNREAD = Counter(
+    "cutout_requests_refused_unread_total",
+    "Requests refused while being received (slow, too large, malformed, buffer full).",
     ["reason"],
 )
 STORED = Counter("cutout_stored_bytes_total", "Image bytes written to the store.", ["kind"])
