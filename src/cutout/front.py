@@ -255,6 +255,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         self.buffered = 0
         self.next_scan = 0.0
         self.body_limit: Callable[[str, str], int] = lambda method, path: self.limits.buffer_bytes
+        _drop_server_header()
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -483,6 +484,22 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
                 self._drop(state)  # nothing sent: close quietly, as keep-alive does
             else:
                 self._refuse(state, 408, "request_timeout", "The request took too long to arrive.")
+
+
+def _drop_server_header() -> None:
+    """gunicorn writes ``Server: gunicorn`` into every response and has no setting to stop it;
+    naming the server and its version only helps an attacker pick exploits, so drop the line."""
+    from gunicorn.http import wsgi
+
+    if getattr(wsgi.Response, "_cutout_no_server", False):
+        return
+    defaults = wsgi.Response.default_headers
+
+    def default_headers(response: Any) -> list[str]:
+        return [line for line in defaults(response) if not line.startswith("Server:")]
+
+    wsgi.Response.default_headers = default_headers
+    wsgi.Response._cutout_no_server = True
 
 
 def _without_expect(raw: bytes) -> bytes:

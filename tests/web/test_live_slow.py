@@ -51,6 +51,13 @@ def answer(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def test_responses_do_not_name_the_server(server: LiveServer) -> None:
+    for path in ("/health", "/", "/no-such-page"):
+        response = requests.get(server.url + path, timeout=10)
+        assert "Server" not in response.headers, path
+        assert response.headers.get("Permissions-Policy"), path
+
+
 def test_fifty_slow_headers_and_fifty_slow_bodies_leave_health_fast(server: LiveServer) -> None:
     with SlowClients("127.0.0.1", server.port, headers=50, bodies=50) as slow:
         time.sleep(2.5)  # each has dripped at least once
