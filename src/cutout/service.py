@@ -16,13 +16,13 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from cutout.engine.base import Admission, Engine
+from cutout.engine.base import Admission, Engine, with_quality
 from cutout.errors import InvalidImage, InvalidName, LimitReached
 from cutout.imaging import png
 from cutout.imaging.compose import JPEG_MAX_SIDE, OutputOptions
 from cutout.imaging.decode import Limits, Photo, load_image, probe
 from cutout.imaging.fuse import needs_review
-from cutout.memory import estimate, largest_pixels, options_cost
+from cutout.memory import estimate, largest_pixels, options_cost, quality_cost
 from cutout.pipeline import predict_and_refine, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 from cutout.text import UNSAFE_CHARACTERS
@@ -78,12 +78,14 @@ class ImageService:
         name: str | None,
         data: bytes | None,
         output: OutputOptions | None = None,
+        quality: str | None = None,
     ) -> Record:
         """Remove the background of *data* and store both images under *name*.
 
         Nothing is stored unless processing succeeded. The limit is checked first (so a full
         account does not wait for the model) and enforced again, atomically, by the store.
-        *output* replaces the service's default output options (the native API's choices).
+        *output* replaces the service's default output options (the native API's choices);
+        *quality* the engine's default quality mode (``fast``, ``balanced``, ``best``).
         """
         image_name = clean_name(name)
         if not data:
@@ -91,10 +93,13 @@ class ImageService:
         if self.store.count(user_id) >= self.user_limit:
             raise LimitReached()
         options = output or self.output
-        with self.admitted(data, lambda w, h: options_cost(options, w * h)):
-            cutout = remove_background(
-                data, self.engine(), limits=self.limits, options=output or self.output
-            )
+
+        def extra(width: int, height: int) -> int:
+            return options_cost(options, width * height) + quality_cost(quality)
+
+        with self.admitted(data, extra):
+            engine = with_quality(self.engine(), quality)
+            cutout = remove_background(data, engine, limits=self.limits, options=options)
             original = _original(data, cutout.photo)  # re-encoding works on the decoded photo
             processed = NewImage(
                 cutout.output.data,
@@ -132,6 +137,7 @@ class ImageService:
         data: bytes | None,
         render: Callable[[Photo, Image.Image], T],
         extra_cost: ExtraCost | None = None,
+        quality: str | None = None,
     ) -> tuple[T, float | None]:
         """Stateless removal (remove.bg's ``/v1.0/removebg``): nothing is stored.
 
@@ -140,14 +146,20 @@ class ImageService:
         one bound on memory and a full queue answers "busy" everywhere. *extra_cost* says
         what *render* costs beyond the removal (a background picture it decodes, canvases
         larger than the photo), from the photo's size: it is reserved with the removal's.
+        *quality* is the engine's quality mode (None: its default).
         Returns what *render* made and the cut-out's confidence (None when the engine cannot
         score itself).
         """
         if not data:
             raise InvalidImage("Please send an image.")
-        with self.admitted(data, extra_cost):
+
+        def extra(width: int, height: int) -> int:
+            return (extra_cost(width, height) if extra_cost else 0) + quality_cost(quality)
+
+        with self.admitted(data, extra):
             photo = load_image(data, self.limits)
-            prediction, alpha = predict_and_refine(photo, self.engine())
+            engine = with_quality(self.engine(), quality)
+            prediction, alpha = predict_and_refine(photo, engine)
             return render(photo, alpha), prediction.confidence
 
     @contextmanager

@@ -117,6 +117,8 @@ class FusedEngine:
             main = self.primary.infer(tensor)
             if modnet_cannot_matter(main):
                 return self._alone(main)
+            if self.quality != "best":
+                del tensor  # 12 MB that MODNet's pass need not hold (memory.py's constants)
             soft = self.secondary.infer(soft_input.result())
         mirrored = self.quality == "best" and modnet_gain(main, soft) >= TTA_FROM
         if mirrored:
