@@ -95,7 +95,9 @@ class FusedEngine:
 
     @property
     def model(self) -> str:
-        return self.primary.model if self.quality == "fast" else f"{self.primary.model}+{FUSION_MODEL}"
+        if self.quality == "fast":
+            return self.primary.model
+        return f"{self.primary.model}+{FUSION_MODEL}"
 
     @property
     def runtime(self) -> str:
