@@ -98,8 +98,8 @@ class ImageService:
             return options_cost(options, width * height) + quality_cost(quality)
 
         with self.admitted(data, extra):
-            engine = with_quality(self.engine(), quality)
-            cutout = remove_background(data, engine, limits=self.limits, options=options)
+            engine_now = with_quality(self.engine(), quality)
+            cutout = remove_background(data, engine_now, limits=self.limits, options=options)
             original = _original(data, cutout.photo)  # re-encoding works on the decoded photo
             processed = NewImage(
                 cutout.output.data,
