@@ -16,8 +16,9 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from cutout.config import QUALITIES
 from cutout.engine.base import Admission, Engine, with_quality
-from cutout.errors import InvalidImage, InvalidName, LimitReached
+from cutout.errors import InvalidImage, InvalidName, InvalidParameter, LimitReached
 from cutout.imaging import png
 from cutout.imaging.compose import JPEG_MAX_SIDE, OutputOptions
 from cutout.imaging.decode import Limits, Photo, load_image, probe
@@ -63,6 +64,18 @@ def clean_name(raw: str | None) -> str:
     return name
 
 
+def clean_quality(raw: str | None) -> str | None:
+    """The quality mode a request asks for (None or "": the server's default)."""
+    if not raw:
+        return None
+    if raw not in QUALITIES:
+        raise InvalidParameter(
+            f"Unknown quality {raw[:20]!r}; use one of: {', '.join(QUALITIES)}.",
+            "invalid_quality",
+        )
+    return raw
+
+
 @dataclass
 class ImageService:
     store: ImageStore
@@ -88,6 +101,7 @@ class ImageService:
         *quality* the engine's default quality mode (``fast``, ``balanced``, ``best``).
         """
         image_name = clean_name(name)
+        quality = clean_quality(quality)
         if not data:
             raise InvalidImage("Please choose an image to upload.")
         if self.store.count(user_id) >= self.user_limit:
@@ -152,6 +166,7 @@ class ImageService:
         """
         if not data:
             raise InvalidImage("Please send an image.")
+        quality = clean_quality(quality)
 
         def extra(width: int, height: int) -> int:
             return (extra_cost(width, height) if extra_cost else 0) + quality_cost(quality)

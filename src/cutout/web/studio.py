@@ -70,7 +70,10 @@ def create_from_url() -> ResponseReturnValue:
     body = request.get_json(silent=True) if request.is_json else None
     fields: Any = body if isinstance(body, dict) else request.form
     record = studio().create_from_url(
-        current_user(), _text(fields.get("name")), _text(fields.get("url"))
+        current_user(),
+        _text(fields.get("name")),
+        _text(fields.get("url")),
+        _text(fields.get("quality")),
     )
     if wants_json():
         return jsonify(record_json(record)), 201
