@@ -21,7 +21,14 @@ import numpy as np
 from cutout.config import QUALITIES
 from cutout.imaging.fuse import FUSION, FusionParams, allowed_region, resize
 
-__all__ = ["DEFAULT_QUALITY", "QUALITIES", "TTA_FROM", "modnet_cannot_matter", "modnet_gain"]
+__all__ = [
+    "DEFAULT_QUALITY",
+    "QUALITIES",
+    "TTA_FROM",
+    "modnet_bound",
+    "modnet_cannot_matter",
+    "modnet_gain",
+]
 
 DEFAULT_QUALITY = "balanced"
 #: Share of the frame (on the fusion's grid) MODNet must add before ``best`` runs the
@@ -33,26 +40,34 @@ SKIP_BELOW = 0.0005
 
 
 def modnet_cannot_matter(primary: np.ndarray, params: FusionParams = FUSION) -> bool:
-    """True when no MODNet output could move the fused mask by :data:`SKIP_BELOW` MAE.
+    """True when no MODNet output could move the fused mask by :data:`SKIP_BELOW` MAE
+    (:func:`modnet_bound`)."""
+    return modnet_bound(primary, params) < SKIP_BELOW
+
+
+def modnet_bound(primary: np.ndarray, params: FusionParams = FUSION) -> float:
+    """The most any MODNet output could add to ISNet's mask *primary*, as a mean over the
+    frame (on the fusion's grid).
 
     MODNet may only raise ISNet's alpha, only in regions touching ISNet's foreground, and
     only near it or where ISNet shows support (:func:`cutout.imaging.fuse.allowed_region`).
-    The most it could add is therefore ``1 - alpha`` over that candidate region: a bound,
-    whatever MODNet says. It holds for a photo where ISNet finds no subject at all, or one
-    that fills the frame; on the 29 test photos (subjects with edges) it never does, and no
+    The most it could add is therefore ``1 - alpha`` over that candidate region, whatever
+    MODNet says. The bound is small for a photo where ISNet finds no subject at all, or one
+    that fills the frame; on the 29 test photos (subjects with edges) it never is, and no
     cheaper statistic of ISNet's mask predicted MODNet's effect (the research script shows
-    the band share, the faint share and a low-resolution MODNet pass all fail).
+    the band share and the faint share failing, and a low-resolution MODNet pass costs as
+    much as the full one here: OpenVINO recompiles for the new shape).
     """
     grid = (params.grid, params.grid)
     main = resize(primary, grid)
     seeds = main > params.seed
     if not seeds.any():
-        return True  # nothing for MODNet's regions to connect to: allowed_region is empty
+        return 0.0  # nothing for MODNet's regions to connect to: allowed_region is empty
     from scipy import ndimage  # a slow import (0.2-0.4 s): not before the first photo
 
     steps = max(1, round(params.reach * params.grid / 1024))
     candidate = ndimage.binary_dilation(seeds, iterations=steps) | (main > params.support)
-    return float(np.mean((1.0 - main) * candidate)) < SKIP_BELOW
+    return float(np.mean((1.0 - main) * candidate))
 
 
 def modnet_gain(primary: np.ndarray, secondary: np.ndarray, params: FusionParams = FUSION) -> float:
