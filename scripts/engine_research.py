@@ -55,8 +55,14 @@ def main() -> None:
     found = masks(engine, testdata, cache)
     print(f"{'photo':<40}{'band':>8}{'skipMAE':>9}  fast/bal/best/tta-only MAE")
     for stem, m in found.items():
-        photo = load_image((testdata / "images" / next(
-            p.name for p in (testdata / "images").iterdir() if p.stem == stem)).read_bytes(), LIMITS)
+        photo = load_image(
+            (
+                testdata
+                / "images"
+                / next(p.name for p in (testdata / "images").iterdir() if p.stem == stem)
+            ).read_bytes(),
+            LIMITS,
+        )
         with Image.open(testdata / "masks" / f"{stem}.png") as t:
             truth = t.convert("L")
         averaged = (m["main"] + m["flipped"]) / 2
@@ -65,14 +71,24 @@ def main() -> None:
             "balanced": full_alpha(photo, fuse(m["main"], m["soft"])),
             "best": full_alpha(photo, fuse(averaged, m["soft"])),
         }
-        skip = float(np.mean(np.abs(
-            np.asarray(alphas["fast"], np.float32) - np.asarray(alphas["balanced"], np.float32)
-        ))) / 255
-        band = float(np.mean((m['main'] > 0.02) & (m['main'] < 0.98)))
+        skip = (
+            float(
+                np.mean(
+                    np.abs(
+                        np.asarray(alphas["fast"], np.float32)
+                        - np.asarray(alphas["balanced"], np.float32)
+                    )
+                )
+            )
+            / 255
+        )
+        band = float(np.mean((m["main"] > 0.02) & (m["main"] < 0.98)))
         scores = {k: score(a, truth) for k, a in alphas.items()}
         kind = "binary" if set(np.unique(np.asarray(truth)).tolist()) <= {0, 255} else "soft"
-        print(f"{stem[:39]:<40}{band:>8.4f}{skip:>9.5f}  {kind:<7}"
-              + " ".join(f"{s.mae:.4f}/{s.iou:.3f}" for s in scores.values()))
+        print(
+            f"{stem[:39]:<40}{band:>8.4f}{skip:>9.5f}  {kind:<7}"
+            + " ".join(f"{s.mae:.4f}/{s.iou:.3f}" for s in scores.values())
+        )
 
 
 if __name__ == "__main__":
