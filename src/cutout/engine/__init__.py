@@ -57,12 +57,20 @@ def local_engine(settings: Settings) -> LocalEngine | FusedEngine:
     """
     if settings.fusion == "off":
         return model_engine(get_spec(settings.model), settings)
-    secondary = Deferred(lambda: model_engine(get_spec(FUSION_MODEL), settings))
+    secondary = Deferred(lambda: _fusion_model(settings))
     if settings.quality != "fast":
         secondary.start()  # compiles while ISNet does, here
     return FusedEngine(
         model_engine(get_spec(settings.model), settings), secondary, settings.quality
     )
+
+
+def _fusion_model(settings: Settings) -> LocalEngine:
+    """MODNet, and scipy for the fusion (a slow import), both on the loader's thread."""
+    from cutout.imaging.fuse import ndimage
+
+    ndimage()
+    return model_engine(get_spec(FUSION_MODEL), settings)
 
 
 def required_models(settings: Settings) -> list[ModelSpec]:
