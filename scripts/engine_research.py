@@ -3,10 +3,13 @@
     CUTOUT_TESTDATA=../shared/testdata .venv/bin/python scripts/engine_research.py [CACHE_DIR]
 
 Caches per test photo the INT8 ISNet mask, ISNet's mask of the mirrored photo (mirrored back)
-and MODNet's alpha, then reports for every photo: the skip statistic
-(:func:`cutout.imaging.fuse.modnet_can_matter`'s band), the MAE between the refined fused
-alpha and the refined ISNet alpha (what skipping MODNet changes), and the four quality
-numbers of each mode. Nothing here is imported by the package.
+and MODNet's alpha, then reports for every photo: the share of ISNet's uncertain band (a
+candidate skip statistic, which failed), the skip bound (:func:`cutout.engine.modes.modnet_bound`),
+the MAE between the refined fused alpha and the refined ISNet alpha (what skipping MODNet
+changes), and MAE / IoU of ISNet alone, the fusion, and the fusion of the ungated mirrored
+average (best mode gates it by :func:`cutout.engine.modes.modnet_gain`; the threshold's
+leave-one-out is in docs/internals/quality-and-speed.md). Nothing here is imported by the
+package.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from PIL import Image, ImageOps
 from cutout.config import Settings
 from cutout.engine import local_engine
 from cutout.engine.fused import FusedEngine
+from cutout.engine.modes import modnet_bound
 from cutout.imaging.decode import Limits, load_image
 from cutout.imaging.fuse import fuse
 from cutout.pipeline import full_alpha, model_input
@@ -53,7 +57,7 @@ def main() -> None:
     engine = local_engine(Settings.from_env(dotenv_path=None))
     assert isinstance(engine, FusedEngine)
     found = masks(engine, testdata, cache)
-    print(f"{'photo':<40}{'band':>8}{'skipMAE':>9}  fast/bal/best/tta-only MAE")
+    print(f"{'photo':<40}{'band':>8}{'bound':>8}{'skipMAE':>9}  kind  alone / fused / mirrored")
     for stem, m in found.items():
         photo = load_image(
             (
@@ -69,7 +73,7 @@ def main() -> None:
         alphas = {
             "fast": full_alpha(photo, m["main"]),
             "balanced": full_alpha(photo, fuse(m["main"], m["soft"])),
-            "best": full_alpha(photo, fuse(averaged, m["soft"])),
+            "mirrored": full_alpha(photo, fuse(averaged, m["soft"])),
         }
         skip = (
             float(
@@ -83,10 +87,11 @@ def main() -> None:
             / 255
         )
         band = float(np.mean((m["main"] > 0.02) & (m["main"] < 0.98)))
+        bound = modnet_bound(m["main"])
         scores = {k: score(a, truth) for k, a in alphas.items()}
         kind = "binary" if set(np.unique(np.asarray(truth)).tolist()) <= {0, 255} else "soft"
         print(
-            f"{stem[:39]:<40}{band:>8.4f}{skip:>9.5f}  {kind:<7}"
+            f"{stem[:39]:<40}{band:>8.4f}{bound:>8.4f}{skip:>9.5f}  {kind:<7}"
             + " ".join(f"{s.mae:.4f}/{s.iou:.3f}" for s in scores.values())
         )
 
