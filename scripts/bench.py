@@ -21,6 +21,14 @@ its peak RSS; quality on the 29 test photos (bare model, the pipeline before iss
 rembg); and the same photos with their ground truth enlarged to 2 and 12 MP, to show that
 quality does not fall with size and what the full-resolution refinement costs there.
 
+First (``scripts/bench.py folders`` runs only this), photos per second on whole folders as
+a user runs them, **each tool a fresh process, start included**, interleaved round after
+round: ``cutout remove`` in each quality mode, rembg (its library in a fresh Python, as
+``rembg p`` runs it) and, when ``BENCH_BASELINE`` names another checkout's ``cutout``
+executable (e.g. the previous main's ``.venv/bin/cutout``), that one too. Folders: the test
+photos of 0.3-0.5 MP as they are, and six of them enlarged to 2 MP. Targets (issue 17): the
+default mode >= 3.5x rembg on the small folder and >= 4x at 2 MP.
+
 Targets (issue 7): `cutout remove` on 0.3-2 MP photos >= 2.5x faster than rembg on the same
 weights and >= 3x at 2 MP; end to end within 1.3x of the forward passes on 1-2 MP; peak RSS for
 a 24 MP photo under 1.5 GB.
@@ -58,6 +66,18 @@ from cutout.pipeline import full_alpha, model_input
 from cutout.quality import Score, bare_alpha, mean_score, score
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+FOLDER_REPEATS = int(os.environ.get("BENCH_FOLDER_REPEATS", "2"))
+BASELINE = os.environ.get("BENCH_BASELINE")  # another `cutout` executable to compare with
+#: rembg on a folder in a fresh process, as `rembg p` runs it (its CLI extra is not needed).
+REMBG_FOLDER = """
+import os, sys, pathlib
+os.environ["REMBG_HOME"] = str(pathlib.Path(sys.argv[1]).parent)
+from rembg import new_session, remove
+session = new_session("dis_custom", model_path=sys.argv[1])
+out = pathlib.Path(sys.argv[3]); out.mkdir(exist_ok=True)
+for p in sorted(pathlib.Path(sys.argv[2]).iterdir()):
+    (out / (p.stem + ".png")).write_bytes(remove(p.read_bytes(), session=session))
+"""
 ENLARGED = {"1.2MP": 1.2e6, "2MP": 2.0e6, "12MP": 12.0e6, "24MP": 24.0e6}
 COLUMNS = ("ort_fwd", "float_fwd", "int8_fwd", "modnet_fwd", "cutout_e2e", "rembg_e2e")
 
@@ -163,9 +183,74 @@ class Engines:
     plain: PlainPipeline
 
 
+def folders(testdata: Path, isnet: Path) -> None:
+    """Photos per second on whole folders, fresh processes, start included (issue 17)."""
+    with tempfile.TemporaryDirectory(prefix="cutout-bench-folders-") as tmp:
+        root = Path(tmp)
+        small, large = root / "small", root / "2mp"
+        small.mkdir()
+        large.mkdir()
+        picked = [
+            p for p in sorted((testdata / "images").iterdir()) if 0.3 <= _megapixels(p) <= 0.5
+        ]
+        for path in picked:
+            os.link(path, small / path.name)
+        for path in picked[::2][:6]:
+            with Image.open(path) as source:
+                enlarge(source.convert("RGB"), 2e6, Image.Resampling.BICUBIC).save(
+                    large / f"{path.stem}.jpg", "JPEG", quality=92
+                )
+        cutout = [sys.executable, "-m", "cutout", "remove", "-q"]
+        tools: dict[str, Callable[[Path, Path], list[str]]] = {
+            f"cutout {mode}": partial(_cutout_argv, [*cutout, "--quality", mode])
+            for mode in ("fast", "balanced", "best")
+        }
+        tools["rembg"] = lambda src, out: [sys.executable, "-c", REMBG_FOLDER, str(isnet),
+                                           str(src), str(out)]  # fmt: skip
+        if BASELINE:
+            tools["baseline"] = partial(_cutout_argv, [BASELINE, "remove", "-q"])
+        print(f"folders, fresh process per run, start included ({FOLDER_REPEATS} interleaved "
+              f"rounds, fastest kept){'; baseline ' + BASELINE if BASELINE else ''}:")  # fmt: skip
+        for label, folder in (("0.3-0.5 MP", small), ("2 MP", large)):
+            count = len(list(folder.iterdir()))
+            times: dict[str, list[float]] = {name: [] for name in tools}
+            for round_ in range(FOLDER_REPEATS):
+                for name, argv in tools.items():
+                    out = root / f"out-{round_}-{name.replace(' ', '-')}"
+                    started = time.perf_counter()
+                    subprocess.run(argv(folder, out), check=True, stdout=subprocess.DEVNULL)
+                    times[name].append(time.perf_counter() - started)
+            print(f"  {label}, {count} photos:")
+            for name, seconds in times.items():
+                per_round = [r / s for r, s in zip(times["rembg"], seconds, strict=True)]
+                print(
+                    f"    {name:<16} {min(seconds):7.2f} s  {count / min(seconds):5.2f} photos/s"
+                    f"  rembg/this {statistics.median(per_round):5.2f}x "
+                    f"({min(per_round):.2f}-{max(per_round):.2f})"
+                )
+            default = statistics.median(
+                r / s for r, s in zip(times["rembg"], times["cutout balanced"], strict=True)
+            )
+            goal = 3.5 if folder is small else 4.0
+            print(f"    target: balanced >= {goal}x rembg: {default:.2f}x {_ok(default >= goal)}")
+            if BASELINE:
+                gain = statistics.median(
+                    b / s for b, s in zip(times["baseline"], times["cutout balanced"], strict=True)
+                )
+                print(f"    balanced vs baseline: {gain:.2f}x faster")
+
+
+def _cutout_argv(prefix: list[str], src: Path, out: Path) -> list[str]:
+    return [*prefix, str(src), "-o", str(out)]
+
+
 def main() -> None:
     testdata = Path(os.environ.get("CUTOUT_TESTDATA", "../shared/testdata"))
     settings = Settings.from_env(dotenv_path=None)
+    print(f"CPU: {_cpu()}")
+    folders(testdata, model_path(get_spec(settings.model), settings.model_dir))
+    if sys.argv[1:] == ["folders"]:
+        return
     spec = get_spec(settings.model)
     engine = local_engine(settings)
     if not isinstance(engine, FusedEngine):
@@ -196,6 +281,21 @@ def main() -> None:
 
 
 Row = dict[str, list[float]]
+
+
+def _cpu() -> str:
+    """lscpu's model name and the flags that decide the INT8/BF16 speed."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    wanted = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+    return (
+        f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} cores, "
+        f"{' '.join(f for f in wanted if f in flags) or 'no AVX-512'}"
+    )
 
 
 def measure(
@@ -363,10 +463,12 @@ def quality(testdata: Path, engines: Engines, limits: Limits) -> None:
             found = {
                 "bare float": bare_alpha(floating, photo.size),
                 "float, refined (before)": full_alpha(photo, floating),
-                "int8, refined": full_alpha(photo, parts.main),
-                "ours (fused)": full_alpha(photo, parts.fused),
+                "ours, balanced": full_alpha(photo, parts.fused),
                 "rembg": engines.plain.mask(data),
             }
+            for mode in ("fast", "best"):
+                other = engines.fused.with_quality(mode).parts(model_input(photo))
+                found[f"ours, {mode}"] = full_alpha(photo, other.fused)
             for tool, alpha in found.items():
                 scores.setdefault((kind, tool), []).append(score(alpha, truth))
     print("\nquality on the test photos (MAE / IoU of alpha > 0.5), same ISNet weights:")

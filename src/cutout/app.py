@@ -14,6 +14,7 @@ from cutout.config import Settings
 from cutout.engine import build_engine, required_models
 from cutout.engine.base import Admission, Engine
 from cutout.engine.fetch import model_path
+from cutout.engine.fused import FusedEngine
 from cutout.engine.loader import EngineLoader
 from cutout.errors import ConfigError
 from cutout.imaging.compose import OutputOptions
@@ -122,10 +123,20 @@ def start_engine(settings: Settings) -> EngineLoader:
     """Check the model is there now (fail fast), then compile it in the background."""
     start_engine_check(settings)
     return EngineLoader(
-        lambda: build_engine(settings),
+        lambda: loaded_engine(settings),
         timeout=settings.queue_timeout,
         on_loaded=metrics.MODEL_LOAD.set,
     ).start()
+
+
+def loaded_engine(settings: Settings) -> Engine:
+    """:func:`build_engine`, returned once the default quality mode's models are all compiled
+    (MODNet compiles on a thread of its own), so ``/ready`` means the first request won't
+    wait."""
+    engine = build_engine(settings)
+    if isinstance(engine.inner, FusedEngine) and settings.quality != "fast":
+        _ = engine.inner.secondary  # waits for MODNet; raises what its compilation raised
+    return engine
 
 
 def start_engine_check(settings: Settings) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from cutout import __version__
-from cutout.config import ENGINES, PRECISIONS, RUNTIMES, Settings
+from cutout.config import ENGINES, PRECISIONS, QUALITIES, RUNTIMES, Settings
 from cutout.errors import ConfigError, CutoutError, ModelError
 from cutout.text import printable
 
@@ -60,6 +60,17 @@ def _color(_ctx: click.Context, _param: click.Parameter, value: str | None) -> A
         return parse_color(value)
     except CutoutError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _quality(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | int | None:
+    """``--quality``: a mode name; a number 1-100 is the JPEG/WebP quality it used to be."""
+    if value is None or value in QUALITIES:
+        return value
+    if value.isdigit() and 1 <= int(value) <= 100:
+        return int(value)
+    raise click.BadParameter(
+        f"{value!r} is not one of {', '.join(QUALITIES)} (nor a JPEG/WebP quality, 1-100)."
+    )
 
 
 def _model(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -116,6 +127,14 @@ def main() -> None:
 )
 @click.option(
     "--quality",
+    "quality_mode",
+    metavar="[fast|balanced|best]",
+    callback=_quality,
+    help="Quality mode: fast (one model), balanced (two, fused) or best (slower, better hair "
+    "and fur). Default: CUTOUT_QUALITY (balanced). A number is --output-quality, as before.",
+)
+@click.option(
+    "--output-quality",
     type=click.IntRange(1, 100),
     default=90,
     show_default=True,
@@ -163,7 +182,8 @@ def remove(
     crop: bool,
     margin: int,
     refine_edges: bool,
-    quality: int,
+    quality_mode: str | int | None,
+    output_quality: int,
     quiet: bool,
     engine: str | None,
     model: str | None,
@@ -186,8 +206,15 @@ def remove(
         jobs_list = plan_jobs(inputs, output, fmt)
     except InvalidInput as exc:  # the arguments cannot work: a usage error
         raise click.UsageError(str(exc)) from None
+    if isinstance(quality_mode, int):  # `--quality 80`: the JPEG/WebP quality, as before
+        output_quality, quality_mode = quality_mode, None
     settings = _settings(
-        engine=engine, model=model, runtime=runtime, precision=precision, max_queue=max(jobs, 1)
+        engine=engine,
+        model=model,
+        runtime=runtime,
+        precision=precision,
+        quality=quality_mode,
+        max_queue=max(jobs, 1),
     )
     try:
         options = OutputOptions(
@@ -198,7 +225,7 @@ def remove(
             crop_margin=margin,
             refine_edges=refine_edges,
             png_compression=settings.png_compression,
-            quality=quality,
+            quality=output_quality,
         )
         built = build_engine(settings)
     except CutoutError as exc:

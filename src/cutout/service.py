@@ -16,13 +16,14 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from cutout.engine.base import Admission, Engine
-from cutout.errors import InvalidImage, InvalidName, LimitReached
+from cutout.config import QUALITIES
+from cutout.engine.base import Admission, Engine, with_quality
+from cutout.errors import InvalidImage, InvalidName, InvalidParameter, LimitReached
 from cutout.imaging import png
 from cutout.imaging.compose import JPEG_MAX_SIDE, OutputOptions
 from cutout.imaging.confidence import needs_review
 from cutout.imaging.decode import Limits, Photo, load_image, probe
-from cutout.memory import estimate, largest_pixels, options_cost
+from cutout.memory import estimate, largest_pixels, options_cost, quality_cost
 from cutout.pipeline import predict_and_refine, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record
 from cutout.text import UNSAFE_CHARACTERS
@@ -63,6 +64,18 @@ def clean_name(raw: str | None) -> str:
     return name
 
 
+def clean_quality(raw: str | None) -> str | None:
+    """The quality mode a request asks for (None or "": the server's default)."""
+    if not raw:
+        return None
+    if raw not in QUALITIES:
+        raise InvalidParameter(
+            f"Unknown quality {raw[:20]!r}; use one of: {', '.join(QUALITIES)}.",
+            "invalid_quality",
+        )
+    return raw
+
+
 @dataclass
 class ImageService:
     store: ImageStore
@@ -78,23 +91,29 @@ class ImageService:
         name: str | None,
         data: bytes | None,
         output: OutputOptions | None = None,
+        quality: str | None = None,
     ) -> Record:
         """Remove the background of *data* and store both images under *name*.
 
         Nothing is stored unless processing succeeded. The limit is checked first (so a full
         account does not wait for the model) and enforced again, atomically, by the store.
-        *output* replaces the service's default output options (the native API's choices).
+        *output* replaces the service's default output options (the native API's choices);
+        *quality* the engine's default quality mode (``fast``, ``balanced``, ``best``).
         """
         image_name = clean_name(name)
+        quality = clean_quality(quality)
         if not data:
             raise InvalidImage("Please choose an image to upload.")
         if self.store.count(user_id) >= self.user_limit:
             raise LimitReached()
         options = output or self.output
-        with self.admitted(data, lambda w, h: options_cost(options, w * h)):
-            cutout = remove_background(
-                data, self.engine(), limits=self.limits, options=output or self.output
-            )
+
+        def extra(width: int, height: int) -> int:
+            return options_cost(options, width * height) + quality_cost(quality)
+
+        with self.admitted(data, extra):
+            engine_now = with_quality(self.engine(), quality)
+            cutout = remove_background(data, engine_now, limits=self.limits, options=options)
             original = _original(data, cutout.photo)  # re-encoding works on the decoded photo
             processed = NewImage(
                 cutout.output.data,
@@ -132,6 +151,7 @@ class ImageService:
         data: bytes | None,
         render: Callable[[Photo, Image.Image], T],
         extra_cost: ExtraCost | None = None,
+        quality: str | None = None,
     ) -> tuple[T, float | None]:
         """Stateless removal (remove.bg's ``/v1.0/removebg``): nothing is stored.
 
@@ -140,14 +160,21 @@ class ImageService:
         one bound on memory and a full queue answers "busy" everywhere. *extra_cost* says
         what *render* costs beyond the removal (a background picture it decodes, canvases
         larger than the photo), from the photo's size: it is reserved with the removal's.
+        *quality* is the engine's quality mode (None: its default).
         Returns what *render* made and the cut-out's confidence (None when the engine cannot
         score itself).
         """
         if not data:
             raise InvalidImage("Please send an image.")
-        with self.admitted(data, extra_cost):
+        quality = clean_quality(quality)
+
+        def extra(width: int, height: int) -> int:
+            return (extra_cost(width, height) if extra_cost else 0) + quality_cost(quality)
+
+        with self.admitted(data, extra):
             photo = load_image(data, self.limits)
-            prediction, alpha = predict_and_refine(photo, self.engine())
+            engine = with_quality(self.engine(), quality)
+            prediction, alpha = predict_and_refine(photo, engine)
             return render(photo, alpha), prediction.confidence
 
     @contextmanager

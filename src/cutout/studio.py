@@ -115,11 +115,17 @@ class Studio:
     # -- getting photos in ------------------------------------------------------------------
 
     def create_from_url(
-        self, user_id: str, name: str | None, url: str | None, client: str = ""
+        self,
+        user_id: str,
+        name: str | None,
+        url: str | None,
+        quality: str | None = None,
+        client: str = "",
     ) -> Record:
         """Download the image at *url* (safely: see :mod:`cutout.urlfetch`) and remove its
-        background like an upload; the name defaults to the URL's file name. *client* (the
-        caller's address) is who the per-client download cap counts."""
+        background like an upload, in the quality mode *quality* (None: the default); the
+        name defaults to the URL's file name. *client* (the caller's address) is who the
+        per-client download cap counts."""
         if not url or not url.strip():
             raise InvalidUrl("Please enter the address (URL) of an image.")
         image_name = clean_name(name) if name and name.strip() else name_from_url(url)
@@ -127,7 +133,7 @@ class Studio:
         if self.store.count(user_id) >= self.images.user_limit:
             raise LimitReached()
         fetched = fetch(url.strip(), self.fetch_policy, client=client or f"user:{user_id}")
-        return self.images.create(user_id, image_name, fetched.data)
+        return self.images.create(user_id, image_name, fetched.data, quality=quality)
 
     # -- touch-up ---------------------------------------------------------------------------
 

@@ -27,6 +27,11 @@ class OutputChoices(BaseModel):
     crop: bool = Field(False, description="Crop to the subject.")
     margin: int = Field(0, ge=0, le=10_000, description="Pixels kept around the subject.")
     mask_only: bool = Field(False, description="Return the alpha mask as a grayscale image.")
+    quality: Literal["fast", "balanced", "best"] | None = Field(
+        None,
+        description="Quality mode: `fast` (one model), `balanced` (two models fused) or "
+        "`best` (slower; better hair and fur). Default: the server's (`CUTOUT_QUALITY`).",
+    )
 
 
 class ImageUpload(OutputChoices):

@@ -154,7 +154,7 @@ def _store(user_id: str, fields: models.OutputChoices, data: bytes) -> Record:
     )
     name = getattr(fields, "name", None)
     with keys().spend(current_key(), IMAGE_COST):
-        return image_service().create(user_id, name, data, output=output)
+        return image_service().create(user_id, name, data, output=output, quality=fields.quality)
 
 
 def _fingerprint(fields: BaseModel, data: bytes) -> str:

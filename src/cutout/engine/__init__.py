@@ -9,7 +9,7 @@ from pathlib import Path
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.fetch import model_path
-from cutout.engine.fused import FusedEngine
+from cutout.engine.fused import Deferred, FusedEngine
 from cutout.engine.local import LocalEngine
 from cutout.engine.objectcut import ObjectCutEngine
 from cutout.engine.quantize import int8_path
@@ -50,11 +50,27 @@ def build_engine(settings: Settings) -> BoundedEngine:
 
 
 def local_engine(settings: Settings) -> LocalEngine | FusedEngine:
-    """The configured model, fused with MODNet unless ``CUTOUT_FUSION=off``."""
-    primary = model_engine(get_spec(settings.model), settings)
+    """The configured model, fused with MODNet unless ``CUTOUT_FUSION=off``.
+
+    MODNet compiles on a background thread, beside the first photo's decode and ISNet pass;
+    in the ``fast`` quality mode only when another mode first asks for it.
+    """
     if settings.fusion == "off":
-        return primary
-    return FusedEngine(primary, model_engine(get_spec(FUSION_MODEL), settings))
+        return model_engine(get_spec(settings.model), settings)
+    secondary = Deferred(lambda: _fusion_model(settings))
+    if settings.quality != "fast":
+        secondary.start()  # compiles while ISNet does, here
+    return FusedEngine(
+        model_engine(get_spec(settings.model), settings), secondary, settings.quality
+    )
+
+
+def _fusion_model(settings: Settings) -> LocalEngine:
+    """MODNet, and scipy for the fusion (a slow import), both on the loader's thread."""
+    from cutout.imaging.fuse import ndimage
+
+    ndimage()
+    return model_engine(get_spec(FUSION_MODEL), settings)
 
 
 def required_models(settings: Settings) -> list[ModelSpec]:

@@ -65,6 +65,21 @@ def predict(engine: Engine, image: Image.Image) -> Prediction:
     return Prediction(engine.predict_mask(image))
 
 
+@runtime_checkable
+class QualityEngine(Engine, Protocol):
+    """An engine with quality modes (the fused local engine; see cutout.engine.modes)."""
+
+    def with_quality(self, quality: str) -> Engine: ...
+
+
+def with_quality(engine: Engine, quality: str | None) -> Engine:
+    """*engine* in the quality mode *quality* (None: its own); engines without modes (the
+    remote one, a single model) are the same in every mode."""
+    if quality is None or not isinstance(engine, QualityEngine):
+        return engine
+    return engine.with_quality(quality)
+
+
 class AdmissionObserver(Protocol):
     """What :class:`Admission` reports, for metrics (``cutout.metrics``)."""
 
@@ -189,6 +204,15 @@ class BoundedEngine:
     def __init__(self, inner: Engine, *, slots: int, max_waiting: int, timeout: float) -> None:
         self.inner = inner
         self.admission = Admission(slots=slots, max_waiting=max_waiting, timeout=timeout)
+
+    def with_quality(self, quality: str) -> Engine:
+        """The inner engine in mode *quality*, behind the same admission (the same slots)."""
+        inner = with_quality(self.inner, quality)
+        if inner is self.inner:
+            return self
+        other = BoundedEngine.__new__(BoundedEngine)
+        other.inner, other.admission = inner, self.admission
+        return other
 
     @property
     def name(self) -> str:

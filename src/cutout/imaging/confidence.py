@@ -37,9 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from cutout.imaging.fuse import FUSION, regions_touching, resize
+from cutout.imaging.fuse import FUSION, ndimage, regions_touching, resize
 
 Array = np.ndarray
 
@@ -153,10 +152,10 @@ def strangers(main: Array, soft: Array) -> float:
         return 0.0
     largest = 0.0
     for mask, other in ((main, soft), (soft, main)):
-        labels, count = ndimage.label(mask)
+        labels, count = ndimage().label(mask)
         if count == 0:
             continue
-        sizes = ndimage.sum_labels(mask, labels, range(1, count + 1))
+        sizes = ndimage().sum_labels(mask, labels, range(1, count + 1))
         touched = np.zeros(count + 1, bool)
         touched[np.unique(labels[other & (labels > 0)])] = True
         alone = sizes[~touched[1:]]
@@ -175,10 +174,10 @@ def border_share(foreground: Array) -> float:
 
 def pieces(foreground: Array, smallest: float) -> int:
     """How many connected pieces of *foreground* hold at least *smallest* of its area."""
-    labels, count = ndimage.label(foreground)
+    labels, count = ndimage().label(foreground)
     if count == 0:
         return 0
-    sizes = ndimage.sum_labels(foreground, labels, range(1, count + 1))
+    sizes = ndimage().sum_labels(foreground, labels, range(1, count + 1))
     return int(np.sum(sizes >= smallest * foreground.sum()))
 
 

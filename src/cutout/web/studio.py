@@ -74,6 +74,7 @@ def create_from_url() -> ResponseReturnValue:
         current_user(),
         _text(fields.get("name")),
         _text(fields.get("url")),
+        _text(fields.get("quality")),
         client=f"ip:{request.remote_addr or 'unknown'}",
     )
     if wants_json():

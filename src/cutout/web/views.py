@@ -72,6 +72,7 @@ def index() -> ResponseReturnValue:
         limit=limit,
         used=len(records),
         max_upload_mb=settings().max_upload_mb,
+        default_quality=settings().quality,
         limit_message=LimitReached.MESSAGE,  # the queue shows it for photos that do not fit
     )
 
@@ -82,7 +83,9 @@ def create() -> ResponseReturnValue:
     """Upload form: remove the background, store the pair, come back to ``/``."""
     upload = request.files.get("image")
     data = upload.read() if upload and upload.filename else None
-    record = image_service().create(current_user(), request.form.get("name"), data)
+    record = image_service().create(
+        current_user(), request.form.get("name"), data, quality=request.form.get("quality")
+    )
     if wants_json():
         return jsonify(record_json(record)), 201
     flash(SUCCESS, "success")

@@ -221,9 +221,11 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
   }
 
   function upload(item) {
-    if (item.url) return send("POST", "/from-url", { json: { url: item.url } });
+    const quality = document.getElementById("quality")?.value || "";
+    if (item.url) return send("POST", "/from-url", { json: { url: item.url, quality } });
     const body = new FormData();
     body.append("name", item.name);
+    body.append("quality", quality);
     body.append("image", item.file, item.file.name || "pasted.png");
     return send("POST", "/", { body });
   }
