@@ -147,9 +147,9 @@ class MeteredStore:
         self.inner = inner
         self.on_close: list[Callable[[], None]] = []  # e.g. stop the sweeper of this store
 
-    def add(self, record: NewRecord, *, limit: int) -> Record:
+    def add(self, record: NewRecord, *, limit: int, record_id: str | None = None) -> Record:
         with _counted("add"):
-            stored = self.inner.add(record, limit=limit)
+            stored = self.inner.add(record, limit=limit, record_id=record_id)
         STORED.labels("original").inc(len(record.original.data))
         STORED.labels("processed").inc(len(record.processed.data))
         return stored
