@@ -50,6 +50,7 @@ class NewJob:
     options: dict[str, Any]  # the output options, as the API took them
     options_key: str  # a hash of *options*: the dedup key with an input's sha256
     webhook_url: str | None = None
+    webhook_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Job:
     options: dict[str, Any]
     options_key: str
     webhook_url: str | None
+    webhook_secret: str | None
     total: int
     created_at: float  # epoch seconds
     started_at: float | None

@@ -29,7 +29,8 @@ from cutout.storage.jobs import (
 from cutout.storage.sqlite import SQLiteStore, _immediate, _storage_errors
 
 _JOB = (
-    "id, user_id, key_id, status, options, options_key, webhook_url, total, created_at, "
+    "id, user_id, key_id, status, options, options_key, webhook_url, webhook_secret, total, "
+    "created_at, "
     "started_at, finished_at"
 )
 _ITEM = (
@@ -86,7 +87,8 @@ class SQLiteJobStore:
         job_id = secrets.token_hex(12)
         with self._images._connection("save the job") as conn, _immediate(conn):
             conn.execute(
-                f"INSERT INTO jobs ({_JOB}) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, NULL, NULL)",
+                f"INSERT INTO jobs ({_JOB}) "
+                "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, NULL, NULL)",
                 (
                     job_id,
                     job.user_id,
@@ -94,6 +96,7 @@ class SQLiteJobStore:
                     json.dumps(job.options, sort_keys=True),
                     job.options_key,
                     job.webhook_url,
+                    job.webhook_secret,
                     len(items),
                     now,
                 ),
@@ -308,6 +311,7 @@ def _job(row: sqlite3.Row, counts: Counts) -> Job:
         options=json.loads(row["options"]),
         options_key=row["options_key"],
         webhook_url=row["webhook_url"],
+        webhook_secret=row["webhook_secret"],
         total=row["total"],
         created_at=row["created_at"],
         started_at=row["started_at"],

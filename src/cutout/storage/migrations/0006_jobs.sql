@@ -9,6 +9,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     options     TEXT    NOT NULL,    -- JSON: the output options
     options_key TEXT    NOT NULL,
     webhook_url TEXT,
+    webhook_secret TEXT,            -- signs the webhook (derived from the key)
     total       INTEGER NOT NULL,
     created_at  REAL    NOT NULL,
     started_at  REAL,
