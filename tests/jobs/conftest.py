@@ -51,7 +51,7 @@ class Redis:
                 "no",
                 "--dir",
                 str(self.folder),
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
