@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from flask import Flask
@@ -44,10 +44,14 @@ def _post(client: FlaskClient, key: Key, files: list[tuple[str, bytes]], **field
     )
 
 
+def _json(response: Any) -> Any:
+    return response.get_json()
+
+
 def _done(client: FlaskClient, key: Key, job_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        body: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}", headers=key.headers).json
+        body: dict[str, Any] = _json(client.get(f"/api/v1/jobs/{job_id}", headers=key.headers))
         if body["status"] in ("done", "cancelled") and body["running"] == 0:
             return body
         assert time.monotonic() < deadline, body
@@ -68,7 +72,7 @@ def test_a_broken_photo_and_an_over_quota_item_fail_alone(
     assert by_index[4]["error"] == "Max limit reached. Please remove a record."  # USER_LIMIT 3
     assert app.extensions["cutout.store"].count(key.user_id) == 3
     assert app.extensions["cutout.keys"].store.get_key(key.id).credits_used == 3
-    listed = client.get("/api/v1/images", headers=key.headers).json
+    listed = _json(client.get("/api/v1/images", headers=key.headers))
     assert listed["total"] == 3  # ordinary records in the owner's history
     zipped = client.get(f"/api/v1/jobs/{answer.json['id']}/results.zip", headers=key.headers)
     assert sorted(zipfile.ZipFile(io.BytesIO(zipped.data)).namelist()) == [
@@ -95,8 +99,9 @@ def test_another_keys_job_is_invisible_and_idempotency_keys_replay(
         ("delete", f"/api/v1/jobs/{job}"),
     ):
         assert getattr(client, method)(path, headers=other.headers).status_code == 404
-    assert client.get("/api/v1/jobs", headers=other.headers).json["items"] == []
-    assert [j["id"] for j in client.get("/api/v1/jobs", headers=key.headers).json["items"]] == [job]
+    assert _json(client.get("/api/v1/jobs", headers=other.headers))["items"] == []
+    listed = _json(client.get("/api/v1/jobs", headers=key.headers))
+    assert [j["id"] for j in listed["items"]] == [job]
     _done(client, key, job)
 
 
@@ -120,7 +125,7 @@ def test_cancel_stops_the_items_not_started(
 ) -> None:
     key = make_key(credits=10)
     job = _post(client, key, small_photos(photos, 6)).json["id"]
-    cancelled = client.delete(f"/api/v1/jobs/{job}", headers=key.headers)
+    cancelled: Any = client.delete(f"/api/v1/jobs/{job}", headers=key.headers)
     assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
     body = _done(client, key, job)
     assert body["cancelled"] >= 4 and body["succeeded"] + body["cancelled"] == 6
@@ -147,7 +152,7 @@ def test_jobs_over_the_limits_are_refused_with_413_and_keep_nothing(
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
     photo = b""
 
     def do_POST(self) -> None:
@@ -183,7 +188,7 @@ def test_a_url_job_ends_with_a_signed_webhook(
     key = make_key()
     _Hook.received, _Hook.photo = [], small_photos(photos, 1)[0][1]
     base = f"http://127.0.0.1:{loopback.server_address[1]}"
-    answer = client.post(
+    answer: Any = client.post(
         "/api/v1/jobs",
         json={"urls": [base + "/a.jpg"], "webhook_url": base + "/hook", "format": "jpeg"},
         headers=key.headers,
