@@ -101,6 +101,9 @@ bench:
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_touchup.py
+	@$(MAKE) --no-print-directory redis
+	$(BIN)/python -m tests.photos
+	$(BIN)/python scripts/bench_jobs.py
 
 # Every published remove.bg client we can install, unchanged, against a live server (~1 min).
 clients: install dev node-clients
