@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from cutout.config import Settings
 from cutout.engine.base import Engine
@@ -44,6 +45,11 @@ def _post(client: FlaskClient, key: Key, files: list[tuple[str, bytes]], **field
     )
 
 
+def _item_count(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("cutout_job_item_seconds_count", {"outcome": outcome})
+    return value or 0.0
+
+
 def _json(response: Any) -> Any:
     return response.get_json()
 
@@ -63,6 +69,7 @@ def test_a_broken_photo_and_an_over_quota_item_fail_alone(
 ) -> None:
     key = make_key(credits=10)
     good = small_photos(photos, 4)
+    before = {o: _item_count(o) for o in ("done", "failed")}
     answer = _post(client, key, [good[0], ("broken.jpg", BROKEN), *good[1:]], format="webp")
     assert answer.status_code == 202 and answer.headers["Location"].endswith(answer.json["id"])
     body = _done(client, key, answer.json["id"])
@@ -72,6 +79,14 @@ def test_a_broken_photo_and_an_over_quota_item_fail_alone(
     assert by_index[4]["error"] == "Max limit reached. Please remove a record."  # USER_LIMIT 3
     assert app.extensions["cutout.store"].count(key.user_id) == 3
     assert app.extensions["cutout.keys"].store.get_key(key.id).credits_used == 3
+    assert _item_count("done") - before["done"] == 3  # the item latency histogram
+    assert _item_count("failed") - before["failed"] == 2
+    app.extensions["cutout.jobs"].start()  # the gauges: refreshed at once, then every 10 s
+    deadline = time.monotonic() + 10
+    while REGISTRY.get_sample_value("cutout_job_items", {"state": "failed"}) != 2:
+        assert time.monotonic() < deadline, "the job gauges were not refreshed"
+        time.sleep(0.1)
+    assert REGISTRY.get_sample_value("cutout_job_workers") == 1  # the web's own thread
     listed = _json(client.get("/api/v1/images", headers=key.headers))
     assert listed["total"] == 3  # ordinary records in the owner's history
     zipped = client.get(f"/api/v1/jobs/{answer.json['id']}/results.zip", headers=key.headers)
