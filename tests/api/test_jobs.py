@@ -223,3 +223,33 @@ def test_a_url_job_ends_with_a_signed_webhook(
     expected = "sha256=" + hmac.new(secret.encode(), sent, "sha256").hexdigest()
     assert hmac.compare_digest(headers["X-Cutout-Signature"], expected)
     assert json.loads(sent)["id"] == answer.json["id"] and json.loads(sent)["status"] == "done"
+
+
+def test_a_job_on_the_mongodb_store(
+    api_settings: Settings, shared_engine: Engine, photos: Photos
+) -> None:
+    """The same job through the MongoDB backend (mongomock): items, inputs in GridFS, dedup,
+    the zip, the record and the credit."""
+    from cutout.app import create_app
+    from cutout.storage import MongoStore
+    from tests.storage.conftest import MockClient
+
+    mongo = MockClient("mongodb://localhost/cutout_jobs")
+    store = MongoStore("mongodb://localhost/cutout_jobs", client_factory=lambda *a, **k: mongo)
+    app = create_app(api_settings, engine=shared_engine, store=store)
+    client = app.test_client()
+    made, secret = app.extensions["cutout.keys"].create("user-m", "k", credits=5)
+    key = Key(made.id, "user-m", secret)
+    (name, data) = small_photos(photos, 1)[0]
+    answer = _post(client, key, [(name, data), ("again.jpg", data), ("broken.jpg", BROKEN)])
+    body = _done(client, key, answer.json["id"])
+    assert [i["status"] for i in body["items"]] == ["done", "done", "failed"]
+    assert body["items"][0]["image_id"] == body["items"][1]["image_id"]
+    zipped = client.get(f"/api/v1/jobs/{answer.json['id']}/results.zip", headers=key.headers)
+    assert sorted(zipfile.ZipFile(io.BytesIO(zipped.data)).namelist()) == [
+        "again.png", "photo-00.png"
+    ]  # fmt: skip
+    assert store.count("user-m") == 1
+    assert app.extensions["cutout.keys"].store.get_key(made.id).credits_used == 1
+    assert mongo.get_default_database()["job_inputs.files"].count_documents({}) == 0
+    app.extensions["cutout.store"].close()
