@@ -7,9 +7,9 @@ one record and one charge per item like this:
   a second delivery finds it leased (or done) and does nothing;
 * its record id was fixed when the item was made, and the image store's ``add`` with a given
   id returns the record already there, so a run that died after storing changes nothing;
-* the charge is recorded on the item (``charged``) *before* the key is charged, by a
-  conditional write only one claim can make, so a second run never charges again (a run
-  killed between those two writes, microseconds apart, charges nothing: never twice);
+* the key is charged under the item's id as a token, in one atomic write with the token
+  (:meth:`KeyStore.charge_key`), so a second run never charges again, and a refund gives
+  back only a charge that was made, once;
 * every later write names the claim (its attempt number): a worker whose lease was lost to
   another can no longer change the item.
 """
@@ -145,6 +145,7 @@ class ItemRunner:
         data = self._input(item)
         earlier = self._earlier_result(job, item, data)
         if earlier is not None:
+            self._refund(job, item)  # an earlier run of this item may have charged: no image
             return earlier
         self._charge(job, item)
         record = self.images.create(
@@ -178,25 +179,21 @@ class ItemRunner:
             return None
 
     def _charge(self, job: Job, item: JobItem) -> None:
-        if self.keys is None or job.key_id is None or item.charged:
-            return
-        if not self.jobs.set_charged(item.id, item.attempts, True):
-            return  # a charge recorded by this claim already (or the claim was lost)
-        key = self.keys.store.get_key(job.key_id)
-        try:
-            self.keys.charge(key, ITEM_COST)
-        except CutoutError:
-            self.jobs.set_charged(item.id, item.attempts, False)
-            raise
-
-    def _refund(self, job: Job, item: JobItem) -> None:
+        """One credit, under the item's id as token: charged once however often it runs."""
         if self.keys is None or job.key_id is None:
             return
-        if self.jobs.set_charged(item.id, item.attempts, False):
-            try:
-                self.keys.refund(self.keys.store.get_key(job.key_id), ITEM_COST)
-            except CutoutError as exc:
-                log.warning("no refund for item %s: %s", item.id, exc)
+        self.keys.charge(self.keys.store.get_key(job.key_id), ITEM_COST, token=_token(item))
+        self.jobs.set_charged(item.id, item.attempts, True)  # shown in the store, for people
+
+    def _refund(self, job: Job, item: JobItem) -> None:
+        """Give the item's credit back, if it was charged (once, by token)."""
+        if self.keys is None or job.key_id is None:
+            return
+        try:
+            self.keys.refund(self.keys.store.get_key(job.key_id), ITEM_COST, token=_token(item))
+            self.jobs.set_charged(item.id, item.attempts, False)
+        except CutoutError as exc:
+            log.warning("no refund for item %s: %s", item.id, exc)
 
     @contextmanager
     def _leased(self, item: JobItem) -> Iterator[None]:
@@ -219,6 +216,10 @@ class ItemRunner:
         finally:
             stop.set()
             thread.join()
+
+
+def _token(item: JobItem) -> str:
+    return f"job-item:{item.id}"
 
 
 def _record_name(name: str) -> str:

@@ -41,3 +41,12 @@ CREATE TABLE IF NOT EXISTS job_items (
 CREATE INDEX IF NOT EXISTS job_items_job ON job_items (job_id, idx);
 CREATE INDEX IF NOT EXISTS job_items_due ON job_items (status, lease_until);
 CREATE INDEX IF NOT EXISTS job_items_dedup ON job_items (user_id, sha256, options_key, status);
+
+-- Charges made under a token (a job item's id): charging or refunding one token twice changes
+-- the key once, so an item that runs twice is charged once. Written in the same transaction as
+-- the key's usage.
+CREATE TABLE IF NOT EXISTS key_charges (
+    token  TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    cost   REAL NOT NULL
+);
