@@ -34,14 +34,9 @@ from scipy.stats import spearmanr
 from cutout.config import Settings
 from cutout.engine import local_engine
 from cutout.engine.fused import FusedEngine
+from cutout.imaging.confidence import SCORING, confidence
 from cutout.imaging.decode import Limits, Photo, load_image
-from cutout.imaging.fuse import (
-    FUSION,
-    SCORING,
-    FusionParams,
-    confidence,
-    fuse,
-)
+from cutout.imaging.fuse import FUSION, FusionParams, fuse
 from cutout.pipeline import full_alpha, model_input
 from cutout.quality import score
 

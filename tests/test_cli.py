@@ -16,7 +16,7 @@ from cutout import __version__
 from cutout.batch import plan_jobs
 from cutout.config import Settings
 from cutout.errors import InvalidInput
-from cutout.imaging.fuse import REVIEW_BELOW
+from cutout.imaging.confidence import REVIEW_BELOW
 from tests.conftest import Photos, Sample
 from tests.helpers import photo_folder
 

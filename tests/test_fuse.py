@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cutout.imaging.fuse import REVIEW_BELOW, confidence, fuse, needs_review
+from cutout.imaging.confidence import REVIEW_BELOW, confidence, needs_review
+from cutout.imaging.fuse import fuse
 
 SIZE = 256
 

@@ -21,7 +21,7 @@ import cutout
 from cutout import Result, Session, new_session, remove, remove_result
 from cutout.config import Settings
 from cutout.errors import FetchError, InvalidInput, InvalidParameter, ModelNotFetched
-from cutout.imaging.fuse import REVIEW_BELOW
+from cutout.imaging.confidence import REVIEW_BELOW
 from tests.conftest import Photos
 
 pytestmark = pytest.mark.model

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cutout.errors import DownloadFailed, ImageTooLarge, InvalidUrl
-from cutout.urlfetch import FetchPolicy, _allowed, fetch, parse_networks
+from cutout.errors import DownloadFailed, DownloadsBusy, ImageTooLarge, InvalidUrl, TooManyDownloads
+from cutout.urlfetch import GATE, FetchPolicy, _allowed, fetch, parse_networks
 from tests.helpers import LocalServer
 
 LOOPBACK = parse_networks("127.0.0.1/32")
@@ -250,3 +250,89 @@ def test_parse_networks() -> None:
     assert parse_networks("") == ()
     with pytest.raises(ValueError):
         parse_networks("10.0.0.0/33")
+
+
+class SilentServer:
+    """Accepts connections and never answers; with *drip*, sends one header byte every
+    *drip* seconds and never ends the headers."""
+
+    def __init__(self, drip: float | None = None) -> None:
+        self.drip = drip
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            if self.drip is not None:
+                threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while True:
+                conn.sendall(b"X")
+                time.sleep(self.drip or 0)
+        except OSError:
+            return
+
+    def __enter__(self) -> SilentServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize("drip", [None, 0.2], ids=["never-answers", "drips-headers"])
+def test_the_deadline_covers_the_whole_download(drip: float | None) -> None:
+    """A socket timeout restarts with every byte: a server dripping its headers held a
+    thread for as long as it liked. The deadline is the whole download's."""
+    policy = FetchPolicy(max_bytes=10_000, timeout=1.0, allowed_networks=LOOPBACK)
+    with SilentServer(drip) as silent:
+        started = time.monotonic()
+        with pytest.raises(DownloadFailed, match="took too long"):
+            fetch(silent.url + "/a.png", policy)
+        assert time.monotonic() - started < 1.5
+
+
+def test_downloads_beyond_the_caps_are_refused_at_once() -> None:
+    policy = FetchPolicy(
+        max_bytes=10_000, timeout=2.0, allowed_networks=LOOPBACK, concurrency=3, per_client=2
+    )
+    outcomes: dict[str, str] = {}
+
+    def run(name: str, client: str) -> None:
+        try:
+            fetch(silent.url + "/a.png", policy, client=client)
+        except Exception as exc:
+            outcomes[name] = type(exc).__name__
+
+    with SilentServer() as silent:
+        running = [
+            threading.Thread(target=run, args=(name, client))
+            for name, client in (("a1", "key:a"), ("a2", "key:a"), ("b1", "key:b"))
+        ]
+        for thread in running:
+            thread.start()
+        time.sleep(0.3)  # the three hold their slots, waiting on the silent server
+        started = time.monotonic()
+        with pytest.raises(TooManyDownloads) as too_many:
+            fetch(silent.url + "/a.png", policy, client="key:a")
+        with pytest.raises(DownloadsBusy) as busy:
+            fetch(silent.url + "/a.png", policy, client="key:c")
+        refused_in = time.monotonic() - started
+        for thread in running:
+            thread.join()
+    assert refused_in < 0.1
+    assert too_many.value.retry_after > 0 and busy.value.retry_after > 0
+    assert outcomes == {"a1": "DownloadFailed", "a2": "DownloadFailed", "b1": "DownloadFailed"}
+    assert GATE.running == 0  # every slot given back

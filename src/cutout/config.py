@@ -90,6 +90,33 @@ class Settings:
     )
     web_threads: int = _setting("CUTOUT_WEB_THREADS", "gunicorn threads per worker.", 8)
     web_timeout: int = _setting("CUTOUT_WEB_TIMEOUT", "gunicorn worker timeout, seconds.", 120)
+    client_header_timeout: float = _setting(
+        "CUTOUT_CLIENT_HEADER_TIMEOUT",
+        "Seconds a client has to send a request's line and headers (from its first byte, or "
+        "from connecting); slower ones get 408. Requests are received whole by the worker's "
+        "event loop before a thread sees them (see Security: slow clients).",
+        10.0,
+    )
+    client_body_timeout: float = _setting(
+        "CUTOUT_CLIENT_BODY_TIMEOUT",
+        "Seconds a client has to send a whole request, body included (an upload of "
+        "`CUTOUT_MAX_UPLOAD_MB` must fit: 25 MB in 120 s needs about 1.7 Mbit/s).",
+        120.0,
+    )
+    client_buffer_mb: int = _setting(
+        "CUTOUT_CLIENT_BUFFER_MB",
+        "Bytes of requests being received one worker process holds at most (reserved from "
+        "each declared length, memory and temporary files together); beyond, 503. Mind the "
+        "size of `/tmp` (512 MiB in the container's deployments) and Werkzeug's own copies "
+        "of uploads there.",
+        256,
+    )
+    client_spool_kb: int = _setting(
+        "CUTOUT_CLIENT_SPOOL_KB",
+        "Request bodies larger than this wait in a temporary file while they arrive, not in "
+        "memory.",
+        64,
+    )
     trusted_proxies: int = _setting(
         "CUTOUT_TRUSTED_PROXIES",
         "Number of reverse proxies in front of the app whose X-Forwarded-* headers to trust.",
@@ -109,7 +136,28 @@ class Settings:
 
     # -- fetching images from URLs (API image_url, the page's URL field) -----------------
     url_timeout: float = _setting(
-        "CUTOUT_URL_TIMEOUT", "Seconds allowed for downloading one image from a URL.", 15.0
+        "CUTOUT_URL_TIMEOUT",
+        "Seconds allowed for downloading one image from a URL: the whole download, connecting, "
+        "redirects and every read included (keep it well under the health probes' patience).",
+        10.0,
+    )
+    url_downloads: int = _setting(
+        "CUTOUT_URL_DOWNLOADS",
+        "URL downloads one worker process runs at once; beyond, requests that need one are "
+        "refused at once with 503 and Retry-After (keep it below `CUTOUT_WEB_THREADS`).",
+        4,
+    )
+    url_downloads_per_client: int = _setting(
+        "CUTOUT_URL_DOWNLOADS_PER_CLIENT",
+        "URL downloads one API key (or client address) may run at once per worker process; "
+        "beyond, 429.",
+        2,
+    )
+    url_rate_limit: str = _setting(
+        "CUTOUT_URL_RATE_LIMIT",
+        "Requests to the page's `POST /from-url` allowed per client address, in Flask-Limiter's "
+        "notation (the APIs' URL fields count against `CUTOUT_API_RATE_LIMIT`).",
+        "30/minute",
     )
     url_allowed_networks: str = _setting(
         "CUTOUT_URL_ALLOWED_NETWORKS",
@@ -328,6 +376,8 @@ class Settings:
             max_bytes=self.max_upload_bytes,
             timeout=self.url_timeout,
             allowed_networks=parse_networks(self.url_allowed_networks),
+            concurrency=self.url_downloads,
+            per_client=self.url_downloads_per_client,
         )
 
     @property
@@ -379,6 +429,8 @@ class Settings:
             ("USER_LIMIT", self.user_limit),
             ("CUTOUT_MAX_CONCURRENT", self.max_concurrent),
             ("CUTOUT_WEB_WORKERS", self.web_workers),
+            ("CUTOUT_URL_DOWNLOADS", self.url_downloads),
+            ("CUTOUT_URL_DOWNLOADS_PER_CLIENT", self.url_downloads_per_client),
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}.")
@@ -388,6 +440,10 @@ class Settings:
             raise ConfigError("CUTOUT_MAX_UPLOAD_MB and CUTOUT_MAX_MEGAPIXELS must be positive.")
         if self.url_timeout <= 0:
             raise ConfigError("CUTOUT_URL_TIMEOUT must be positive.")
+        if min(self.client_header_timeout, self.client_body_timeout) <= 0:
+            raise ConfigError("CUTOUT_CLIENT_HEADER_TIMEOUT and _BODY_TIMEOUT must be positive.")
+        if self.client_buffer_mb < 1 or self.client_spool_kb < 0:
+            raise ConfigError("CUTOUT_CLIENT_BUFFER_MB must be at least 1, _SPOOL_KB not negative.")
         try:
             self.fetch_policy  # noqa: B018 - parses the networks
         except ValueError as exc:
@@ -395,6 +451,7 @@ class Settings:
         _rate_limit("CUTOUT_API_RATE_LIMIT", self.api_rate_limit)
         _rate_limit("CUTOUT_API_READ_RATE_LIMIT", self.api_read_rate_limit)
         _rate_limit("CUTOUT_KEY_CREATION_RATE_LIMIT", self.key_creation_rate_limit)
+        _rate_limit("CUTOUT_URL_RATE_LIMIT", self.url_rate_limit)
         if not self.page_key_credits >= 0:
             raise ConfigError("CUTOUT_PAGE_KEY_CREDITS must be zero or more.")
         if not (self.improve_max_mb_per_key >= 0 and self.improve_max_mb >= 0):

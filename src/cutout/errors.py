@@ -21,6 +21,7 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   └── InvalidParameter         an API parameter with a bad value (carries its own code)
     ├── NotFound                     no such record (or not the caller's)
     ├── LimitReached                 the user is at USER_LIMIT
+    ├── TooManyDownloads             this client runs as many URL downloads as it may (429)
     ├── QuotaExceeded                a storage quota is full (improvement submissions)
     ├── AuthFailed                   no API key, or an unknown or revoked one
     │   └── KeyRevoked               revoked while its request ran (403)
@@ -33,6 +34,7 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   └── FetchError               download/checksum failure
     ├── EngineError                  background removal failed
     │   ├── EngineBusy               inference queue full: retry later
+    │   │   └── DownloadsBusy        as many URL downloads as the process allows: retry later
     │   └── RemoteEngineError        the external API said no
     ├── StorageError                 the store failed (disk, database)
     └── ConfigError                  a setting is missing or malformed
@@ -172,6 +174,23 @@ class EngineBusy(EngineError):
     code = "busy"
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DownloadsBusy(EngineBusy):
+    """Every URL download slot of the process is taken. Under :class:`EngineBusy` so that
+    every surface answers it the same way: 503 with Retry-After."""
+
+    code = "busy"
+
+
+class TooManyDownloads(CutoutError):
+    """One client asked for more URL downloads at once than it may (429, Retry-After)."""
+
+    code = "too_many_downloads"
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

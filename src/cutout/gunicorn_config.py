@@ -77,7 +77,9 @@ _settings = _checked_settings()
 
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.web_workers
-worker_class = "gthread"
+# gthread, with each request received whole by the event loop before a thread sees it: slow
+# clients cannot hold the threads (cutout.front).
+worker_class = "cutout.front.BufferingWorker"
 threads = _settings.web_threads
 timeout = _settings.web_timeout
 graceful_timeout = 30

@@ -45,8 +45,8 @@ from cutout.imaging.compose import (
     compose,
     compose_image,
 )
+from cutout.imaging.confidence import needs_review
 from cutout.imaging.decode import Limits, Photo, load_image, photo_from_image
-from cutout.imaging.fuse import needs_review
 
 if TYPE_CHECKING:
     from cutout.engine.fused import FusedEngine

@@ -18,6 +18,9 @@ What is measured (all names start with ``cutout_``):
 * ``stored_bytes_total{kind}``, ``store_errors_total{operation}``, ``orphan_files_swept_total``;
 * ``errors_total{code}``: every error answered, by our error code;
 * ``model_load_seconds`` (one sample per worker);
+* ``requests_refused_unread_total{reason}``: requests the web worker refused while receiving
+  them, before any thread or the app saw them (``request_timeout``, ``busy``,
+  ``body_too_large``, ``headers_too_large``, ``bad_request``: see :mod:`cutout.front`);
 * batch jobs: ``job_queue_depth``, ``job_items{state}``, ``job_workers`` (refreshed every few
   seconds by the web process) and ``job_item_seconds{outcome}`` (recorded where items run:
   ``cutout worker`` serves its own ``/metrics`` on ``CUTOUT_METRICS_PORT``).
@@ -79,6 +82,11 @@ WAIT = Histogram(
 REFUSED = Counter(
     "cutout_admission_refused_total",
     "Removals refused by admission: queue_full or timeout (503 busy), too_large (413).",
+    ["reason"],
+)
+UNREAD = Counter(
+    "cutout_requests_refused_unread_total",
+    "Requests refused while being received (slow, too large, malformed, buffer full).",
     ["reason"],
 )
 STORED = Counter("cutout_stored_bytes_total", "Image bytes written to the store.", ["kind"])

@@ -12,8 +12,8 @@ from PIL import Image, ImageChops
 
 from cutout.engine.base import Engine, Prediction, predict
 from cutout.imaging.compose import Encoded, OutputOptions, compose
+from cutout.imaging.confidence import needs_review
 from cutout.imaging.decode import Limits, Photo, load_image
-from cutout.imaging.fuse import needs_review
 from cutout.imaging.refine import refine_alpha
 
 #: Told ``(stage, seconds)`` after each stage of a removal (decode, model, refine, encode):

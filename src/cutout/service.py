@@ -20,8 +20,8 @@ from cutout.engine.base import Admission, Engine
 from cutout.errors import InvalidImage, InvalidName, LimitReached
 from cutout.imaging import png
 from cutout.imaging.compose import JPEG_MAX_SIDE, OutputOptions
+from cutout.imaging.confidence import needs_review
 from cutout.imaging.decode import Limits, Photo, load_image, probe
-from cutout.imaging.fuse import needs_review
 from cutout.memory import estimate, largest_pixels, options_cost
 from cutout.pipeline import predict_and_refine, remove_background
 from cutout.storage.base import ImageInfo, ImageStore, Kind, NewImage, NewRecord, Record

@@ -114,16 +114,19 @@ class Studio:
 
     # -- getting photos in ------------------------------------------------------------------
 
-    def create_from_url(self, user_id: str, name: str | None, url: str | None) -> Record:
+    def create_from_url(
+        self, user_id: str, name: str | None, url: str | None, client: str = ""
+    ) -> Record:
         """Download the image at *url* (safely: see :mod:`cutout.urlfetch`) and remove its
-        background like an upload; the name defaults to the URL's file name."""
+        background like an upload; the name defaults to the URL's file name. *client* (the
+        caller's address) is who the per-client download cap counts."""
         if not url or not url.strip():
             raise InvalidUrl("Please enter the address (URL) of an image.")
         image_name = clean_name(name) if name and name.strip() else name_from_url(url)
         # Checked before downloading too: a full account should not wait for the download.
         if self.store.count(user_id) >= self.images.user_limit:
             raise LimitReached()
-        fetched = fetch(url.strip(), self.fetch_policy)
+        fetched = fetch(url.strip(), self.fetch_policy, client=client or f"user:{user_id}")
         return self.images.create(user_id, image_name, fetched.data)
 
     # -- touch-up ---------------------------------------------------------------------------

@@ -14,19 +14,32 @@ clients is a classic SSRF hole: ``http://169.254.169.254/`` (cloud metadata), ``
   verifies the certificate against the host name);
 * at most ``max_redirects`` redirects, each one checked like the first URL;
 * a byte limit (``Content-Length`` first, then counted while streaming) and one deadline for
-  the whole download, so a slow drip cannot hold a thread forever.
+  the whole download, connect, redirects and every read included: a watchdog shuts the
+  socket down when it passes, so a server that accepts and never answers, or drips one
+  header byte per second, cannot hold a thread past it (a socket timeout alone restarts
+  with every byte);
+* few downloads at once: at most ``concurrency`` per process and ``per_client`` per key or
+  client address (:data:`GATE`). Beyond, the request is refused at once (503 with
+  Retry-After, or 429), never queued: eight downloads from a server that never answers once
+  held every web thread, and ``/health`` with them.
 
 Failures are :class:`~cutout.errors.InvalidUrl` (the URL itself is unacceptable),
-:class:`~cutout.errors.DownloadFailed` (it could not be fetched) or
-:class:`~cutout.errors.ImageTooLarge`.
+:class:`~cutout.errors.DownloadFailed` (it could not be fetched),
+:class:`~cutout.errors.ImageTooLarge`, :class:`~cutout.errors.DownloadsBusy` or
+:class:`~cutout.errors.TooManyDownloads`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ipaddress
 import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
@@ -35,7 +48,13 @@ import certifi
 import urllib3
 
 from cutout import __version__
-from cutout.errors import DownloadFailed, ImageTooLarge, InvalidUrl
+from cutout.errors import (
+    DownloadFailed,
+    DownloadsBusy,
+    ImageTooLarge,
+    InvalidUrl,
+    TooManyDownloads,
+)
 from cutout.numbers import header_int
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -43,14 +62,19 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 REDIRECTS = {301, 302, 303, 307, 308}
 CHUNK = 64 * 1024
+TOO_LONG = "Could not download the image: it took too long."
+#: Seconds a refused download suggests waiting (most downloads take well under that).
+RETRY_AFTER = 2
 
 
 @dataclass(frozen=True)
 class FetchPolicy:
     max_bytes: int
-    timeout: float = 15.0  # seconds for the whole download, redirects included
+    timeout: float = 10.0  # seconds for the whole download, redirects included
     max_redirects: int = 5
     allowed_networks: tuple[IPNetwork, ...] = ()
+    concurrency: int = 4  # downloads at once in this process
+    per_client: int = 2  # downloads at once per key or client address
 
 
 @dataclass(frozen=True)
@@ -67,14 +91,128 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
     )
 
 
-def fetch(url: str, policy: FetchPolicy, *, resolve: Resolver | None = None) -> Fetched:
-    """GET *url* under *policy*; follow checked redirects; return the body."""
-    resolve = resolve or _resolve
+class FetchGate:
+    """How many downloads run at once, in all and per client; refuses, never waits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._clients: Counter[str] = Counter()
+
+    @contextmanager
+    def slot(self, client: str, policy: FetchPolicy) -> Iterator[None]:
+        with self._lock:
+            if client and self._clients[client] >= policy.per_client:
+                raise TooManyDownloads(
+                    f"Too many image downloads at once from you: at most {policy.per_client} "
+                    "may run at the same time. Wait for one to finish.",
+                    RETRY_AFTER,
+                )
+            if self._running >= policy.concurrency:
+                raise DownloadsBusy(
+                    "The server is busy downloading other images. Please try again in a moment.",
+                    RETRY_AFTER,
+                )
+            self._running += 1
+            self._clients[client] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._clients[client] -= 1
+                if self._clients[client] <= 0:
+                    del self._clients[client]
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+
+#: The process's downloads (the caps are per process, whichever app or thread asks).
+GATE = FetchGate()
+
+
+class _Watchdog:
+    """Shuts down the download's sockets when its deadline passes, even mid-read."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already
+        sock.shutdown(socket.SHUT_RDWR)  # a blocked recv() returns at once
+
+
+class _WatchedHTTP(urllib3.connection.HTTPConnection):
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watchdog = watchdog
+
+    def connect(self) -> None:
+        super().connect()
+        self._watchdog.watch(self.sock)
+
+
+class _WatchedHTTPS(urllib3.connection.HTTPSConnection):
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watchdog = watchdog
+
+    def connect(self) -> None:
+        super().connect()
+        self._watchdog.watch(self.sock)
+
+
+def fetch(
+    url: str, policy: FetchPolicy, *, client: str = "", resolve: Resolver | None = None
+) -> Fetched:
+    """GET *url* under *policy*; follow checked redirects; return the body.
+
+    *client* (a key or an address) is who asks, for the per-client cap.
+    """
+    with GATE.slot(client, policy):
+        watchdog = _Watchdog(policy.timeout)
+        try:
+            fetched = _fetch(url, policy, resolve or _resolve, watchdog)
+        except DownloadFailed:
+            if watchdog.expired:  # whatever the socket said when it was shut down
+                raise DownloadFailed(TOO_LONG) from None
+            raise
+        finally:
+            watchdog.cancel()
+        if watchdog.expired:  # a socket cut short can look like a complete, empty answer
+            raise DownloadFailed(TOO_LONG)
+        return fetched
+
+
+def _fetch(url: str, policy: FetchPolicy, resolve: Resolver, watchdog: _Watchdog) -> Fetched:
     deadline = time.monotonic() + policy.timeout
     for _ in range(policy.max_redirects + 1):
         target = _checked_url(url)
         address = _checked_address(target, policy, resolve)
-        pool = _pool(target, address, deadline)
+        pool = _pool(target, address, deadline, watchdog)
         response = None
         try:
             response = _request(pool, target)
@@ -108,7 +246,8 @@ def post(
     no redirect is followed. Return the HTTP status. :raises InvalidUrl, DownloadFailed:"""
     target = _checked_url(url)
     address = _checked_address(target, policy, resolve or _resolve)
-    pool = _pool(target, address, time.monotonic() + policy.timeout)
+    watchdog = _Watchdog(policy.timeout)
+    pool = _pool(target, address, time.monotonic() + policy.timeout, watchdog)
     path = (target.path or "/") + (f"?{target.query}" if target.query else "")
     sent = {
         "Host": target.netloc.rpartition("@")[2],
@@ -124,6 +263,7 @@ def post(
     except urllib3.exceptions.HTTPError as exc:
         raise DownloadFailed(f"Could not reach {target.hostname}: {_reason(exc)}.") from None
     finally:
+        watchdog.cancel()
         pool.close()
 
 
@@ -207,14 +347,17 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]
     return found
 
 
-def _pool(target: SplitResult, address: str, deadline: float) -> urllib3.HTTPConnectionPool:
+def _pool(
+    target: SplitResult, address: str, deadline: float, watchdog: _Watchdog
+) -> urllib3.HTTPConnectionPool:
     """Connections to *address* that present the URL's host name (SNI, certificate check)."""
     https = target.scheme.lower() == "https"
     host = target.hostname or ""
     port = target.port or (443 if https else 80)
     timeout = urllib3.Timeout(connect=_remaining(deadline), read=_remaining(deadline))
+    pool: urllib3.HTTPConnectionPool
     if https:
-        return urllib3.HTTPSConnectionPool(
+        pool = urllib3.HTTPSConnectionPool(
             address,
             port,
             timeout=timeout,
@@ -224,7 +367,11 @@ def _pool(target: SplitResult, address: str, deadline: float) -> urllib3.HTTPCon
             assert_hostname=host,
             server_hostname=host,
         )
-    return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
+        pool.ConnectionCls = functools.partial(_WatchedHTTPS, watchdog=watchdog)  # type: ignore[assignment]
+    else:
+        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
+        pool.ConnectionCls = functools.partial(_WatchedHTTP, watchdog=watchdog)  # type: ignore[assignment]
+    return pool
 
 
 def _request(pool: urllib3.HTTPConnectionPool, target: SplitResult) -> Any:
@@ -265,7 +412,7 @@ def _read_body(response: Any, max_bytes: int, deadline: float) -> bytes:
                 raise ImageTooLarge(_too_large(max_bytes))
             chunks.append(chunk)
             if time.monotonic() > deadline:
-                raise DownloadFailed("Could not download the image: it took too long.")
+                raise DownloadFailed(TOO_LONG)
     except urllib3.exceptions.HTTPError as exc:
         raise DownloadFailed(f"Could not download the image: {_reason(exc)}.") from None
     return b"".join(chunks)
@@ -279,7 +426,7 @@ def _resolve(host: str, port: int) -> list[str]:
 def _remaining(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise DownloadFailed("Could not download the image: it took too long.")
+        raise DownloadFailed(TOO_LONG)
     return left
 
 

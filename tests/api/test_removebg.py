@@ -17,7 +17,7 @@ from PIL import Image
 
 from cutout.engine.base import Admission
 from cutout.errors import EngineBusy
-from cutout.imaging.fuse import REVIEW_BELOW
+from cutout.imaging.confidence import REVIEW_BELOW
 from tests.api.conftest import Key, MakeKey
 from tests.helpers import LocalServer, encode, synthetic_photo
 

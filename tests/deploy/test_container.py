@@ -32,6 +32,7 @@ from cutout.engine.registry import get_spec
 from tests.conftest import Photos, missing
 from tests.deploy import dockerfile
 from tests.helpers import free_port
+from tests.slowclients import SlowClients, health_latencies, p99
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.prefix) / "bin"
@@ -119,6 +120,17 @@ def test_health_and_ready_answer(server: Server) -> None:
     assert health.status_code == 200 and health.json() == {"status": "Healthy"}
     ready = requests.get(server.url + "/ready", timeout=10)
     assert ready.status_code == 200 and ready.json() == {"status": "Ready"}
+
+
+def test_slow_clients_leave_the_probes_fast(server: Server) -> None:
+    """The image's server receives requests whole before a thread sees them (cutout.front):
+    50 connections dripping headers and 50 dripping bodies leave /health fast."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with SlowClients("127.0.0.1", port, headers=50, bodies=50) as slow:
+        time.sleep(2.5)
+        took = health_latencies(server.url, 60)
+        assert slow.closed == 0
+    assert p99(took) < 0.2, sorted(took)[-5:]
 
 
 def test_deployment_probe_paths_answer_200(server: Server) -> None:

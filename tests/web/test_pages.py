@@ -18,7 +18,7 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
 from cutout.errors import EngineBusy, EngineError
-from cutout.imaging.fuse import REVIEW_BELOW
+from cutout.imaging.confidence import REVIEW_BELOW
 from cutout.storage.base import NewImage, NewRecord
 from tests.helpers import encode, synthetic_photo
 from tests.web.conftest import Actions

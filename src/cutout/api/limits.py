@@ -52,6 +52,11 @@ def init_app(app: Flask, blueprints: Iterable[Blueprint]) -> Limiter:
         settings.key_creation_rate_limit, key_func=client_address, override_defaults=False
     )
     _limit_view(app, "keys.create_key", per_address)
+    # The page's URL field makes the server download: limited per address like the APIs.
+    from_url = limiter.limit(
+        settings.url_rate_limit, key_func=client_address, override_defaults=False
+    )
+    _limit_view(app, "studio.create_from_url", from_url)
     app.extensions["cutout.limiter"] = limiter
     return limiter
 

@@ -22,7 +22,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
 from cutout.api import models
-from cutout.api.auth import current_key, keys
+from cutout.api.auth import current_key, keys, rate_limit_key
 from cutout.api.openapi import Operation, operation
 from cutout.api.openapi import Response as Doc
 from cutout.errors import InvalidInput, NotFound
@@ -110,7 +110,9 @@ def _upload() -> tuple[models.OutputChoices, bytes]:
             raise InvalidInput("Send exactly one of image_b64 and image_url.")
         if parsed.image_url:
             settings = app_settings()
-            return parsed, fetch(parsed.image_url, settings.fetch_policy).data
+            return parsed, fetch(
+                parsed.image_url, settings.fetch_policy, client=rate_limit_key()
+            ).data
         try:
             return parsed, base64.b64decode(
                 "".join((parsed.image_b64 or "").split()), validate=True

@@ -22,7 +22,7 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage, Headers
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
-from cutout.api.auth import current_key, keys
+from cutout.api.auth import current_key, keys, rate_limit_key
 from cutout.errors import (
     DownloadFailed,
     ImageTooLarge,
@@ -34,8 +34,8 @@ from cutout.errors import (
 )
 from cutout.extensions import image_service
 from cutout.extensions import settings as app_settings
+from cutout.imaging.confidence import needs_review
 from cutout.imaging.decode import Photo, load_reduced, probe
-from cutout.imaging.fuse import needs_review
 from cutout.memory import decode_cost, output_cost, render_cost
 from cutout.removebg.params import Params, parse
 from cutout.removebg.render import Rendered, render
@@ -141,7 +141,7 @@ def download(url: str, which: str) -> bytes:
     prefix = "" if which == "image" else "bg_"
     settings = app_settings()
     try:
-        return fetch(url, settings.fetch_policy).data
+        return fetch(url, settings.fetch_policy, client=rate_limit_key()).data
     except InvalidUrl as exc:
         raise InvalidParameter(str(exc), f"invalid_{prefix}image_url") from None
     except DownloadFailed as exc:

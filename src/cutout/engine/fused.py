@@ -10,7 +10,8 @@ from PIL import Image
 
 from cutout.engine.base import Prediction
 from cutout.engine.local import LocalEngine, preprocess
-from cutout.imaging.fuse import confidence, fuse
+from cutout.imaging.confidence import confidence
+from cutout.imaging.fuse import fuse
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,7 @@ Where ISNet is confident, it decides (the rule is a maximum). The result goes on
 full-resolution refinement (:mod:`cutout.imaging.refine`). Every parameter was chosen by
 leave-one-out on the 29 test photos (``scripts/fusion_research.py``; README "Quality").
 
-:func:`confidence` turns the two models' disagreement and the share of uncertain alpha into a
-score in [0, 1]; below :data:`REVIEW_BELOW` a cut-out "needs review".
+:mod:`cutout.imaging.confidence` scores how far to trust the result.
 """
 
 from __future__ import annotations
@@ -81,49 +80,3 @@ def resize(a: Array, size: tuple[int, int]) -> Array:
         return a.copy()
     image = Image.fromarray(a, "F").resize(size, Image.Resampling.BILINEAR)
     return np.asarray(image, np.float32).copy()
-
-
-@dataclass(frozen=True)
-class ConfidenceParams:
-    #: Fused-mask values counted as uncertain: those the refinement's levels curve (0.05-0.9)
-    #: leaves semi-transparent, roughly.
-    uncertain: tuple[float, float] = (0.1, 0.85)
-    disagreement_weight: float = 0.1  # weight of the two models' disagreement in the risk
-    region: float = 0.1  # MODNet alpha that delimits "its" subject (connected to ISNet's)
-    risk_zero: float = 0.25  # risk at which the confidence reaches 0
-    grid: int = 256
-
-
-SCORING = ConfidenceParams()
-#: Cut-outs scoring below this "need review" (chosen on the test photos; README "Quality").
-REVIEW_BELOW = 0.8
-
-
-def confidence(
-    primary: Array, secondary: Array, fused: Array, params: ConfidenceParams = SCORING
-) -> float:
-    """How far to trust a fused mask, in [0, 1] (1: nothing uncertain, the models agree).
-
-    The risk is the share of the fused mask that is neither clearly foreground nor clearly
-    background, plus the mean disagreement between the fused mask and MODNet over MODNet's
-    own view of the subject (its regions that touch ISNet's foreground). Outside that view
-    MODNet's silence means nothing: it is a portrait model and sees no microwaves.
-    """
-    return 1.0 - min(1.0, risk(primary, secondary, fused, params) / params.risk_zero)
-
-
-def risk(
-    primary: Array, secondary: Array, fused: Array, params: ConfidenceParams = SCORING
-) -> float:
-    grid = (params.grid, params.grid)
-    main, soft, out = resize(primary, grid), resize(secondary, grid), resize(fused, grid)
-    low, high = params.uncertain
-    uncertain = float(np.mean((out > low) & (out < high)))
-    subject = regions_touching(soft > params.region, main > FUSION.seed)
-    disagreement = float(np.mean(np.abs(out - soft) * subject))
-    return uncertain + params.disagreement_weight * disagreement
-
-
-def needs_review(score: float | None) -> bool | None:
-    """True when a cut-out's *score* is below :data:`REVIEW_BELOW` (None: not scored)."""
-    return None if score is None else score < REVIEW_BELOW

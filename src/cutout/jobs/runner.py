@@ -164,7 +164,7 @@ class ItemRunner:
             except NotFound:
                 raise InvalidImage("The photo was not kept (the job's upload failed).") from None
         if item.url:
-            return fetch(item.url, self.fetch_policy).data
+            return fetch(item.url, self.fetch_policy, client=f"user:{item.user_id}").data
         raise InvalidImage("The item has no photo.")
 
     def _earlier_result(self, job: Job, item: JobItem, data: bytes) -> str | None:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flask import Flask, current_app, g, request
+from werkzeug.exceptions import HTTPException
 
 from cutout.config import Settings
 from cutout.errors import BodyTooLarge, ImageTooLarge
@@ -76,6 +77,28 @@ def limit_for(endpoint: str | None, settings: Settings) -> int:
     view = current_app.view_functions.get(endpoint) if endpoint else None
     declared: Limit = getattr(view, ATTRIBUTE, SMALL)
     return declared(settings) if callable(declared) else declared
+
+
+def limit_for_path(app: Flask, method: str, path: str) -> int:
+    """The body limit of the endpoint *method* *path* goes to, outside any request: for the
+    web worker, which buffers bodies before the app runs (:mod:`cutout.front`). A path that
+    routes nowhere gets the largest limit: the app never reads its body, and no routing
+    subtlety here may cut a body the app would take."""
+    settings: Settings = app.config["CUTOUT"]
+    try:
+        endpoint, _ = app.url_map.bind("localhost").match(path, method)
+    except HTTPException:  # 404, 405, a redirect to the slash form
+        endpoint = None
+    view = app.view_functions.get(str(endpoint)) if endpoint else None
+    if view is None:
+        return max(
+            _resolved(getattr(v, ATTRIBUTE, SMALL), settings) for v in app.view_functions.values()
+        )
+    return _resolved(getattr(view, ATTRIBUTE, SMALL), settings)
+
+
+def _resolved(limit: Limit, settings: Settings) -> int:
+    return limit(settings) if callable(limit) else limit
 
 
 def json_values_for(endpoint: str | None) -> int:

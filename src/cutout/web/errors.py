@@ -49,6 +49,7 @@ STATUS: dict[type[e.CutoutError], int] = {
     e.BodyTooLarge: 413,
     e.NotFound: 404,
     e.LimitReached: 409,
+    e.TooManyDownloads: 429,
     e.QuotaExceeded: 409,
     e.AuthFailed: 401,
     e.KeyRevoked: 403,
@@ -68,6 +69,7 @@ FAILED = "Failed to generate the image"
 LIMIT = e.LimitReached.MESSAGE
 UNEXPECTED = "Something went wrong"
 BUSY = "The server is busy removing other backgrounds. Please try again in a moment."
+TOO_MANY = "Too many requests from you in a short time. Please wait a minute and retry."
 #: Forms a browser posts without JavaScript: their failures come back as flash messages.
 FORM_ENDPOINTS = {"web.create", "studio.create_from_url"}
 
@@ -106,6 +108,10 @@ def flash_message(exc: Exception) -> str:
         return LIMIT
     if isinstance(exc, e.EngineBusy):
         return BUSY
+    if isinstance(exc, e.TooManyDownloads):
+        return str(exc)
+    if isinstance(exc, HTTPException) and exc.code == 429:
+        return TOO_MANY
     if isinstance(exc, e.EngineError | e.ModelError):
         return FAILED
     if isinstance(exc, e.InvalidInput):
@@ -136,8 +142,7 @@ def error_response(exc: Exception, status: int, code: str, message: str) -> Resp
     if wants_json():
         response = jsonify(error=code, message=message)
         response.status_code = status
-        if isinstance(exc, e.EngineBusy):
-            response.headers["Retry-After"] = str(exc.retry_after)
+        _retry_after(response, exc)
         return response
     return render_template("error.html", status=status, message=message), status
 
@@ -152,6 +157,7 @@ REMOVEBG_CODES = {
     "unsupported_format": "invalid_file_type",
     "invalid_image": "failed_to_read_image",
     "too_many_requests": "rate_limit_exceeded",
+    "too_many_downloads": "rate_limit_exceeded",
     "request_entity_too_large": "file_too_large",
     "body_too_large": "file_too_large",
 }
@@ -213,7 +219,7 @@ def native_error(exc: Exception, status: int, code: str, message: str) -> Respon
 
 def _retry_after(response: Response, exc: Exception) -> None:
     """Headers the error itself carries: Retry-After when busy, Allow on a 405."""
-    if isinstance(exc, e.EngineBusy):
+    if isinstance(exc, e.EngineBusy | e.TooManyDownloads):
         response.headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, HTTPException):
         for name, value in exc.get_headers():

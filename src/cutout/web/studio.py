@@ -69,8 +69,12 @@ def create_from_url() -> ResponseReturnValue:
     """The URL field: the server downloads the image, then it goes on as an upload."""
     body = request.get_json(silent=True) if request.is_json else None
     fields: Any = body if isinstance(body, dict) else request.form
+    # Counted per address: user cookies cost nothing to mint.
     record = studio().create_from_url(
-        current_user(), _text(fields.get("name")), _text(fields.get("url"))
+        current_user(),
+        _text(fields.get("name")),
+        _text(fields.get("url")),
+        client=f"ip:{request.remote_addr or 'unknown'}",
     )
     if wants_json():
         return jsonify(record_json(record)), 201
