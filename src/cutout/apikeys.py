@@ -115,14 +115,14 @@ class KeyService:
     def revoke(self, key_id: str, user_id: str | None = None) -> ApiKey:
         return self.store.revoke_key(key_id, user_id)
 
-    def charge(self, key: ApiKey, cost: float) -> ApiKey:
+    def charge(self, key: ApiKey, cost: float, token: str | None = None) -> ApiKey:
         """Charge *cost* to *key*, atomically within its allowance.
 
         :raises InsufficientCredits: not enough left (402).
         :raises KeyRevoked: the key was revoked since the request began (403).
         """
         try:
-            return self.store.charge_key(key.id, cost)
+            return self.store.charge_key(key.id, cost, token)
         except NotFound:
             raise KeyRevoked("API key invalid: it was revoked while this request ran.") from None
 
@@ -140,10 +140,11 @@ class KeyService:
             self.refund(key, cost)
             raise
 
-    def refund(self, key: ApiKey, cost: float) -> None:
-        """Give back a charge whose work failed (nothing to do if the key is gone)."""
+    def refund(self, key: ApiKey, cost: float, token: str | None = None) -> None:
+        """Give back a charge whose work failed (nothing to do if the key is gone); with
+        *token*, only a charge made under it, once."""
         try:
-            self.store.charge_key(key.id, -cost)
+            self.store.charge_key(key.id, -cost, token)
         except NotFound:
             log.info("no refund of %s credits: key %s was revoked meanwhile", cost, key.id)
 

@@ -66,7 +66,7 @@ def create_app(
         sweeper = Sweeper(metered, settings.sweep_interval).start()
         metered.on_close.append(sweeper.stop)
     app.extensions[extensions.ENGINE] = loader
-    service = _service(settings, metered, loader)
+    service = build_service(settings, metered, loader)
     app.extensions[extensions.SERVICE] = service
     app.extensions[extensions.STUDIO] = Studio(images=service, fetch_policy=settings.fetch_policy)
     pipeline.on_stage = metrics.observe_stage
@@ -83,7 +83,8 @@ def _wrap(app: Flask, settings: Settings) -> None:
     app.wsgi_app = RequestId(app.wsgi_app)  # type: ignore[method-assign]
 
 
-def _service(settings: Settings, store: ImageStore, loader: EngineLoader) -> ImageService:
+def build_service(settings: Settings, store: ImageStore, loader: EngineLoader) -> ImageService:
+    """The image service every surface (and `cutout worker`) runs removals through."""
     return ImageService(
         store=store,
         engine=loader.get,
@@ -105,7 +106,7 @@ def _service(settings: Settings, store: ImageStore, loader: EngineLoader) -> Ima
 
 def _register(app: Flask) -> None:
     from cutout import api, health
-    from cutout.web import errors, identity, keys, request, security, studio, views
+    from cutout.web import errors, identity, jobs, keys, request, security, studio, views
 
     request.init_app(app)
     bodies.init_app(app)
@@ -116,6 +117,7 @@ def _register(app: Flask) -> None:
     app.register_blueprint(views.bp)
     app.register_blueprint(studio.bp)
     app.register_blueprint(keys.bp)
+    app.register_blueprint(jobs.bp)
     api.init_app(app)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -173,6 +173,13 @@ def main() -> None:
     help=f"Exit with {EXIT_LOW_CONFIDENCE} when any photo's confidence is below X (0-1), "
     "so a batch job can ask a human to look.",
 )
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Send the photos to this cutout server as one batch job instead of working here; "
+    "run the same command again to resume it.",
+)
+@click.option("--key", metavar="KEY", help="The API key for --server.")
 def remove(
     inputs: tuple[Path, ...],
     output: Path | None,
@@ -192,6 +199,8 @@ def remove(
     jobs: int,
     as_json: bool,
     min_confidence: float | None,
+    server: str | None,
+    key: str | None,
 ) -> None:
     """Remove the background of INPUTS (files or folders of photos).
 
@@ -208,6 +217,27 @@ def remove(
         raise click.UsageError(str(exc)) from None
     if isinstance(quality_mode, int):  # `--quality 80`: the JPEG/WebP quality, as before
         output_quality, quality_mode = quality_mode, None
+    report = _Report(as_json, min_confidence)
+    if server:
+        if not key:
+            raise click.UsageError("--server needs --key (an API key of that server).")
+        if refine_edges:
+            raise click.UsageError("--refine-edges is not available with --server.")
+        from cutout.remote import Remote
+
+        fields = {"format": jobs_list[0].format, "background": _hex(background), "crop": crop,
+                  "margin": margin, "mask_only": mask_only}  # fmt: skip
+        remote = Remote(server, key, fields, on_result=report)
+
+        def send(on_done: Callable[[Job], None]) -> list[tuple[Job, str]]:
+            remote.on_done = on_done
+            try:
+                return remote.run(jobs_list)
+            except CutoutError as exc:
+                _fail(exc)
+
+        _finish(jobs_list, _with_progress(jobs_list, as_json, send), quiet, as_json, report)
+        return
     settings = _settings(
         engine=engine,
         model=model,
@@ -230,22 +260,37 @@ def remove(
         built = build_engine(settings)
     except CutoutError as exc:
         _fail(exc)
-    report = _Report(as_json, min_confidence)
+
+    def local(on_done: Callable[[Job], None]) -> list[tuple[Job, str]]:
+        return run_jobs(
+            jobs_list, built, settings, options, workers=jobs, on_done=on_done, on_result=report
+        )
+
+    _finish(jobs_list, _with_progress(jobs_list, as_json, local), quiet, as_json, report)
+
+
+def _with_progress(
+    jobs_list: list[Job],
+    as_json: bool,
+    run: Callable[[Callable[[Job], None]], list[tuple[Job, str]]],
+) -> list[tuple[Job, str]]:
+    """Run with a progress bar on stderr for several photos (not with --json)."""
     if len(jobs_list) > 1 and not as_json:
         with click.progressbar(
             length=len(jobs_list), label="Removing backgrounds", file=sys.stderr, show_pos=True
         ) as bar:
-            failures = run_jobs(
-                jobs_list,
-                built,
-                settings,
-                options,
-                workers=jobs,
-                on_done=lambda _job: bar.update(1),
-                on_result=report,
-            )
-    else:
-        failures = run_jobs(jobs_list, built, settings, options, workers=jobs, on_result=report)
+            return run(lambda _job: bar.update(1))
+    return run(lambda _job: None)
+
+
+def _finish(
+    jobs_list: list[Job],
+    failures: list[tuple[Job, str]],
+    quiet: bool,
+    as_json: bool,
+    report: _Report,
+) -> None:
+    """Where each output went, each error, and the exit code."""
     if not as_json:  # --json reports every photo, failures included, on stdout
         failed = {job for job, _ in failures}
         if not quiet:
@@ -262,6 +307,13 @@ def remove(
         )
         sys.exit(EXIT_FAILED_INPUTS)
     report.finish()
+
+
+def _hex(color: SolidColor | None) -> str | None:
+    if color is None:
+        return None
+    r, g, b = color.rgb
+    return f"#{r:02x}{g:02x}{b:02x}{color.alpha:02x}"
 
 
 class _Report:
@@ -633,6 +685,23 @@ def serve(host: str | None, port: int | None) -> None:
         "cutout:create_app()",
     ]
     os.execve(sys.executable, argv, env)
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Items run at once (default CUTOUT_WORKER_CONCURRENCY).",
+)
+def worker(concurrency: int | None) -> None:
+    """Run batch-job items from the queue (CUTOUT_QUEUE_URL) until stopped."""
+    _require_server("worker")
+    from cutout.jobs.worker import run
+
+    try:
+        run(_settings(), concurrency)
+    except CutoutError as exc:
+        _fail(exc)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -20,7 +20,10 @@ What is measured (all names start with ``cutout_``):
 * ``model_load_seconds`` (one sample per worker);
 * ``requests_refused_unread_total{reason}``: requests the web worker refused while receiving
   them, before any thread or the app saw them (``request_timeout``, ``busy``,
-  ``body_too_large``, ``headers_too_large``, ``bad_request``: see :mod:`cutout.front`).
+  ``body_too_large``, ``headers_too_large``, ``bad_request``: see :mod:`cutout.front`);
+* batch jobs: ``job_queue_depth``, ``job_items{state}``, ``job_workers`` (refreshed every few
+  seconds by the web process) and ``job_item_seconds{outcome}`` (recorded where items run:
+  ``cutout worker`` serves its own ``/metrics`` on ``CUTOUT_METRICS_PORT``).
 """
 
 from __future__ import annotations
@@ -99,6 +102,27 @@ MODEL_LOAD = Gauge(
 )
 
 
+JOB_QUEUE = Gauge(
+    "cutout_job_queue_depth",
+    "Job items waiting in the queue (Redis list, or the web process's own queue).",
+    multiprocess_mode="max",
+)
+JOB_ITEMS = Gauge(
+    "cutout_job_items", "Job items by state, all jobs.", ["state"], multiprocess_mode="max"
+)
+JOB_WORKERS = Gauge(
+    "cutout_job_workers",
+    "Live `cutout worker` processes (or threads of the web process running items).",
+    multiprocess_mode="max",
+)
+JOB_ITEM_SECONDS = Histogram(
+    "cutout_job_item_seconds",
+    "Time one job item took to run, seconds, by outcome (done, failed, retry).",
+    ["outcome"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+)
+
+
 class AdmissionMetrics:
     """:class:`~cutout.engine.base.AdmissionObserver` that records into the gauges above."""
 
@@ -155,9 +179,9 @@ class MeteredStore:
         self.inner = inner
         self.on_close: list[Callable[[], None]] = []  # e.g. stop the sweeper of this store
 
-    def add(self, record: NewRecord, *, limit: int) -> Record:
+    def add(self, record: NewRecord, *, limit: int, record_id: str | None = None) -> Record:
         with _counted("add"):
-            stored = self.inner.add(record, limit=limit)
+            stored = self.inner.add(record, limit=limit, record_id=record_id)
         STORED.labels("original").inc(len(record.original.data))
         STORED.labels("processed").inc(len(record.processed.data))
         return stored

@@ -92,6 +92,8 @@ class ImageService:
         data: bytes | None,
         output: OutputOptions | None = None,
         quality: str | None = None,
+        *,
+        record_id: str | None = None,
     ) -> Record:
         """Remove the background of *data* and store both images under *name*.
 
@@ -99,6 +101,8 @@ class ImageService:
         account does not wait for the model) and enforced again, atomically, by the store.
         *output* replaces the service's default output options (the native API's choices);
         *quality* the engine's default quality mode (``fast``, ``balanced``, ``best``).
+        *record_id* fixes the new record's id (a batch job's item): a record already stored
+        under it is returned instead (see :meth:`ImageStore.add`).
         """
         image_name = clean_name(name)
         quality = clean_quality(quality)
@@ -142,7 +146,7 @@ class ImageService:
             confidence=confidence,
             needs_review=needs_review(confidence),
         )
-        stored = self.store.add(record, limit=self.user_limit)
+        stored = self.store.add(record, limit=self.user_limit, record_id=record_id)
         store_thumbnails(self.store, stored, thumbnails)
         return stored
 

@@ -255,3 +255,22 @@ def dump(backend: Backend) -> str:
 
     with sqlite3.connect(store.db_path) as conn:
         return repr(conn.execute("SELECT * FROM api_keys").fetchall())
+
+
+def test_a_charge_under_a_token_happens_once_and_so_does_its_refund(keys: KeyStore) -> None:
+    service = KeyService(keys)
+    key, _ = service.create("alice", "jobs", credits=3)
+    assert service.charge(key, 1, token="item-1").credits_used == 1
+    assert service.charge(key, 1, token="item-1").credits_used == 1  # the same item again
+    service.refund(key, 1, token="item-2")  # never charged: nothing to give back
+    assert keys.get_key(key.id).credits_used == 1
+    service.refund(key, 1, token="item-1")
+    service.refund(key, 1, token="item-1")
+    assert keys.get_key(key.id).credits_used == 0
+    assert service.charge(key, 1, token="item-1").credits_used == 1  # charged again after it
+    service.charge(key, 2, token="item-3")
+    with pytest.raises(InsufficientCredits):
+        service.charge(key, 1, token="item-4")
+    assert service.charge(key, 1, token="item-3").credits_used == 3  # still a no-op when full
+    service.refund(key, 1, token="item-4")  # the refused charge left no token behind
+    assert keys.get_key(key.id).credits_used == 3

@@ -35,6 +35,9 @@ def init_app(app: Flask, blueprints: Iterable[Blueprint]) -> Limiter:
         headers_enabled=True,
         strategy="fixed-window",
         key_prefix="cutout",
+        # Counters in the job queue's Redis: while it restarts, count in memory rather than
+        # fail every API call (reading a job needs no Redis).
+        in_memory_fallback_enabled=settings.rate_limit_storage_uri.startswith("redis"),
     )
     # One budget per key across every endpoint it can call (a scope shared by all of them),
     # and one for reads, deliberately larger: polling a job or listing images is cheap.

@@ -115,8 +115,11 @@ class KeyStore(Protocol):
         """Record a use (callers throttle this to one write a minute per key)."""
         ...
 
-    def charge_key(self, key_id: str, cost: float) -> ApiKey:
+    def charge_key(self, key_id: str, cost: float, token: str | None = None) -> ApiKey:
         """Add *cost* to the key's usage, atomically refusing to exceed its allowance.
+
+        With *token* (a job item's id) the charge happens once per token, however often it is
+        asked for, and a refund (negative *cost*) only of a charge made under it, once.
 
         :raises InsufficientCredits: the allowance left is below *cost*.
         :raises NotFound: no such key, or it was revoked meanwhile.

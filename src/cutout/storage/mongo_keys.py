@@ -49,6 +49,8 @@ KEYS, IDEMPOTENCY, IMPROVEMENTS = "api_keys", "idempotency", "improvements"
 #: Bytes kept for the Improvement Program: {_id: "key:<id>" or "*", bytes}.
 USAGE, ALL = "improvement_usage", "*"
 _PROJECTION = {"secret_hash": 0, "credits_left": 0, "created_ns": 0}
+#: Charge tokens (job items) remembered per key, newest last.
+TOKENS_KEPT = 1000
 
 
 class MongoKeyStore:
@@ -109,22 +111,38 @@ class MongoKeyStore:
         with _storage_errors("record the API key's use"):
             self._db()[KEYS].update_one({"_id": key_id}, {"$set": {"last_used_on": when}})
 
-    def charge_key(self, key_id: str, cost: float) -> ApiKey:
+    def charge_key(self, key_id: str, cost: float, token: str | None = None) -> ApiKey:
         keys = self._db()[KEYS]
-        live = {"_id": key_id, "revoked_on": None}
+        live: dict[str, Any] = {"_id": key_id, "revoked_on": None}
+        tokens: dict[str, Any] = {}
+        if token is not None:
+            # The token goes into the key's own document, in the same atomic update as the
+            # usage: a charge under a token already there (a refund of one that is not) is a
+            # no-op. The last TOKENS_KEPT tokens are kept: far more than items in flight.
+            if cost >= 0:
+                live["charge_tokens"] = {"$ne": token}
+                tokens = {"$push": {"charge_tokens": {"$each": [token], "$slice": -TOKENS_KEPT}}}
+            else:
+                live["charge_tokens"] = token
+                tokens = {"$pull": {"charge_tokens": token}}
         with _storage_errors("charge the API key"):
             # Two filters, because $inc on a null (unlimited) credits_left is an error.
             doc = keys.find_one_and_update(
                 {**live, "credits": {"$ne": None}, "credits_left": {"$gte": cost - EPSILON}},
-                {"$inc": {"credits_used": cost, "credits_left": -cost}},
+                {"$inc": {"credits_used": cost, "credits_left": -cost}, **tokens},
                 projection=_PROJECTION,
                 return_document=ReturnDocument.AFTER,
             ) or keys.find_one_and_update(
                 {**live, "credits": None},
-                {"$inc": {"credits_used": cost}},
+                {"$inc": {"credits_used": cost}, **tokens},
                 projection=_PROJECTION,
                 return_document=ReturnDocument.AFTER,
             )
+            if doc is None and token is not None:
+                done = keys.find_one({"_id": key_id, "revoked_on": None}, _PROJECTION)
+                charged = done is not None and token in (done.get("charge_tokens") or [])
+                if done is not None and charged == (cost >= 0):
+                    return _key(done)  # charged (or given back) already
             exists = doc is not None or keys.find_one(live, {"_id": 1}) is not None
         if doc is not None:
             return _key(doc)

@@ -110,8 +110,10 @@ class SQLiteKeyStore:
         with self._images._connection("record the API key's use") as conn:
             conn.execute("UPDATE api_keys SET last_used_on = ? WHERE id = ?", (when, key_id))
 
-    def charge_key(self, key_id: str, cost: float) -> ApiKey:
-        with self._images._connection("charge the API key") as conn:
+    def charge_key(self, key_id: str, cost: float, token: str | None = None) -> ApiKey:
+        with self._images._connection("charge the API key") as conn, _immediate(conn):
+            if token is not None and not _take_token(conn, key_id, cost, token):
+                return self._key_row(conn, key_id)  # charged (or given back) already
             rows = conn.execute(
                 "UPDATE api_keys SET credits_used = credits_used + ? "
                 "WHERE id = ? AND revoked_on IS NULL "
@@ -124,9 +126,16 @@ class SQLiteKeyStore:
             exists = conn.execute(
                 "SELECT 1 FROM api_keys WHERE id = ? AND revoked_on IS NULL", (key_id,)
             ).fetchone()
-        if exists:
-            raise InsufficientCredits("This API key has no credits left for this image.")
-        raise NotFound("No such API key.")
+            # Raised inside the transaction: a token taken above is rolled back with it.
+            if exists:
+                raise InsufficientCredits("This API key has no credits left for this image.")
+            raise NotFound("No such API key.")
+
+    def _key_row(self, conn: sqlite3.Connection, key_id: str) -> ApiKey:
+        row = conn.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
+        ).fetchone()
+        return _key(_found(row))
 
     def begin_idempotent(
         self, user_id: str, key: str, fingerprint: str, now: float
@@ -303,3 +312,16 @@ def _key(row: sqlite3.Row) -> ApiKey:
         credits_used=float(row["credits_used"]),
         revoked_on=row["revoked_on"],
     )
+
+
+def _take_token(conn: sqlite3.Connection, key_id: str, cost: float, token: str) -> bool:
+    """Record a charge (cost > 0) or its refund (cost < 0) under *token*; False when that
+    was done already, so the key must not change again."""
+    if cost >= 0:
+        if conn.execute("SELECT 1 FROM key_charges WHERE token = ?", (token,)).fetchone():
+            return False
+        conn.execute(
+            "INSERT INTO key_charges (token, key_id, cost) VALUES (?, ?, ?)", (token, key_id, cost)
+        )
+        return True
+    return conn.execute("DELETE FROM key_charges WHERE token = ?", (token,)).rowcount == 1

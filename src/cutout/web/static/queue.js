@@ -3,6 +3,8 @@
 // failed with the reason) and a record of its own, through the same endpoints as the seed's
 // form (POST / as JSON) and the URL field (POST /from-url). Two run at once: the server admits
 // one more removal than it has model slots, so the second one decodes while the first one runs.
+// A drop of more photos than the server's threshold goes as one batch job (POST /jobs) instead,
+// with the same rows, driven by the job's items.
 import { RequestError, send, sleep } from "./util.js";
 
 const CONCURRENCY = 2;
@@ -25,6 +27,8 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
   const summary = document.getElementById("queue-summary");
   const bar = document.getElementById("queue-progress");
   const limitMessage = panel.dataset.limitMessage;
+  // More photos than this at once go to the server as one batch job (CUTOUT_PAGE_JOB_THRESHOLD).
+  const jobThreshold = Number(panel.dataset.jobThreshold) || 20;
   const items = [];
   let running = 0;
   let serial = 0;
@@ -105,7 +109,11 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
     const files = [...(input.files || [])];
     if (!files.length) return;
     const single = files.length === 1 && nameInput.value.trim();
-    files.forEach((file) => enqueue({ file, name: single ? nameInput.value.trim() : stem(file.name), label: file.name }));
+    if (files.length > jobThreshold) {
+      sendAsJob(files);  // one request; the server works through them, the tab may close
+    } else {
+      files.forEach((file) => enqueue({ file, name: single ? nameInput.value.trim() : stem(file.name), label: file.name }));
+    }
     form.reset();
     showSelection();
   });
@@ -143,6 +151,46 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
     if (!items.length) panel.hidden = true;
   });
 
+  // A batch job: every photo gets its queue row at once, then the job's items drive them.
+  async function sendAsJob(files) {
+    const rows = files.map((file) => enqueue({ file, label: file.name, job: true }));
+    rows.forEach((item) => setState(item, "processing"));
+    const body = new FormData();
+    files.forEach((file) => body.append("images", file, file.name));
+    let job;
+    try {
+      job = await (await send("POST", "/jobs", { body })).json();
+    } catch (err) {
+      rows.forEach((item) => setState(item, "failed", err.message));
+      return;
+    }
+    summary.dataset.job = job.id;
+    const seen = new Set();
+    for (;;) {
+      try {
+        job = await (await send("GET", `/jobs/${job.id}`)).json();
+      } catch {
+        await sleep(3000);  // the server restarts, say: the job goes on there; keep asking
+        continue;
+      }
+      for (const it of job.items) {
+        const item = rows[it.index];
+        if (!item || seen.has(it.index)) continue;
+        if (it.status === "done") {
+          seen.add(it.index);
+          setState(item, "done");
+          onStored({ _id: it.image_id }).catch(() => {});
+        } else if (it.status === "failed" || it.status === "cancelled") {
+          seen.add(it.index);
+          if (it.error === limitMessage) onLimit();
+          setState(item, "failed", it.error || "Cancelled.");
+        }
+      }
+      if (job.status === "done" || job.status === "cancelled") return;
+      await sleep(1500);
+    }
+  }
+
   function enqueue(item) {
     serial += 1;
     Object.assign(item, { id: serial, state: "waiting", reason: "" });
@@ -157,7 +205,8 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
     listEl.append(item.el);
     panel.hidden = false;
     setState(item, "waiting");
-    pump();
+    if (!item.job) pump();
+    return item;
   }
 
   function setState(item, state, reason = "") {
@@ -188,7 +237,7 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
 
   function pump() {
     while (running < CONCURRENCY) {
-      const next = items.find((i) => i.state === "waiting");
+      const next = items.find((i) => i.state === "waiting" && !i.job);
       if (!next) return;
       running += 1;
       setState(next, "processing");
