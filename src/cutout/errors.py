@@ -35,7 +35,8 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   ├── EngineBusy               inference queue full: retry later
     │   └── RemoteEngineError        the external API said no
     ├── StorageError                 the store failed (disk, database)
-    └── ConfigError                  a setting is missing or malformed
+    ├── ConfigError                  a setting is missing or malformed
+    └── JobServerError               a server refused a job, or stopped answering
 """
 
 from __future__ import annotations
@@ -186,3 +187,12 @@ class StorageError(CutoutError):
 
 class ConfigError(CutoutError):
     code = "config_error"
+
+
+class JobServerError(CutoutError):
+    """``cutout remove --server``: the server refused the job or the key, or stopped answering.
+
+    The job goes on on the server; running the same command again resumes it.
+    """
+
+    code = "job_server_error"
