@@ -73,6 +73,7 @@ def index() -> ResponseReturnValue:
         used=len(records),
         max_upload_mb=settings().max_upload_mb,
         limit_message=LimitReached.MESSAGE,  # the queue shows it for photos that do not fit
+        job_threshold=settings().page_job_threshold,  # more photos at once go as one job
     )
 
 
