@@ -64,8 +64,7 @@ def test_killed_halfway_it_resumes_the_same_job_and_downloads_only_what_it_lacks
     second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
     assert second.returncode == 1, second.stderr  # the notes failed; every photo was done
     jobs = requests.get(f"{server.url}/api/v1/jobs", headers={"X-Api-Key": key}, timeout=10)
-    listed = jobs.json()
-    listed = listed.get("items", listed.get("jobs", listed)) if isinstance(listed, dict) else listed
+    listed: list[dict[str, str]] = jobs.json()["items"]
     assert len(listed) == 1, listed  # the second run made no job of its own
     assert f"Resuming job {listed[0]['id']}" in second.stderr
 
