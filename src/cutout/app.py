@@ -65,7 +65,7 @@ def create_app(
         sweeper = Sweeper(metered, settings.sweep_interval).start()
         metered.on_close.append(sweeper.stop)
     app.extensions[extensions.ENGINE] = loader
-    service = _service(settings, metered, loader)
+    service = build_service(settings, metered, loader)
     app.extensions[extensions.SERVICE] = service
     app.extensions[extensions.STUDIO] = Studio(images=service, fetch_policy=settings.fetch_policy)
     pipeline.on_stage = metrics.observe_stage
@@ -82,7 +82,8 @@ def _wrap(app: Flask, settings: Settings) -> None:
     app.wsgi_app = RequestId(app.wsgi_app)  # type: ignore[method-assign]
 
 
-def _service(settings: Settings, store: ImageStore, loader: EngineLoader) -> ImageService:
+def build_service(settings: Settings, store: ImageStore, loader: EngineLoader) -> ImageService:
+    """The image service every surface (and `cutout worker`) runs removals through."""
     return ImageService(
         store=store,
         engine=loader.get,

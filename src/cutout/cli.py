@@ -741,6 +741,23 @@ def serve(host: str | None, port: int | None) -> None:
     os.execve(sys.executable, argv, env)
 
 
+@main.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Items run at once (default CUTOUT_WORKER_CONCURRENCY).",
+)
+def worker(concurrency: int | None) -> None:
+    """Run batch-job items from the queue (CUTOUT_QUEUE_URL) until stopped."""
+    _require_server("worker")
+    from cutout.jobs.worker import run
+
+    try:
+        run(_settings(), concurrency)
+    except CutoutError as exc:
+        _fail(exc)
+
+
 def _check_port_free(host: str, port: int) -> None:
     """Raise :class:`ConfigError` naming the setting when *port* is taken (another instance):
     gunicorn would otherwise retry for five seconds and stop with "Connection in use"."""

@@ -169,9 +169,58 @@ class Settings:
     )
     rate_limit_storage: str = _setting(
         "CUTOUT_RATE_LIMIT_STORAGE",
-        "Where rate-limit counters live: empty = `MONGO_URI` when set (shared by all replicas), "
-        "else this process's memory; or any `limits` storage URI.",
+        "Where rate-limit counters live: empty = `CUTOUT_QUEUE_URL` (Redis) or else `MONGO_URI` "
+        "when set (shared by all replicas), else this process's memory; or any `limits` "
+        "storage URI.",
         "",
+    )
+
+    # -- batch jobs (POST /api/v1/jobs, `cutout worker`) ----------------------------------
+    queue_url: str | None = _setting(
+        "CUTOUT_QUEUE_URL",
+        "Redis URL of the job queue (Celery's broker), e.g. `redis://redis:6379/0`; then "
+        "`cutout worker` processes run the jobs' items. Unset: the web process runs them.",
+    )
+    web_runs_jobs: bool | None = _setting(
+        "CUTOUT_WEB_RUNS_JOBS",
+        "Whether the web process also works on job items, in background threads: unset = "
+        "yes without `CUTOUT_QUEUE_URL` (so `make run` needs no other server), no with it.",
+    )
+    worker_concurrency: int = _setting(
+        "CUTOUT_WORKER_CONCURRENCY",
+        "Items one worker (or the web process) runs at once; each forward pass uses all "
+        "cores already, so 1 is usually fastest.",
+        1,
+    )
+    job_max_items: int = _setting(
+        "CUTOUT_JOB_MAX_ITEMS", "Most photos one job may have (more: 413).", 1000
+    )
+    job_max_mb: float = _setting(
+        "CUTOUT_JOB_MAX_MB",
+        "Most megabytes of photos one job may upload (more: 413); they are streamed to the "
+        "store, not held in memory.",
+        1024.0,
+    )
+    job_lease_seconds: float = _setting(
+        "CUTOUT_JOB_LEASE_SECONDS",
+        "A running item's lease, renewed every third of it; a worker that dies loses its "
+        "item to another worker at most about twice this later.",
+        30.0,
+    )
+    job_max_attempts: int = _setting(
+        "CUTOUT_JOB_MAX_ATTEMPTS",
+        "Runs of one item (engine busy, a worker lost) before it fails.",
+        5,
+    )
+    webhook_retry_seconds: float = _setting(
+        "CUTOUT_WEBHOOK_RETRY_SECONDS",
+        "How long a job's webhook is retried (with backoff) before it is given up.",
+        600.0,
+    )
+    page_job_threshold: int = _setting(
+        "CUTOUT_PAGE_JOB_THRESHOLD",
+        "A drop of more photos than this on the page is sent as one batch job.",
+        20,
     )
 
     # -- engine ----------------------------------------------------------------------------
@@ -358,6 +407,7 @@ class Settings:
             raise ConfigError("CUTOUT_IMPROVE_MAX_MB and _PER_KEY must be zero or more.")
         if self.keys_per_user < 1:
             raise ConfigError("CUTOUT_KEYS_PER_USER must be at least 1.")
+        self._validate_jobs()
         self._validate_operations()
         return self
 
@@ -378,9 +428,37 @@ class Settings:
         return self.env != "production"
 
     @property
+    def jobs_in_web(self) -> bool:
+        """CUTOUT_WEB_RUNS_JOBS, or its default: yes unless there is a queue for workers."""
+        if self.web_runs_jobs is not None:
+            return self.web_runs_jobs
+        return not self.queue_url
+
+    @property
+    def job_max_bytes(self) -> int:
+        return int(self.job_max_mb * 1024 * 1024)
+
+    @property
     def rate_limit_storage_uri(self) -> str:
-        """The counters' storage: explicit, else the MongoDB of the records, else memory."""
-        return self.rate_limit_storage or self.mongo_uri or "memory://"
+        """The counters' storage: explicit, else the job queue's Redis, else the MongoDB of
+        the records, else memory."""
+        return self.rate_limit_storage or self.queue_url or self.mongo_uri or "memory://"
+
+    def _validate_jobs(self) -> None:
+        if self.queue_url and not self.queue_url.startswith(("redis://", "rediss://")):
+            raise ConfigError("CUTOUT_QUEUE_URL must be a redis:// or rediss:// URL.")
+        for name, value in (
+            ("CUTOUT_WORKER_CONCURRENCY", self.worker_concurrency),
+            ("CUTOUT_JOB_MAX_ITEMS", self.job_max_items),
+            ("CUTOUT_JOB_MAX_ATTEMPTS", self.job_max_attempts),
+            ("CUTOUT_PAGE_JOB_THRESHOLD", self.page_job_threshold),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}.")
+        if not (self.job_max_mb > 0 and self.job_lease_seconds >= 1):
+            raise ConfigError("CUTOUT_JOB_MAX_MB must be positive, CUTOUT_JOB_LEASE_SECONDS >= 1.")
+        if self.webhook_retry_seconds < 0:
+            raise ConfigError("CUTOUT_WEBHOOK_RETRY_SECONDS cannot be negative.")
 
     def _validate_operations(self) -> None:
         _choice("CUTOUT_LOG_FORMAT", self.log_format, LOG_FORMATS)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from cutout.apikeys import KeyService
     from cutout.config import Settings
     from cutout.engine.loader import EngineLoader
+    from cutout.jobs import Jobs
     from cutout.service import ImageService
     from cutout.storage.base import ImageStore
     from cutout.studio import Studio
@@ -29,6 +30,7 @@ STUDIO = "cutout.studio"
 STORE = "cutout.store"
 ENGINE = "cutout.engine"
 KEYS = "cutout.keys"
+JOBS = "cutout.jobs"
 
 
 def settings() -> Settings:
@@ -61,3 +63,9 @@ def engine_loader() -> EngineLoader:
 def key_service() -> KeyService:
     service: KeyService = current_app.extensions[KEYS]
     return service
+
+
+def jobs() -> Jobs:
+    """The running app's batch-job system (:mod:`cutout.jobs`)."""
+    value: Jobs = current_app.extensions[JOBS]
+    return value

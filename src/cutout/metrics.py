@@ -17,7 +17,10 @@ What is measured (all names start with ``cutout_``):
   413), ``memory_reserved_bytes`` and ``memory_budget_bytes``;
 * ``stored_bytes_total{kind}``, ``store_errors_total{operation}``, ``orphan_files_swept_total``;
 * ``errors_total{code}``: every error answered, by our error code;
-* ``model_load_seconds`` (one sample per worker).
+* ``model_load_seconds`` (one sample per worker);
+* batch jobs: ``job_queue_depth``, ``job_items{state}``, ``job_workers`` (refreshed every few
+  seconds by the web process) and ``job_item_seconds{outcome}`` (recorded where items run:
+  ``cutout worker`` serves its own ``/metrics`` on ``CUTOUT_METRICS_PORT``).
 """
 
 from __future__ import annotations
@@ -91,6 +94,27 @@ MODEL_LOAD = Gauge(
 )
 
 
+JOB_QUEUE = Gauge(
+    "cutout_job_queue_depth",
+    "Job items waiting in the queue (Redis list, or the web process's own queue).",
+    multiprocess_mode="max",
+)
+JOB_ITEMS = Gauge(
+    "cutout_job_items", "Job items by state, all jobs.", ["state"], multiprocess_mode="max"
+)
+JOB_WORKERS = Gauge(
+    "cutout_job_workers",
+    "Live `cutout worker` processes (or threads of the web process running items).",
+    multiprocess_mode="max",
+)
+JOB_ITEM_SECONDS = Histogram(
+    "cutout_job_item_seconds",
+    "Time one job item took to run, seconds, by outcome (done, failed, retry).",
+    ["outcome"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+)
+
+
 class AdmissionMetrics:
     """:class:`~cutout.engine.base.AdmissionObserver` that records into the gauges above."""
 
@@ -147,9 +171,9 @@ class MeteredStore:
         self.inner = inner
         self.on_close: list[Callable[[], None]] = []  # e.g. stop the sweeper of this store
 
-    def add(self, record: NewRecord, *, limit: int) -> Record:
+    def add(self, record: NewRecord, *, limit: int, record_id: str | None = None) -> Record:
         with _counted("add"):
-            stored = self.inner.add(record, limit=limit)
+            stored = self.inner.add(record, limit=limit, record_id=record_id)
         STORED.labels("original").inc(len(record.original.data))
         STORED.labels("processed").inc(len(record.processed.data))
         return stored

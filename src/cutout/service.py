@@ -78,12 +78,16 @@ class ImageService:
         name: str | None,
         data: bytes | None,
         output: OutputOptions | None = None,
+        *,
+        record_id: str | None = None,
     ) -> Record:
         """Remove the background of *data* and store both images under *name*.
 
         Nothing is stored unless processing succeeded. The limit is checked first (so a full
         account does not wait for the model) and enforced again, atomically, by the store.
         *output* replaces the service's default output options (the native API's choices).
+        *record_id* fixes the new record's id (a batch job's item): a record already stored
+        under it is returned instead (see :meth:`ImageStore.add`).
         """
         image_name = clean_name(name)
         if not data:
@@ -123,7 +127,7 @@ class ImageService:
             confidence=confidence,
             needs_review=needs_review(confidence),
         )
-        stored = self.store.add(record, limit=self.user_limit)
+        stored = self.store.add(record, limit=self.user_limit, record_id=record_id)
         store_thumbnails(self.store, stored, thumbnails)
         return stored
 

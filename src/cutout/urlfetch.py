@@ -96,6 +96,37 @@ def fetch(url: str, policy: FetchPolicy, *, resolve: Resolver | None = None) -> 
     )
 
 
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    policy: FetchPolicy,
+    *,
+    resolve: Resolver | None = None,
+) -> int:
+    """POST *body* to *url* (a job's webhook) under the same address checks as :func:`fetch`;
+    no redirect is followed. Return the HTTP status. :raises InvalidUrl, DownloadFailed:"""
+    target = _checked_url(url)
+    address = _checked_address(target, policy, resolve or _resolve)
+    pool = _pool(target, address, time.monotonic() + policy.timeout)
+    path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    sent = {
+        "Host": target.netloc.rpartition("@")[2],
+        "User-Agent": f"cutout/{__version__} (+webhook)",
+        **headers,
+    }
+    try:
+        response = pool.urlopen(
+            "POST", path, body=body, headers=sent, redirect=False, retries=False
+        )
+        response.close()
+        return int(response.status)
+    except urllib3.exceptions.HTTPError as exc:
+        raise DownloadFailed(f"Could not reach {target.hostname}: {_reason(exc)}.") from None
+    finally:
+        pool.close()
+
+
 def _checked_url(url: str) -> SplitResult:
     try:
         parts = urlsplit(url.strip())

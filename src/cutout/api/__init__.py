@@ -12,10 +12,11 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from cutout.api import auth, docs, limits, native, removebg, wire
+    from cutout.api import auth, docs, jobs, limits, native, removebg, wire
     from cutout.extensions import csrf
 
     auth.init_app(app)
+    jobs.init_app(app)
     for bp in (removebg.bp, native.bp, docs.bp):
         csrf.exempt(bp)  # key-authenticated: no cookie, so nothing for CSRF to protect
         app.register_blueprint(bp)

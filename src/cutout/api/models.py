@@ -100,3 +100,75 @@ class ImagePage(BaseModel):
 class ErrorBody(BaseModel):
     error: str = Field(description="A stable code, e.g. invalid_image or limit_reached.")
     message: str = Field(description="What went wrong and how to fix it.")
+
+
+# -- batch jobs ------------------------------------------------------------------------------
+
+Url = Annotated[str, Field(min_length=1, max_length=2048, description="http(s) URL of a photo.")]
+
+
+class JobFromJson(OutputChoices):
+    """JSON: photos by URL (the server downloads them, public addresses only)."""
+
+    urls: list[Url] = Field(min_length=1, description="The photos' URLs.")
+    webhook_url: str | None = Field(
+        None, max_length=2048, description="POSTed the job's JSON, signed, when it ends."
+    )
+
+
+class JobUpload(OutputChoices):
+    """``multipart/form-data``: photos as repeated ``images`` files, a ``.zip`` as
+    ``archive``, and/or repeated ``urls`` fields."""
+
+    images: list[Binary] = Field(default_factory=list, description="The photos.")
+    archive: Binary | None = Field(None, description="A .zip of photos.")
+    urls: list[Url] = Field(default_factory=list)
+    webhook_url: str | None = Field(None, max_length=2048)
+
+
+class JobLinks(BaseModel):
+    self: str
+    results: str = Field(description="A zip of the finished items' cut-outs, streamed.")
+
+
+class Job(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "cancelled"]
+    total: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    options: dict[str, object]
+    webhook_url: str | None
+    created_at: str = Field(description="ISO 8601, UTC.")
+    started_at: str | None
+    finished_at: str | None
+    eta_seconds: float | None = Field(description="Time left at the pace so far (null: unknown).")
+    links: JobLinks
+
+
+class JobItem(BaseModel):
+    index: int
+    name: str
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    attempts: int
+    image_id: str | None = Field(description="The record made (done items).")
+    error: str | None = Field(description="Why it failed (failed items).")
+    error_code: str | None
+
+
+class JobDetail(Job):
+    items: list[JobItem]
+    page: int
+    per_page: int
+
+
+class JobList(BaseModel):
+    items: list[Job]
+
+
+class ItemPage(BaseModel):
+    page: int = Field(1, ge=1, le=1_000_000, description="1-based page of items.")
+    per_page: int = Field(100, ge=1, le=1000, description="Items per page.")

@@ -22,27 +22,34 @@ from cutout.storage.base import (
     Thumbnail,
     now_created_on,
 )
+from cutout.storage.jobs import JobStore
 from cutout.storage.keys import KeyStore
 from cutout.storage.mongo import MongoStore
+from cutout.storage.mongo_jobs import MongoJobStore
 from cutout.storage.mongo_keys import MongoKeyStore
 from cutout.storage.sqlite import SQLiteStore
+from cutout.storage.sqlite_jobs import SQLiteJobStore
 from cutout.storage.sqlite_keys import SQLiteKeyStore
 
 __all__ = [
     "KINDS",
     "ImageInfo",
     "ImageStore",
+    "JobStore",
     "KeyStore",
     "Kind",
+    "MongoJobStore",
     "MongoKeyStore",
     "MongoStore",
     "NewImage",
     "NewRecord",
     "Record",
+    "SQLiteJobStore",
     "SQLiteKeyStore",
     "SQLiteStore",
     "Thumbnail",
     "now_created_on",
+    "open_job_store",
     "open_key_store",
     "open_store",
 ]
@@ -67,3 +74,14 @@ def open_key_store(images: ImageStore) -> KeyStore:
     if isinstance(images, SQLiteStore):
         return SQLiteKeyStore(images)
     raise TypeError(f"No key store for {type(images).__name__}.")
+
+
+def open_job_store(images: ImageStore) -> JobStore:
+    """Batch jobs' store, beside *images*: the same SQLite file or MongoDB database."""
+    while isinstance(getattr(images, "inner", None), MongoStore | SQLiteStore):
+        images = images.inner  # type: ignore[attr-defined]  # a wrapper (metrics) around one
+    if isinstance(images, MongoStore):
+        return MongoJobStore(images)
+    if isinstance(images, SQLiteStore):
+        return SQLiteJobStore(images)
+    raise TypeError(f"No job store for {type(images).__name__}.")

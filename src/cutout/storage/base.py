@@ -110,8 +110,12 @@ def now_created_on() -> str:
 class ImageStore(Protocol):
     """What the services need from storage. Implementations must be thread-safe."""
 
-    def add(self, record: NewRecord, *, limit: int) -> Record:
+    def add(self, record: NewRecord, *, limit: int, record_id: str | None = None) -> Record:
         """Store the record and both images, or nothing at all.
+
+        *record_id* (24 hex digits) makes the add idempotent: if the user already has a
+        record with that id, it is returned and nothing is written (a batch job's item that
+        runs twice still makes one record).
 
         Atomic with respect to the per-user limit: with ``limit`` 5, twenty concurrent calls
         for one user store exactly five records; the others raise :class:`LimitReached`.

@@ -150,8 +150,30 @@ class MongoStore:
 
     # -- the ImageStore protocol -----------------------------------------------------------
 
-    def add(self, record: NewRecord, *, limit: int) -> Record:
-        record_id = ObjectId()
+    def add(self, record: NewRecord, *, limit: int, record_id: str | None = None) -> Record:
+        if record_id is not None:
+            existing = self._existing(record.user_id, record_id)
+            if existing is not None:
+                return existing
+        oid = ObjectId(record_id) if record_id else ObjectId()
+        try:
+            return self._add(record, limit, oid)
+        except StorageError:
+            # Two adds of one given id at once: the one that lost the insert finds the other's.
+            existing = self._existing(record.user_id, record_id) if record_id else None
+            if existing is None:
+                raise
+            return existing
+
+    def _existing(self, user_id: str, record_id: str) -> Record | None:
+        with _storage_errors("read the record"):
+            doc = self._records().find_one(
+                {**_owned(user_id, record_id), "tombstone": {"$exists": False}},
+                RECORD_PROJECTION,
+            )
+        return None if doc is None else _record(doc)
+
+    def _add(self, record: NewRecord, limit: int, record_id: ObjectId) -> Record:
         files = [ObjectId() for _ in KINDS]
         with _storage_errors("store the record"):
             records = self._records()  # the unique slot index must exist before any insert
@@ -165,6 +187,10 @@ class MongoStore:
                 self._renew_lease(record_id)
                 doc = self._insert_record(record_id, record, files, limit)
                 self._faults.reached("add.after_row")
+            except _IdTaken:
+                _delete_files(self._bucket(), files)  # the record is the other add's: kept
+                _release_lease(self._database(), record_id)
+                raise
             except BaseException:
                 self._discard(records, record_id, files)
                 raise
@@ -374,6 +400,8 @@ class MongoStore:
             except DuplicateKeyError:
                 if records.find_one({"_id": record_id, "tombstone": True}, {"_id": 1}):
                     raise StorageError(ABANDONED) from None  # fenced by a sweep
+                if records.find_one({"_id": record_id}, {"_id": 1}):
+                    raise _IdTaken(ABANDONED) from None  # a given id, added meanwhile
                 continue
             _recheck_limit(records, record.user_id, limit)
             return doc
@@ -458,6 +486,10 @@ ABANDONED = "The upload took too long and was abandoned; please try again."
 def _now() -> datetime:
     """Naive UTC, as BSON dates come back (and as GridFS stores uploadDate)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+class _IdTaken(StorageError):
+    """An add with a given record id found that id taken by another add of it."""
 
 
 def _create_indexes(records: Collection[Doc]) -> None:

@@ -117,12 +117,17 @@ class SQLiteStore:
 
     # -- the ImageStore protocol -----------------------------------------------------------
 
-    def add(self, record: NewRecord, *, limit: int) -> Record:
-        record_id = secrets.token_hex(12)
+    def add(self, record: NewRecord, *, limit: int, record_id: str | None = None) -> Record:
+        if record_id is not None:
+            _check_id(record_id)
+        record_id = record_id or secrets.token_hex(12)
         written: list[Path] = []
         with _storage_errors("store the record"):
             self._setup()
-            with self._writing(record_id):
+            with self._writing(record_id):  # also serialises two adds of one given id
+                existing = self._existing(record.user_id, record_id)
+                if existing is not None:
+                    return existing
                 try:
                     self._faults.reached("add.start")
                     for kind in KINDS:
@@ -135,6 +140,13 @@ class SQLiteStore:
                 except BaseException:
                     self._discard(record_id, written)
                     raise
+
+    def _existing(self, user_id: str, record_id: str) -> Record | None:
+        with self._connection("read the record") as conn:
+            try:
+                return _select(conn, user_id, record_id)
+            except NotFound:
+                return None
 
     def count(self, user_id: str) -> int:
         with self._connection("count the records") as conn:
