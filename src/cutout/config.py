@@ -146,11 +146,6 @@ class Settings:
     keys_per_user: int = _setting(
         "CUTOUT_KEYS_PER_USER", "Live API keys one user may hold (from the page).", 5
     )
-    page_job_threshold: int = _setting(
-        "CUTOUT_PAGE_JOB_THRESHOLD",
-        "A drop of more photos than this on the page goes as one batch job (the tab may close).",
-        20,
-    )
     key_creation_rate_limit: str = _setting(
         "CUTOUT_KEY_CREATION_RATE_LIMIT",
         "Keys the page's panel may make per client address, in Flask-Limiter's notation.",
@@ -384,7 +379,6 @@ class Settings:
             ("USER_LIMIT", self.user_limit),
             ("CUTOUT_MAX_CONCURRENT", self.max_concurrent),
             ("CUTOUT_WEB_WORKERS", self.web_workers),
-            ("CUTOUT_PAGE_JOB_THRESHOLD", self.page_job_threshold),
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}.")
