@@ -105,7 +105,7 @@ def build_service(settings: Settings, store: ImageStore, loader: EngineLoader) -
 
 def _register(app: Flask) -> None:
     from cutout import api, health
-    from cutout.web import errors, identity, keys, request, security, studio, views
+    from cutout.web import errors, identity, jobs, keys, request, security, studio, views
 
     request.init_app(app)
     bodies.init_app(app)
@@ -116,6 +116,7 @@ def _register(app: Flask) -> None:
     app.register_blueprint(views.bp)
     app.register_blueprint(studio.bp)
     app.register_blueprint(keys.bp)
+    app.register_blueprint(jobs.bp)  # the page's jobs; the job system itself: api.init_app
     api.init_app(app)
 
 

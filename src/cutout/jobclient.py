@@ -23,7 +23,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -323,22 +322,9 @@ def fetch_result(client: JobClient, job: Job, item: dict[str, Any]) -> Fetched:
 
 
 def _seconds(item: dict[str, Any]) -> float:
-    """The server's time on the item, when it says when the item started and finished."""
-    started, finished = _epoch(item.get("started_at")), _epoch(item.get("finished_at"))
-    if started is None or finished is None:
-        return 0.0
-    return max(0.0, finished - started)
-
-
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
+    """The server's time on the item (0 from a server that does not say)."""
+    seconds = item.get("seconds")
+    return float(seconds) if isinstance(seconds, int | float) else 0.0
 
 
 @dataclass
