@@ -266,3 +266,49 @@ def test_the_key_is_the_same_for_the_same_job_and_differs_otherwise(folder: Path
 def test_the_streamed_body_is_as_long_as_it_says(folder: Path) -> None:
     body = MultipartBody([("format", "png")], [("images", p) for p in folder.iterdir()])
     assert len(b"".join(body)) == len(body)
+
+
+def test_ctrl_c_leaves_the_job_running_and_says_how_to_resume(
+    stub: StubJobs, folder: Path, tmp_path: Path
+) -> None:
+    stub.hold = True  # nothing finishes: the client is waiting when it is interrupted
+    argv = [sys.executable, "-m", "cutout", "remove", str(folder), "-o", str(tmp_path / "out"),
+            "--server", stub.server.url]  # fmt: skip
+    client = subprocess.Popen(
+        argv, env={**os.environ, "CUTOUT_API_KEY": KEY}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not stub.jobs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.send_signal(signal.SIGINT)
+    _, stderr = client.communicate(timeout=30)
+    assert client.returncode == 130
+    assert "Interrupted: job job1 goes on on the server. Run the same command again" in stderr
+
+
+def test_a_server_that_stays_away_is_given_up_on_with_the_way_to_resume(
+    folder: Path, tmp_path: Path
+) -> None:
+    with LocalServer({}) as gone:
+        address = gone.url  # a port nobody listens on once the server is closed
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main,
+        [
+            "remove",
+            str(folder),
+            "-o",
+            str(tmp_path / "out"),
+            "--server",
+            address,
+            "--key",
+            KEY,
+            "--retry-for",
+            "2",
+        ],
+    )
+    assert result.exit_code == EXIT_SETUP
+    assert f"cannot reach {address}" in result.stderr
+    assert "run the same command again to resume it" in result.stderr
+    assert time.monotonic() - started < 30

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from cutout.batch import Done, Job
     from cutout.engine.registry import ModelSpec
     from cutout.imaging.compose import SolidColor
-    from cutout.jobclient import RemoteOptions
+    from cutout.jobclient import JobClient, RemoteOptions
 
 #: Exit codes: 0 every photo done; 1 a photo failed (the others are still done); 2 a usage
 #: error (click's own code: bad option value, unknown extension...); 3 a setup problem (a
@@ -171,6 +171,15 @@ def main() -> None:
     help="The server's API key (`cutout keys create`); better in CUTOUT_API_KEY, out of the "
     "shell's history.",
 )
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(min=0),
+    default=120,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --server: how long to keep retrying an unreachable or restarting server "
+    "before giving up (the job goes on there; run the command again to resume).",
+)
 @click.pass_context
 def remove(
     ctx: click.Context,
@@ -193,6 +202,7 @@ def remove(
     min_confidence: float | None,
     server: str | None,
     key: str | None,
+    retry_for: float,
 ) -> None:
     """Remove the background of INPUTS (files or folders of photos).
 
@@ -211,7 +221,7 @@ def remove(
         raise click.UsageError(str(exc)) from None
     report = _Report(as_json, min_confidence)
     if server is not None:
-        from cutout.jobclient import RemoteOptions
+        from cutout.jobclient import JobClient, RemoteOptions
 
         _local_only(ctx)
         if not key:
@@ -228,7 +238,12 @@ def remove(
             as_json,
             report,
             lambda done, result: _remote(
-                jobs_list, server, key, remote, as_json or quiet, done, result
+                jobs_list,
+                JobClient(server, key, patience=retry_for),
+                remote,
+                as_json or quiet,
+                done,
+                result,
             ),
         )
         _conclude(jobs_list, failures, quiet=quiet, as_json=as_json, report=report)
@@ -303,16 +318,16 @@ def _with_progress(
 
 def _remote(
     jobs_list: list[Job],
-    server: str,
-    key: str,
+    client: JobClient,
     options: RemoteOptions,
     quiet: bool,
     on_done: Callable[[Job], None] | None,
     on_result: Callable[[Job, Done | str], None],
 ) -> list[tuple[Job, str]]:
     """``remove --server``: one job on the server; Ctrl+C leaves it running there."""
-    from cutout.jobclient import JobClient, Progress, run_remote
+    from cutout.jobclient import Progress, run_remote
 
+    server = client.server
     found: dict[str, Any] = {}
 
     def announce(job: dict[str, Any], replayed: bool) -> None:
@@ -328,9 +343,7 @@ def _remote(
             on_done(job)
 
     try:
-        return run_remote(
-            jobs_list, JobClient(server, key), options, Progress(on_job=announce, on_result=result)
-        )
+        return run_remote(jobs_list, client, options, Progress(on_job=announce, on_result=result))
     except JobServerError as exc:
         _fail(exc)
     except KeyboardInterrupt:
