@@ -141,8 +141,8 @@ class Worker:
 
 
 def small_photos(photos: Photos, n: int, side: int = 160) -> list[tuple[str, bytes]]:
-    """*n* distinct small JPEGs: crops of the CC0 photos at different offsets (distinct bytes,
-    so none is deduplicated against another)."""
+    """*n* distinct small JPEGs: crops of the CC0 photos at different offsets, each marked
+    (distinct bytes, so none is deduplicated against another)."""
     made = []
     sources = [Image.open(p).convert("RGB") for p in photos]
     for i in range(n):
@@ -150,8 +150,9 @@ def small_photos(photos: Photos, n: int, side: int = 160) -> list[tuple[str, byt
         step = i // len(sources)
         x = (step * 17) % max(1, source.width - 2 * side)
         crop = source.crop((x, 0, x + 2 * side, 2 * side)).resize((side, side))
+        crop.putpixel((0, 0), (i, 255 - i, i))  # and a marker: distinct even with no room
         buffer = io.BytesIO()
-        crop.save(buffer, "JPEG", quality=85)
+        crop.save(buffer, "JPEG", quality=80 + i % 10)
         made.append((f"photo-{i:02d}.jpg", buffer.getvalue()))
     return made
 
