@@ -196,3 +196,7 @@ class JobServerError(CutoutError):
     """
 
     code = "job_server_error"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the server's HTTP status, when it answered

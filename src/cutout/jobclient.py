@@ -191,9 +191,9 @@ class JobClient:
 
     def job(self, job_id: str, *, with_items: bool = True) -> dict[str, Any]:
         """The job, with every item (all pages) unless *with_items* is false."""
+        if not with_items:  # the counts: one item is the least a page may hold
+            return self._get(f"/api/v1/jobs/{job_id}", {"per_page": 1, "page": 1})
         first = self._get(f"/api/v1/jobs/{job_id}", {"per_page": PAGE_SIZE, "page": 1})
-        if not with_items:
-            return first
         items = list(first.get("items", []))
         page = 1
         while len(items) < int(first["total"]):
@@ -255,7 +255,9 @@ class JobClient:
             retry_conflict and code == "idempotency_conflict"
         )
         if not retry:
-            raise JobServerError(_explained(response.status_code, problem, self.server))
+            raise JobServerError(
+                _explained(response.status_code, problem, self.server), response.status_code
+            )
         return problem, max(wait, _retry_after(response))
 
 
@@ -363,7 +365,15 @@ def run_remote(
     pending = dict(enumerate(jobs))
     failures: dict[int, str] = {}
     wait = POLL_FIRST
+    finished_before = -1
     while pending:
+        state = client.job(job_id, with_items=False)
+        finished = sum(int(state.get(n, 0)) for n in ("succeeded", "failed", "cancelled"))
+        if finished == finished_before and state["status"] not in ("done", "cancelled"):
+            wait = min(wait * 1.5, POLL_MAX)  # nothing new: do not page through the items
+            client.sleep(wait)
+            continue
+        finished_before = finished
         state = client.job(job_id)
         changed = False
         for item in state["items"]:
@@ -399,6 +409,10 @@ def _finish(client: JobClient, job: Job, item: dict[str, Any], progress: Progres
         fetched = fetch_result(client, job, item)
     except OSError as exc:  # an unwritable output: this photo fails, the others go on
         return f"{exc.strerror or exc}"
+    except JobServerError as exc:
+        if exc.status != 404:  # the key or the server: every photo would fail the same way
+            raise
+        return "done on the server, but its result is gone (deleted from the history?)"
     if progress.on_fetched:
         progress.on_fetched(fetched)
     return fetched.done
