@@ -10,7 +10,7 @@ TESTDATA ?= $(or $(CUTOUT_TESTDATA),$(abspath ../shared/testdata))
 # axe-core, the accessibility checker the browser tests inject (fetched from the npm registry).
 AXE_JS := build/axe-core/axe.min.js
 
-.PHONY: install dev model browser axe node-clients photos run test lint typecheck docs docs-build package bench clients fuzz soak measure-memory clean
+.PHONY: install dev model browser redis axe node-clients photos run test lint typecheck docs docs-build package bench clients fuzz soak measure-memory clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -38,6 +38,14 @@ browser:
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 				--no-install-recommends chromium; \
 		else echo "note: no chromium; the browser test will skip (fail under CI)"; fi; }
+
+# Debian's redis-server for the batch-job tests (they start their own on a free loopback port).
+redis:
+	@command -v redis-server >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends redis-server; \
+		else echo "note: no redis-server; the job tests will skip (fail under CI)"; fi; }
 
 axe: $(AXE_JS)
 
@@ -68,7 +76,7 @@ typecheck: dev
 photos: $(STAMP)
 	$(BIN)/python -m tests.photos
 
-test: install dev browser axe node-clients photos lint typecheck docs-build package
+test: install dev browser redis axe node-clients photos lint typecheck docs-build package
 	CUTOUT_TESTDATA=$(TESTDATA) CUTOUT_AXE_JS=$(abspath $(AXE_JS)) \
 		CUTOUT_WHEEL_DIR=$(abspath $(DIST)) $(BIN)/pytest
 
@@ -93,6 +101,9 @@ bench:
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	CUTOUT_TESTDATA=$(TESTDATA) $(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_touchup.py
+	@$(MAKE) --no-print-directory redis
+	$(BIN)/python -m tests.photos
+	$(BIN)/python scripts/bench_jobs.py
 
 # Every published remove.bg client we can install, unchanged, against a live server (~1 min).
 clients: install dev node-clients

@@ -451,6 +451,11 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1, got {value}.")
         if not (self.job_max_mb > 0 and self.job_lease_seconds >= 1):
             raise ConfigError("CUTOUT_JOB_MAX_MB must be positive, CUTOUT_JOB_LEASE_SECONDS >= 1.")
+        if self.web_runs_jobs is False and not self.queue_url:
+            raise ConfigError(
+                "CUTOUT_WEB_RUNS_JOBS=false needs CUTOUT_QUEUE_URL: without a queue for "
+                "`cutout worker` processes, nothing would run the jobs."
+            )
         if self.webhook_retry_seconds < 0:
             raise ConfigError("CUTOUT_WEBHOOK_RETRY_SECONDS cannot be negative.")
 

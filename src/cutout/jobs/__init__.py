@@ -128,10 +128,17 @@ def for_web(settings: Settings, images: ImageService, keys: KeyService) -> Jobs:
     dispatcher: Dispatcher
     workers: Callable[[], int | None]
     if settings.queue_url:
-        from cutout.jobs.broker import CeleryDispatcher, make_celery
+        from cutout.jobs.broker import CeleryDispatcher, consume_in_thread, install, make_celery
 
-        celery = CeleryDispatcher(make_celery(settings.queue_url), settings.queue_url)
+        app = make_celery(settings.queue_url)
+        celery = CeleryDispatcher(app, settings.queue_url)
         dispatcher, workers = celery, celery.workers
+        if settings.jobs_in_web:  # the web works too, as one more worker
+            install(build_runner(settings, images, keys), celery)
+            lease = settings.job_lease_seconds
+            reaper = Reaper(store, celery, lease, on_tick=lambda: celery.announce(lease))
+            starts.append(lambda: consume_in_thread(app, settings.worker_concurrency))
+            starts.append(lambda: reaper.start().stop)
     else:
         runner = build_runner(settings, images, keys)
         embedded = EmbeddedQueue(runner, settings.worker_concurrency)

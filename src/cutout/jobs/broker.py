@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -91,6 +92,24 @@ class CeleryDispatcher:
 
 
 _sender: CeleryDispatcher
+
+
+def consume_in_thread(app: Celery, concurrency: int) -> Callable[[], None]:
+    """Work on the queue from a thread of this process (the web, with CUTOUT_WEB_RUNS_JOBS
+    and a queue); return the stopper."""
+    import threading
+
+    worker = app.WorkController(
+        pool_cls="threads" if concurrency > 1 else "solo",
+        concurrency=concurrency,
+        queues=[QUEUE],
+        hostname=f"web@{socket.gethostname()}-{os.getpid()}",
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+    )
+    threading.Thread(target=worker.start, name="job-consumer", daemon=True).start()
+    return lambda: worker.stop(in_sighandler=False)
 
 
 def install(runner: ItemRunner, sender: CeleryDispatcher) -> None:
