@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from cutout.batch import Job
 from cutout.cli import EXIT_FAILED_INPUTS, EXIT_SETUP, EXIT_USAGE, main
-from cutout.jobclient import MultipartBody, RemoteOptions, idempotency_key
+from cutout.jobclient import MultipartBody, RemoteOptions, idempotency_key, state_file
 from tests.helpers import LocalServer
 
 KEY = "test-key"
@@ -244,7 +244,8 @@ def test_killed_halfway_and_run_again_it_resumes_the_same_job(
     second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert second.returncode == 0, second.stderr
     assert "Resuming job job1" in second.stderr
-    assert stub.posts == 2 and len(stub.jobs) == 1
+    assert stub.posts == 1  # the state file named the job: nothing was uploaded again
+    assert not list(out.glob(".cutout-job-*")), "the state file outlived the job"
     assert len(stub.downloads) - before == 5 - len(written)  # only what was missing
     for name, inode in written.items():
         assert (out / name).stat().st_ino == inode
@@ -312,3 +313,36 @@ def test_a_server_that_stays_away_is_given_up_on_with_the_way_to_resume(
     assert f"cannot reach {address}" in result.stderr
     assert "run the same command again to resume it" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_without_the_state_file_the_same_key_finds_the_job_and_nothing_is_fetched_twice(
+    stub: StubJobs, folder: Path, tmp_path: Path
+) -> None:
+    """A run that finished (its state file gone) and the same command again: the upload
+    with the same Idempotency-Key gets the job back, and the outputs on disk match the
+    records' sha256, so nothing is downloaded again."""
+    argv = ["remove", str(folder), "-o", str(tmp_path / "out"), "--server", stub.server.url,
+            "--key", KEY]  # fmt: skip
+    assert CliRunner().invoke(main, argv).exit_code == 0
+    assert len(stub.downloads) == 5
+    again = CliRunner().invoke(main, argv)
+    assert again.exit_code == 0, again.output
+    assert "Resuming job job1" in again.stderr
+    assert stub.posts == 2 and len(stub.jobs) == 1 and len(stub.downloads) == 5
+
+
+def test_a_state_file_naming_a_job_the_server_forgot_falls_back_to_the_upload(
+    stub: StubJobs, folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    jobs = [Job(p, out / f"{p.stem}.png", "png") for p in sorted(folder.iterdir())]
+    key = idempotency_key(stub.server.url, jobs, RemoteOptions(format="png"))
+    memo = state_file(jobs, key)
+    assert memo is not None and memo.parent == out
+    out.mkdir()
+    memo.write_text(json.dumps({"idempotency_key": key, "job": "forgotten"}))
+    argv = ["remove", str(folder), "-o", str(out), "--server", stub.server.url, "--key", KEY]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    assert stub.posts == 1 and "Resuming" not in result.stderr
+    assert not memo.exists()

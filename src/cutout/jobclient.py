@@ -3,11 +3,14 @@
 Flask-free and engine-free: it speaks HTTP to the native API (``POST /api/v1/jobs``, then each
 finished item's record under ``/api/v1/images``) with :mod:`requests`.
 
-Resuming is built on two facts. The ``Idempotency-Key`` is derived from what the job *is*: the
-server's address, the output options, and each photo's name and bytes (sha256) in order, so
-the same command run again gets the same job back from the server instead of making a second
-one. And every output is written atomically (:func:`cutout.batch.write_atomic`), so an output
-that exists is whole: when its sha256 is the record's, it is not downloaded again.
+Resuming is built on three facts. The ``Idempotency-Key`` is derived from what the job *is*:
+the server's address, the output options, and each photo's name and bytes (sha256) in order,
+so the same command run again gets the same job back from the server instead of making a
+second one. A small state file in the output folder remembers the job under that key, so the
+second run does not even upload the photos again (without it, or if the server has forgotten
+the job, the upload with the same key finds the job). And every output is written atomically
+(:func:`cutout.batch.write_atomic`), so an output that exists is whole: when its sha256 is the
+record's, it is not downloaded again.
 
 The upload is streamed from the files (:class:`MultipartBody`), never built whole in memory:
 a job may be a whole catalogue.
@@ -44,6 +47,9 @@ PAGE_SIZE = 100
 #: Statuses after which an item will not change.
 FINAL = ("done", "failed", "cancelled")
 CHUNK = 1 << 16
+#: The state file's name, beside the outputs: hidden, so a folder of outputs used as the
+#: input of another command does not take it for a photo.
+STATE_PREFIX = ".cutout-job-"
 #: Answers worth retrying: the server is restarting, busy, or behind a proxy that is.
 TRANSIENT = {502, 503, 504}
 
@@ -188,6 +194,15 @@ class JobClient:
         # 409 on our own key is worth waiting for, as is a server that is restarting.
         response = self._retrying(send, retry_conflict=True)
         return response.json(), response.headers.get("Idempotent-Replayed") == "true"
+
+    def find(self, job_id: str) -> dict[str, Any] | None:
+        """The job (without its items), or None if the server has no such job of ours."""
+        try:
+            return self.job(job_id, with_items=False)
+        except JobServerError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def job(self, job_id: str, *, with_items: bool = True) -> dict[str, Any]:
         """The job, with every item (all pages) unless *with_items* is false."""
@@ -353,15 +368,39 @@ def run_remote(
         the client's patience (the job goes on; the same call resumes it).
     """
     progress = progress or Progress()
+    memo, job_id = _open(client, jobs, options, progress)
+    failures = _collect(client, jobs, job_id, progress)
+    if memo is not None:
+        memo.unlink(missing_ok=True)  # every result is here: nothing left to resume
+    return failures
+
+
+def _open(
+    client: JobClient, jobs: Sequence[Job], options: RemoteOptions, progress: Progress
+) -> tuple[Path | None, str]:
+    """The job a previous run left (state file), else the one the key finds or makes."""
     key = idempotency_key(client.server, jobs, options)
-    created, replayed = client.submit(jobs, options, key)
+    memo = state_file(jobs, key)
+    created = _remembered(client, memo, key)
+    replayed = created is not None
+    if created is None:
+        created, replayed = client.submit(jobs, options, key)
     job_id = str(created["id"])
+    if memo is not None and not replayed:
+        write_atomic(memo, json.dumps({"idempotency_key": key, "job": job_id}).encode())
     if int(created.get("total", len(jobs))) != len(jobs):
         raise JobServerError(
             f"job {job_id} has {created.get('total')} items for {len(jobs)} photos"
         )
     if progress.on_job:
         progress.on_job(created, replayed)
+    return memo, job_id
+
+
+def _collect(
+    client: JobClient, jobs: Sequence[Job], job_id: str, progress: Progress
+) -> list[tuple[Job, str]]:
+    """Follow the job until every photo has its outcome; fetch each result as it comes."""
     pending = dict(enumerate(jobs))
     failures: dict[int, str] = {}
     wait = POLL_FIRST
@@ -397,6 +436,27 @@ def run_remote(
             wait = POLL_FIRST if changed else min(wait * 1.5, POLL_MAX)
             client.sleep(wait)
     return [(jobs[i], failures[i]) for i in sorted(failures)]
+
+
+def state_file(jobs: Sequence[Job], key: str) -> Path | None:
+    """Where the job's id is kept while it runs: beside the outputs, when they share a folder."""
+    folders = {job.target.parent for job in jobs}
+    if len(folders) != 1:
+        return None
+    return folders.pop() / f"{STATE_PREFIX}{key.removeprefix('cutout-remove-')[:16]}.json"
+
+
+def _remembered(client: JobClient, state: Path | None, key: str) -> dict[str, Any] | None:
+    """The job a previous run left in *state*, if it was for this key and the server has it."""
+    if state is None or not state.is_file():
+        return None
+    try:
+        saved = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("idempotency_key") != key:
+        return None
+    return client.find(str(saved.get("job")))
 
 
 def _finish(client: JobClient, job: Job, item: dict[str, Any], progress: Progress) -> Done | str:

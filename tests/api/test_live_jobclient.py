@@ -73,6 +73,7 @@ def test_killed_halfway_it_resumes_the_same_job_and_downloads_only_what_it_lacks
     failed = [line for line in lines if "error" in line]
     assert failed == [{"input": str(shots / "zz-notes.jpg"), "error": failed[0]["error"]}]
     assert "not an image we can read" in failed[0]["error"]
+    assert not list(out.glob(".cutout-job-*")), "the state file outlived the job"
     for name, inode in kept.items():  # written by the first run, not again by the second
         assert (out / name).stat().st_ino == inode, name
     for line in lines:
