@@ -86,7 +86,11 @@ def job_run(folder: Path, work: Path) -> tuple[float, list[float], int]:
     )
     env = env_for(data, CUTOUT_QUEUE_URL=queue, CUTOUT_PORT=str(port))
     server = subprocess.Popen(
-        [sys.executable, "-m", "cutout", "serve"], env=env, start_new_session=True
+        [sys.executable, "-m", "cutout", "serve"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     worker_env = {**env, "CUTOUT_INFERENCE_THREADS": "1"}
     workers = [
