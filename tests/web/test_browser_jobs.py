@@ -14,7 +14,8 @@ from playwright.sync_api import expect
 
 from tests.conftest import cc0_jpeg
 from tests.live import LiveServer
-from tests.web.test_browser import chromium
+from tests.web.test_browser import axe_script, chromium
+from tests.web.walkthrough import AXE_RUN
 from tests.web.walkthrough import chromium as launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
@@ -26,6 +27,7 @@ def test_a_drop_over_the_threshold_goes_as_one_job_that_survives_the_tab(tmp_pat
     env = {"USER_LIMIT": "10", "CUTOUT_PAGE_JOB_THRESHOLD": "3"}
     with LiveServer(tmp_path / "data", env) as server, launch(chromium()) as browser:
         context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.add_init_script(path=str(axe_script()))  # as the studio's browser test does
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -44,6 +46,7 @@ def test_a_drop_over_the_threshold_goes_as_one_job_that_survives_the_tab(tmp_pat
         )
         assert [url.removeprefix(server.url) for url in posts] == ["/jobs"]
         assert int(page.locator("#queue-progress").get_attribute("value") or 0) >= 1
+        assert page.evaluate(AXE_RUN) == []  # the queue with the job's note: no violations
         page.close()  # the tab goes away mid-job; the server goes on
 
         again = context.new_page()
