@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from cutout.config import Settings
 from cutout.engine.base import Engine
@@ -44,6 +45,11 @@ def _post(client: FlaskClient, key: Key, files: list[tuple[str, bytes]], **field
     )
 
 
+def _item_count(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("cutout_job_item_seconds_count", {"outcome": outcome})
+    return value or 0.0
+
+
 def _json(response: Any) -> Any:
     return response.get_json()
 
@@ -63,6 +69,7 @@ def test_a_broken_photo_and_an_over_quota_item_fail_alone(
 ) -> None:
     key = make_key(credits=10)
     good = small_photos(photos, 4)
+    before = {o: _item_count(o) for o in ("done", "failed")}
     answer = _post(client, key, [good[0], ("broken.jpg", BROKEN), *good[1:]], format="webp")
     assert answer.status_code == 202 and answer.headers["Location"].endswith(answer.json["id"])
     body = _done(client, key, answer.json["id"])
@@ -72,6 +79,14 @@ def test_a_broken_photo_and_an_over_quota_item_fail_alone(
     assert by_index[4]["error"] == "Max limit reached. Please remove a record."  # USER_LIMIT 3
     assert app.extensions["cutout.store"].count(key.user_id) == 3
     assert app.extensions["cutout.keys"].store.get_key(key.id).credits_used == 3
+    assert _item_count("done") - before["done"] == 3  # the item latency histogram
+    assert _item_count("failed") - before["failed"] == 2
+    app.extensions["cutout.jobs"].start()  # the gauges: refreshed at once, then every 10 s
+    deadline = time.monotonic() + 10
+    while REGISTRY.get_sample_value("cutout_job_items", {"state": "failed"}) != 2:
+        assert time.monotonic() < deadline, "the job gauges were not refreshed"
+        time.sleep(0.1)
+    assert REGISTRY.get_sample_value("cutout_job_workers") == 1  # the web's own thread
     listed = _json(client.get("/api/v1/images", headers=key.headers))
     assert listed["total"] == 3  # ordinary records in the owner's history
     zipped = client.get(f"/api/v1/jobs/{answer.json['id']}/results.zip", headers=key.headers)
@@ -208,3 +223,33 @@ def test_a_url_job_ends_with_a_signed_webhook(
     expected = "sha256=" + hmac.new(secret.encode(), sent, "sha256").hexdigest()
     assert hmac.compare_digest(headers["X-Cutout-Signature"], expected)
     assert json.loads(sent)["id"] == answer.json["id"] and json.loads(sent)["status"] == "done"
+
+
+def test_a_job_on_the_mongodb_store(
+    api_settings: Settings, shared_engine: Engine, photos: Photos
+) -> None:
+    """The same job through the MongoDB backend (mongomock): items, inputs in GridFS, dedup,
+    the zip, the record and the credit."""
+    from cutout.app import create_app
+    from cutout.storage import MongoStore
+    from tests.storage.conftest import MockClient
+
+    mongo = MockClient("mongodb://localhost/cutout_jobs")
+    store = MongoStore("mongodb://localhost/cutout_jobs", client_factory=lambda *a, **k: mongo)
+    app = create_app(api_settings, engine=shared_engine, store=store)
+    client = app.test_client()
+    made, secret = app.extensions["cutout.keys"].create("user-m", "k", credits=5)
+    key = Key(made.id, "user-m", secret)
+    (name, data) = small_photos(photos, 1)[0]
+    answer = _post(client, key, [(name, data), ("again.jpg", data), ("broken.jpg", BROKEN)])
+    body = _done(client, key, answer.json["id"])
+    assert [i["status"] for i in body["items"]] == ["done", "done", "failed"]
+    assert body["items"][0]["image_id"] == body["items"][1]["image_id"]
+    zipped = client.get(f"/api/v1/jobs/{answer.json['id']}/results.zip", headers=key.headers)
+    assert sorted(zipfile.ZipFile(io.BytesIO(zipped.data)).namelist()) == [
+        "again.png", "photo-00.png"
+    ]  # fmt: skip
+    assert store.count("user-m") == 1
+    assert app.extensions["cutout.keys"].store.get_key(made.id).credits_used == 1
+    assert mongo.get_default_database()["job_inputs.files"].count_documents({}) == 0
+    app.extensions["cutout.store"].close()

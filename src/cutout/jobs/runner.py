@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -221,7 +222,10 @@ class ItemRunner:
 
 
 def _record_name(name: str) -> str:
+    """The record's name: the input's file name without its extension, as the page names
+    the photos it uploads."""
+    stem = os.path.splitext(os.path.basename(name.replace("\\", "/")))[0] or name
     try:
-        return clean_name(name[:100])
+        return clean_name(stem[:100])
     except InvalidName:
         return "photo"
