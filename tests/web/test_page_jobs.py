@@ -68,13 +68,14 @@ def test_a_page_job_fills_the_history_up_to_the_limit_and_is_the_users_own(
     created = send_job(actions, photos, actions.token())
     assert created.status_code == 202, created.get_json()
     job = wait_done(actions, created.get_json()["id"])
-    states = {i["name"]: (i["status"], i["error"]) for i in job["items"]}
+    states = {Path(i["name"]).stem: (i["status"], i["error"]) for i in job["items"]}
     assert states["notes"][0] == "failed" and "not an image" in str(states["notes"][1])
     cups = [states[f"cup{n}"] for n in (0, 2, 3, 4)]
     assert sorted(status for status, _ in cups) == ["done", "done", "done", "failed"]
     assert [error for status, error in cups if status == "failed"] == [LimitReached.MESSAGE]
     records = actions.records()
     assert len(records) == 3
+    assert {str(r["image_name"]) for r in records} <= {"cup0", "cup2", "cup3", "cup4"}
     assert {r["_id"] for r in records} == {i["image_id"] for i in job["items"] if i["image_id"]}
     stranger = app.test_client()
     assert stranger.get(f"/jobs/{job['id']}").status_code == 404

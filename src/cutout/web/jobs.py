@@ -10,7 +10,6 @@ no key, so no credits. The page sends a job only above ``CUTOUT_PAGE_JOB_THRESHO
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,10 +46,10 @@ def create_job() -> ResponseReturnValue:
 
 
 def _uploads() -> Iterator[Upload]:
-    """Each photo, streamed to the store; named like the page's single uploads (the stem)."""
+    """Each photo, streamed to the store, under its file name (its record gets the stem, as
+    the page's single uploads do: the runner makes the record's name)."""
     for upload in request.files.getlist("images"):
-        name = os.path.splitext(upload.filename or "")[0].strip()
-        yield Upload(name or "Image", upload.stream)
+        yield Upload(upload.filename or "photo", upload.stream)
 
 
 @bp.get("/jobs/<string:job_id>")
