@@ -16,7 +16,7 @@ from tests.conftest import Photos
 from tests.jobs.conftest import Redis, Worker, small_photos, wait_for
 from tests.live import LiveServer
 
-LEASE = 4  # seconds: a killed worker's item is taken again ~2 leases later
+LEASE = 3  # seconds: a killed worker's item is taken again ~2 leases later
 
 
 def test_30_photos_survive_a_killed_worker_and_a_restarted_redis(
