@@ -117,7 +117,7 @@ def _register(app: Flask) -> None:
     app.register_blueprint(views.bp)
     app.register_blueprint(studio.bp)
     app.register_blueprint(keys.bp)
-    app.register_blueprint(jobs.bp)
+    app.register_blueprint(jobs.bp)  # the page's jobs; the job system itself: api.init_app
     api.init_app(app)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -18,17 +18,20 @@ import click
 
 from cutout import __version__
 from cutout.config import ENGINES, PRECISIONS, QUALITIES, RUNTIMES, Settings
-from cutout.errors import ConfigError, CutoutError, ModelError
+from cutout.errors import ConfigError, CutoutError, JobServerError, ModelError
 from cutout.text import printable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cutout.batch import Done, Job
     from cutout.engine.registry import ModelSpec
     from cutout.imaging.compose import SolidColor
+    from cutout.jobclient import JobClient, RemoteOptions
 
 #: Exit codes: 0 every photo done; 1 a photo failed (the others are still done); 2 a usage
 #: error (click's own code: bad option value, unknown extension...); 3 a setup problem (a
-#: missing model, a malformed setting).
+#: missing model, a malformed setting; with --server: the key refused, the server unreachable).
 EXIT_FAILED_INPUTS = 1
 EXIT_USAGE = 2
 EXIT_SETUP = 3
@@ -38,7 +41,8 @@ EXIT_LOW_CONFIDENCE = 4
 
 def _fail(exc: CutoutError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
-    sys.exit(EXIT_SETUP if isinstance(exc, ModelError | ConfigError) else EXIT_FAILED_INPUTS)
+    setup = ModelError | ConfigError | JobServerError
+    sys.exit(EXIT_SETUP if isinstance(exc, setup) else EXIT_FAILED_INPUTS)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -176,11 +180,28 @@ def main() -> None:
 @click.option(
     "--server",
     metavar="URL",
-    help="Send the photos to this cutout server as one batch job instead of working here; "
-    "run the same command again to resume it.",
+    help="Send the photos to this cutout server as one batch job instead of working here "
+    "(e.g. http://localhost:5000). Run the same command again to resume it.",
 )
-@click.option("--key", metavar="KEY", help="The API key for --server.")
+@click.option(
+    "--key",
+    envvar="CUTOUT_API_KEY",
+    metavar="KEY",
+    help="The server's API key (`cutout keys create`); better in CUTOUT_API_KEY, out of the "
+    "shell's history.",
+)
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(min=0),
+    default=120,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --server: how long to keep retrying an unreachable or restarting server "
+    "before giving up (the job goes on there; run the command again to resume).",
+)
+@click.pass_context
 def remove(
+    ctx: click.Context,
     inputs: tuple[Path, ...],
     output: Path | None,
     fmt: str | None,
@@ -201,10 +222,13 @@ def remove(
     min_confidence: float | None,
     server: str | None,
     key: str | None,
+    retry_for: float,
 ) -> None:
     """Remove the background of INPUTS (files or folders of photos).
 
-    Prints one line per photo done (INPUT -> OUTPUT) unless -q; errors go to stderr.
+    Prints one line per photo done (INPUT -> OUTPUT) unless -q; errors go to stderr. With
+    --server, a cutout server does the work as one batch job and the results are downloaded
+    as they finish.
     """
     from cutout.batch import plan_jobs, run_jobs
     from cutout.engine import build_engine
@@ -218,25 +242,33 @@ def remove(
     if isinstance(quality_mode, int):  # `--quality 80`: the JPEG/WebP quality, as before
         output_quality, quality_mode = quality_mode, None
     report = _Report(as_json, min_confidence)
-    if server:
+    if server is not None:
+        from cutout.jobclient import JobClient, RemoteOptions
+
+        _local_only(ctx)
         if not key:
-            raise click.UsageError("--server needs --key (an API key of that server).")
-        if refine_edges:
-            raise click.UsageError("--refine-edges is not available with --server.")
-        from cutout.remote import Remote
-
-        fields = {"format": jobs_list[0].format, "background": _hex(background), "crop": crop,
-                  "margin": margin, "mask_only": mask_only}  # fmt: skip
-        remote = Remote(server, key, fields, on_result=report)
-
-        def send(on_done: Callable[[Job], None]) -> list[tuple[Job, str]]:
-            remote.on_done = on_done
-            try:
-                return remote.run(jobs_list)
-            except CutoutError as exc:
-                _fail(exc)
-
-        _finish(jobs_list, _with_progress(jobs_list, as_json, send), quiet, as_json, report)
+            raise click.UsageError("--server needs an API key: give --key or set CUTOUT_API_KEY.")
+        remote = RemoteOptions(
+            format=jobs_list[0].format,
+            background=None if background is None else _color_text(background),
+            crop=crop,
+            margin=margin,
+            mask_only=mask_only,
+        )
+        failures = _with_progress(
+            jobs_list,
+            as_json,
+            report,
+            lambda done, result: _remote(
+                jobs_list,
+                JobClient(server, key, patience=retry_for),
+                remote,
+                as_json or quiet,
+                done,
+                result,
+            ),
+        )
+        _conclude(jobs_list, failures, quiet=quiet, as_json=as_json, report=report)
         return
     settings = _settings(
         engine=engine,
@@ -260,37 +292,106 @@ def remove(
         built = build_engine(settings)
     except CutoutError as exc:
         _fail(exc)
+    failures = _with_progress(
+        jobs_list,
+        as_json,
+        report,
+        lambda done, result: run_jobs(
+            jobs_list, built, settings, options, workers=jobs, on_done=done, on_result=result
+        ),
+    )
+    _conclude(jobs_list, failures, quiet=quiet, as_json=as_json, report=report)
 
-    def local(on_done: Callable[[Job], None]) -> list[tuple[Job, str]]:
-        return run_jobs(
-            jobs_list, built, settings, options, workers=jobs, on_done=on_done, on_result=report
+
+#: What --server does not take: the server's own settings decide these.
+LOCAL_ONLY = ("engine", "model", "runtime", "precision", "refine_edges", "quality", "jobs")
+
+
+def _local_only(ctx: click.Context) -> None:
+    """Refuse options that only mean something when the work is done here."""
+    given = [
+        "--" + name.replace("_", "-")
+        for name in LOCAL_ONLY
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} cannot be used with --server: the server's settings decide."
         )
 
-    _finish(jobs_list, _with_progress(jobs_list, as_json, local), quiet, as_json, report)
+
+def _color_text(color: SolidColor) -> str:
+    """The parsed colour back as text the server parses the same way."""
+    red, green, blue = color.rgb
+    return f"#{red:02x}{green:02x}{blue:02x}{color.alpha:02x}"
 
 
 def _with_progress(
     jobs_list: list[Job],
     as_json: bool,
-    run: Callable[[Callable[[Job], None]], list[tuple[Job, str]]],
+    report: _Report,
+    run: Callable[
+        [Callable[[Job], None] | None, Callable[[Job, Done | str], None]], list[tuple[Job, str]]
+    ],
 ) -> list[tuple[Job, str]]:
-    """Run with a progress bar on stderr for several photos (not with --json)."""
+    """Run the batch with a progress bar on stderr (several photos, not --json)."""
     if len(jobs_list) > 1 and not as_json:
         with click.progressbar(
             length=len(jobs_list), label="Removing backgrounds", file=sys.stderr, show_pos=True
         ) as bar:
-            return run(lambda _job: bar.update(1))
-    return run(lambda _job: None)
+            return run(lambda _job: bar.update(1), report)
+    return run(None, report)
 
 
-def _finish(
+def _remote(
+    jobs_list: list[Job],
+    client: JobClient,
+    options: RemoteOptions,
+    quiet: bool,
+    on_done: Callable[[Job], None] | None,
+    on_result: Callable[[Job, Done | str], None],
+) -> list[tuple[Job, str]]:
+    """``remove --server``: one job on the server; Ctrl+C leaves it running there."""
+    from cutout.jobclient import Progress, run_remote
+
+    server = client.server
+    found: dict[str, Any] = {}
+
+    def announce(job: dict[str, Any], replayed: bool) -> None:
+        found.update(job)
+        if replayed:  # stderr, even with -q: it explains why the run is quick
+            click.echo(f"Resuming job {job['id']} on {server}.", err=True)
+        elif not quiet:
+            click.echo(f"Job {job['id']} on {server}: {job['total']} photo(s).", err=True)
+
+    def result(job: Job, outcome: Done | str) -> None:
+        on_result(job, outcome)
+        if on_done:
+            on_done(job)
+
+    try:
+        return run_remote(jobs_list, client, options, Progress(on_job=announce, on_result=result))
+    except JobServerError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        where = f"job {found['id']}" if found else "the job"
+        click.echo(
+            f"\nInterrupted: {where} goes on on the server. Run the same command again to "
+            "resume it and download what is missing.",
+            err=True,
+        )
+        sys.exit(130)
+
+
+def _conclude(
     jobs_list: list[Job],
     failures: list[tuple[Job, str]],
+    *,
     quiet: bool,
     as_json: bool,
     report: _Report,
 ) -> None:
-    """Where each output went, each error, and the exit code."""
+    """The lines after the batch (done, errors, a count) and the exit code."""
     if not as_json:  # --json reports every photo, failures included, on stdout
         failed = {job for job, _ in failures}
         if not quiet:
@@ -307,13 +408,6 @@ def _finish(
         )
         sys.exit(EXIT_FAILED_INPUTS)
     report.finish()
-
-
-def _hex(color: SolidColor | None) -> str | None:
-    if color is None:
-        return None
-    r, g, b = color.rgb
-    return f"#{r:02x}{g:02x}{b:02x}{color.alpha:02x}"
 
 
 class _Report:

@@ -37,7 +37,8 @@ classes to status codes in one place (``cutout.web.errors``), the CLI maps them 
     │   │   └── DownloadsBusy        as many URL downloads as the process allows: retry later
     │   └── RemoteEngineError        the external API said no
     ├── StorageError                 the store failed (disk, database)
-    └── ConfigError                  a setting is missing or malformed
+    ├── ConfigError                  a setting is missing or malformed
+    └── JobServerError               a server refused a job, or stopped answering
 """
 
 from __future__ import annotations
@@ -205,3 +206,16 @@ class StorageError(CutoutError):
 
 class ConfigError(CutoutError):
     code = "config_error"
+
+
+class JobServerError(CutoutError):
+    """``cutout remove --server``: the server refused the job or the key, or stopped answering.
+
+    The job goes on on the server; running the same command again resumes it.
+    """
+
+    code = "job_server_error"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the server's HTTP status, when it answered

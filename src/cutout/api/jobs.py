@@ -220,11 +220,20 @@ def get_job(job_id: str) -> ResponseReturnValue:
             "image_id": i.image_id,
             "error": i.error,
             "error_code": i.error_code,
+            "seconds": _seconds(i.started_at, i.finished_at),
         }
         for i in items
     ]
     body.update(page=page.page, per_page=page.per_page)
     return jsonify(body)
+
+
+def _seconds(started: float | None, finished: float | None) -> float | None:
+    """An item's time on the server, first start to end (retries included), for
+    ``cutout remove --server --json``."""
+    if started is None or finished is None:
+        return None
+    return round(max(0.0, finished - started), 3)
 
 
 @bp.get("/jobs/<string:job_id>/results.zip")

@@ -162,6 +162,7 @@ class JobItem(BaseModel):
     image_id: str | None = Field(description="The record made (done items).")
     error: str | None = Field(description="Why it failed (failed items).")
     error_code: str | None
+    seconds: float | None = Field(description="Its time on the server (finished items).")
 
 
 class JobDetail(Job):

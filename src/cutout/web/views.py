@@ -74,7 +74,7 @@ def index() -> ResponseReturnValue:
         max_upload_mb=settings().max_upload_mb,
         default_quality=settings().quality,
         limit_message=LimitReached.MESSAGE,  # the queue shows it for photos that do not fit
-        job_threshold=settings().page_job_threshold,
+        job_threshold=settings().page_job_threshold,  # more photos at once go as one job
     )
 
 

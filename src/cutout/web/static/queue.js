@@ -3,13 +3,17 @@
 // failed with the reason) and a record of its own, through the same endpoints as the seed's
 // form (POST / as JSON) and the URL field (POST /from-url). Two run at once: the server admits
 // one more removal than it has model slots, so the second one decodes while the first one runs.
-// A drop of more photos than the server's threshold goes as one batch job (POST /jobs) instead,
-// with the same rows, driven by the job's items.
+// A drop of more photos than the server's threshold goes as one batch job (POST /jobs): the
+// server works through it whether or not the tab stays open, the queue shows each photo's
+// state from GET /jobs/<id>, and a reopened page picks the unfinished job up again.
 import { RequestError, send, sleep } from "./util.js";
 
 const CONCURRENCY = 2;
 const BUSY_RETRIES = 4;
 const STATES = { waiting: "Waiting", processing: "Removing the background…", done: "Done", failed: "Failed" };
+const JOB_STATES = { queued: "waiting", running: "processing", done: "done", failed: "failed", cancelled: "failed" };
+const JOB_KEY = "cutout.jobs";  // unfinished jobs of this browser, to show again after a reload
+const POLL_MS = 1000;
 
 const stem = (filename) => filename.replace(/\.[^.]+$/, "").trim().slice(0, 100) || "Image";
 
@@ -27,8 +31,8 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
   const summary = document.getElementById("queue-summary");
   const bar = document.getElementById("queue-progress");
   const limitMessage = panel.dataset.limitMessage;
-  // More photos than this at once go to the server as one batch job (CUTOUT_PAGE_JOB_THRESHOLD).
-  const jobThreshold = Number(panel.dataset.jobThreshold) || 20;
+  const jobThreshold = Number(panel.dataset.jobThreshold || 20);
+  const jobNote = document.getElementById("queue-job-note");
   const items = [];
   let running = 0;
   let serial = 0;
@@ -109,11 +113,8 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
     const files = [...(input.files || [])];
     if (!files.length) return;
     const single = files.length === 1 && nameInput.value.trim();
-    if (files.length > jobThreshold) {
-      sendAsJob(files);  // one request; the server works through them, the tab may close
-    } else {
-      files.forEach((file) => enqueue({ file, name: single ? nameInput.value.trim() : stem(file.name), label: file.name }));
-    }
+    if (files.length > jobThreshold) sendJob(files);
+    else files.forEach((file) => enqueue({ file, name: single ? nameInput.value.trim() : stem(file.name), label: file.name }));
     form.reset();
     showSelection();
   });
@@ -151,45 +152,63 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
     if (!items.length) panel.hidden = true;
   });
 
-  // A batch job: every photo gets its queue row at once, then the job's items drive them.
-  async function sendAsJob(files) {
-    const rows = files.map((file) => enqueue({ file, label: file.name, job: true }));
-    rows.forEach((item) => setState(item, "processing"));
+  // -- many photos: one job on the server -------------------------------------------------
+
+  async function sendJob(files) {
+    const members = files.map((file) => enqueue({ file, label: file.name, inJob: true }));
+    members.forEach((item) => { item.el.querySelector(".queue-state").textContent = "Uploading…"; });
     const body = new FormData();
     files.forEach((file) => body.append("images", file, file.name));
     let job;
     try {
       job = await (await send("POST", "/jobs", { body })).json();
     } catch (err) {
-      rows.forEach((item) => setState(item, "failed", err.message));
+      if (err instanceof RequestError && err.status === 409) onLimit();
+      members.forEach((item) => setState(item, "failed", err.message));
       return;
     }
-    summary.dataset.job = job.id;
-    const seen = new Set();
+    remember(job.id);
+    await follow(job.id, members);
+  }
+
+  /** Show the job's items in the queue until every one has finished. */
+  async function follow(jobId, members) {
+    jobNote.hidden = false;
+    // Picked up after a reload: what finished meanwhile is already in the history and the count.
+    let seen = members !== null;
     for (;;) {
+      let job;
       try {
-        job = await (await send("GET", `/jobs/${job.id}`)).json();
-      } catch {
-        await sleep(3000);  // the server restarts, say: the job goes on there; keep asking
+        job = await (await send("GET", `/jobs/${encodeURIComponent(jobId)}`)).json();
+      } catch (err) {
+        if (err instanceof RequestError && err.status === 404) { forget(jobId); break; }
+        await sleep(POLL_MS * 3);  // the server restarting, the network away: the job goes on
         continue;
       }
-      for (const it of job.items) {
-        const item = rows[it.index];
-        if (!item || seen.has(it.index)) continue;
-        if (it.status === "done") {
-          seen.add(it.index);
-          setState(item, "done");
-          onStored({ _id: it.image_id }).catch(() => {});
-        } else if (it.status === "failed" || it.status === "cancelled") {
-          seen.add(it.index);
-          if (it.error === limitMessage) onLimit();
-          setState(item, "failed", it.error || "Cancelled.");
-        }
-      }
-      if (job.status === "done" || job.status === "cancelled") return;
-      await sleep(1500);
+      if (!members) members = job.items.map((i) => enqueue({ label: i.name, inJob: true }));
+      job.items.forEach((it) => {
+        const item = members[it.index];
+        const state = JOB_STATES[it.status] || "waiting";
+        if (!item || item.state === state || item.state === "done" || item.state === "failed") return;
+        const reason = it.status === "cancelled" ? "Cancelled." : it.error || "";
+        setState(item, state, state === "failed" ? reason : "");
+        if (state === "done" && seen) onStored({ _id: it.image_id }).catch(() => {});
+        if (state === "failed" && it.error === limitMessage) onLimit();
+      });
+      seen = true;
+      if (job.status === "done" || job.status === "cancelled") { forget(jobId); break; }
+      await sleep(POLL_MS);
     }
+    jobNote.hidden = !items.some((i) => i.inJob && i.state !== "done" && i.state !== "failed");
   }
+
+  const remembered = () => { try { return JSON.parse(localStorage.getItem(JOB_KEY)) || []; } catch { return []; } };
+  const store = (ids) => { try { localStorage.setItem(JOB_KEY, JSON.stringify(ids)); } catch { /* private mode */ } };
+  const remember = (id) => store([...remembered().filter((j) => j !== id), id]);
+  const forget = (id) => store(remembered().filter((j) => j !== id));
+
+  // A job sent from this browser before a reload (or a closed tab) shows again until it ends.
+  remembered().forEach((id) => follow(id, null));
 
   function enqueue(item) {
     serial += 1;
@@ -205,7 +224,7 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
     listEl.append(item.el);
     panel.hidden = false;
     setState(item, "waiting");
-    if (!item.job) pump();
+    pump();
     return item;
   }
 
@@ -237,7 +256,7 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
 
   function pump() {
     while (running < CONCURRENCY) {
-      const next = items.find((i) => i.state === "waiting" && !i.job);
+      const next = items.find((i) => i.state === "waiting" && !i.inJob);
       if (!next) return;
       running += 1;
       setState(next, "processing");
