@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = "bookworm"
@@ -33,7 +34,7 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 #: The stand-in for ``python:3.11-slim-bookworm``: Debian's Python 3.11 with venv, ``python``
 #: on PATH (the Dockerfile calls it), and requests pointed at the mounted CA bundle.
-PYTHON_BASE = {
+PYTHON_BASE: dict[str, Any] = {
     "name": "localhost/cutout-standin-python",
     "packages": ["python3", "python3-venv", "python-is-python3", "ca-certificates"],
     "changes": [
@@ -46,7 +47,7 @@ PYTHON_BASE = {
 
 #: The stand-in for the official ``redis:7`` image's contract: ``redis-server`` as uid 999 in
 #: /data, arguments after the image name are options passed to redis-server.
-REDIS_BASE = {
+REDIS_BASE: dict[str, Any] = {
     "name": "localhost/cutout-standin-redis",
     "packages": ["redis-server"],
     "changes": [
@@ -81,7 +82,7 @@ def exists(tag: str) -> bool:
     return subprocess.run(["podman", "image", "exists", tag]).returncode == 0
 
 
-def stand_in(recipe: dict[str, object]) -> str:
+def stand_in(recipe: dict[str, Any]) -> str:
     """Build (once per recipe) a base image from Debian packages; returns its tag."""
     tag = f"{recipe['name']}:{digest(SUITE.encode(), json.dumps(recipe, sort_keys=True).encode())}"
     if exists(tag):
@@ -90,7 +91,7 @@ def stand_in(recipe: dict[str, object]) -> str:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         tarball = Path(tmp) / "rootfs.tar"
-        packages = ",".join(recipe["packages"])  # type: ignore[arg-type]
+        packages = ",".join(recipe["packages"])
         command = ["mmdebstrap", "--variant=minbase", f"--include={packages}", "--quiet"]
         command += ["--dpkgopt=path-exclude=/usr/share/doc/*"]
         command += ["--dpkgopt=path-exclude=/usr/share/man/*"]
@@ -98,7 +99,7 @@ def stand_in(recipe: dict[str, object]) -> str:
         if "customize" in recipe:
             command.append(f"--customize-hook={recipe['customize']}")
         subprocess.run([*command, SUITE, str(tarball)], check=True)
-        changes = [arg for c in recipe["changes"] for arg in ("--change", c)]  # type: ignore[attr-defined]
+        changes = [arg for c in recipe["changes"] for arg in ("--change", c)]
         subprocess.run(["podman", "import", *changes, str(tarball), tag], check=True)
     log(f"{tag}: built in {time.monotonic() - started:.0f} s")
     return tag
