@@ -29,7 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = "bookworm"
 #: podman's flags this machine needs (issue 15): builds in a chroot, the host's CA bundle.
+#: The Docker image format, not OCI: OCI has no HEALTHCHECK, and podman would drop it.
 BUILD_FLAGS = ["--isolation", "chroot", "-v", "/etc/ssl/certs:/etc/ssl/certs:ro"]
+BUILD_FLAGS += ["--format", "docker"]
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 #: The stand-in for ``python:3.11-slim-bookworm``: Debian's Python 3.11 with venv, ``python``
@@ -125,7 +127,7 @@ def context_files() -> list[Path]:
 
 def app_image(base: str) -> str:
     """The repository's Dockerfile built on ``base``; tagged by a digest of all its inputs."""
-    inputs = [base.encode(), (ROOT / "Dockerfile").read_bytes()]
+    inputs = [base.encode(), " ".join(BUILD_FLAGS).encode(), (ROOT / "Dockerfile").read_bytes()]
     inputs.append((ROOT / ".dockerignore").read_bytes())
     for file in context_files():
         inputs += [file.relative_to(ROOT).as_posix().encode(), file.read_bytes()]

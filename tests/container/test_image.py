@@ -84,8 +84,6 @@ def test_the_process_runs_as_the_non_root_user(server: Container) -> None:
 
 
 def test_the_root_file_system_is_read_only_and_data_tmp_are_writable(server: Container) -> None:
-    denied = podman("exec", server.name, "touch", "/opt/cutout/x", check=False)
-    assert denied == ""  # the message goes to stderr; the exit code is what matters
     result = podman("exec", server.name, "sh", "-c", "touch /opt/cutout/x; echo $?")
     assert result.strip() != "0", "the root file system should be read-only"
     assert server.exec("sh", "-c", "touch /tmp/x /data/x && rm /tmp/x /data/x && echo ok") == "ok"
