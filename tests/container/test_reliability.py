@@ -24,6 +24,7 @@ from tests.web.test_crash import assert_consistent, upload_in_background, wait_f
 MB = 1024 * 1024
 CYCLES = 100
 WARM_UP = 20
+SAMPLE_EVERY = 5
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_a_100_upload_soak_keeps_resident_memory_flat(
         container.wait()
         session, token = browser(container.url)
         rss: list[int] = []
-        for _ in range(CYCLES):
+        for cycle in range(1, CYCLES + 1):
             created = post(container.url, session, token, small_photo)
             assert created.status_code == 201, created.text
             record = created.json()
@@ -60,11 +61,13 @@ def test_a_100_upload_soak_keeps_resident_memory_flat(
                 f"{container.url}/remove/{record['_id']}", headers={"X-CSRFToken": token}
             )
             assert gone.status_code == 200
-            rss.append(container.tree_rss())
+            if cycle % SAMPLE_EVERY == 0:  # a `podman exec` costs ~0.3 s: not every cycle
+                rss.append(container.tree_rss())
         assert records(container.url, session) == []
-    curve = ", ".join(f"{r / MB:.0f}" for r in rss[::10])
-    print(f"RSS of the container's processes every 10 cycles, MiB: {curve}")
-    warmed, late = max(rss[WARM_UP : CYCLES // 2]), max(rss[CYCLES // 2 :])
+    curve = ", ".join(f"{r / MB:.0f}" for r in rss)
+    print(f"RSS of the container's processes every {SAMPLE_EVERY} cycles, MiB: {curve}")
+    half, warm = len(rss) // 2, WARM_UP // SAMPLE_EVERY
+    warmed, late = max(rss[warm:half]), max(rss[half:])
     assert late - warmed < 48 * MB, f"RSS grew {(late - warmed) / MB:.0f} MiB: {curve}"
 
 
@@ -90,10 +93,11 @@ def test_20_uploads_at_once_none_lost_and_503_with_retry_after_beyond_admission(
         assert set(assert_consistent(container.url, session, data)) == stored
 
 
-@pytest.mark.parametrize("point", ["write.processed.half", "add.after_row"])
 def test_sigkill_mid_upload_then_restart_leaves_no_half_record_nor_orphan(
-    image: str, small_photo: bytes, tmp_path: Path, point: str
+    image: str, small_photo: bytes, tmp_path: Path
 ) -> None:
+    # paused (a fault point of the testing env) with the cut-out half written, then killed
+    point = "write.processed.half"
     data = data_dir(tmp_path / "data")
     faults = {"CUTOUT_ENV": "testing", "CUTOUT_TEST_FAULTS": f"{point}=pause"}
     with Container(image, data, env=faults) as paused:
@@ -109,6 +113,6 @@ def test_sigkill_mid_upload_then_restart_leaves_no_half_record_nor_orphan(
     with Container(image, data) as restarted:
         restarted.wait()
         ids = assert_consistent(restarted.url, session, data)
-        assert len(ids) == (1 if point == "add.after_row" else 0), ids
+        assert ids == [], "the killed upload left a record"
         assert post(restarted.url, session, token, small_photo).status_code == 201
         assert len(assert_consistent(restarted.url, session, data)) == len(ids) + 1
