@@ -9,7 +9,9 @@ run (Service, HPA, PDB, KEDA, PodMonitoring) stays with the schema checks in tes
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import os
 import threading
 import time
@@ -82,25 +84,36 @@ def pod(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     port, metrics_port = free_port(), free_port()
     docs = play_manifest(image, port, metrics_port)
     manifest = tmp / "play.yaml"
-    manifest.write_text(yaml.safe_dump_all(docs))
+    config, secret, deployment = docs
+    manifest.write_text(yaml.safe_dump_all([config, deployment]))
+    # podman 4.3 stores a played Secret as YAML but reads a `secretRef` as a JSON object of
+    # base64 values (and fails on its own YAML): the Secret's values go in that form through
+    # `podman secret create`, under the Secret's name.
+    values = secret["stringData"].items()
+    secret_file = tmp / "secret.json"
+    secret_file.write_text(
+        json.dumps({k: base64.b64encode(v.encode()).decode() for k, v in values})
+    )
     # kube play has no --ulimit: the machine's limits go through containers.conf
     conf = tmp / "containers.conf"
     conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1000:1000"]\n')
     os.environ["CONTAINERS_CONF"] = str(conf)
-    name = docs[2]["metadata"]["name"]
+    name = deployment["metadata"]["name"]
     try:
+        podman("secret", "create", secret["metadata"]["name"], str(secret_file))
         podman("kube", "play", str(manifest), timeout=300)
         pod = Pod(
             url=f"http://127.0.0.1:{port}",
             metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
             container=f"{name}-pod-0-{name}",
-            deployment=docs[2],
-            config=docs[0]["data"],
+            deployment=deployment,
+            config=config["data"],
         )
         wait_ready(pod)
         yield pod
     finally:
         podman("kube", "down", str(manifest), check=False, timeout=120)
+        podman("secret", "rm", secret["metadata"]["name"], check=False)
         del os.environ["CONTAINERS_CONF"]
 
 
