@@ -233,3 +233,31 @@ def test_a_24_mp_upload_is_not_oom_killed_by_the_pods_limit(
     limit = quantity(container["resources"]["limits"]["memory"])
     print(f"24 MP upload in the pod: peak RSS {max(peak) / MB:.0f} MiB of {limit / MB:.0f}")
     assert max(peak) < limit
+
+
+def test_the_worker_deployment_plays_with_the_image(image: str, pod: Pod, tmp_path: Path) -> None:
+    """worker.yaml with the web pod's ConfigMap and Secret: its container starts and stays up.
+
+    (Its broker, redis.yaml's Service, has no equivalent in kube play; the job flow through a
+    worker is run by the compose test.)
+    """
+    from tests.container.test_stack import NO_WORKER, has_worker
+
+    if not has_worker(image):
+        pytest.xfail(NO_WORKER)
+    worker = load("worker.yaml")
+    worker["spec"]["replicas"] = 1
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    container["image"] = image
+    manifest = tmp_path / "worker.yaml"
+    # the ConfigMap beside it (kube play reads one from the same file); the Secret is the pod's
+    manifest.write_text(yaml.safe_dump_all([load("configmap.yaml"), worker]))
+    name = worker["metadata"]["name"]
+    try:
+        podman("kube", "play", str(manifest), timeout=300)
+        time.sleep(15)
+        running = f"{name}-pod-0-{container['name']}"
+        assert podman("inspect", "--format", "{{.State.Running}}", running) == "true"
+        assert podman("exec", running, "cat", "/proc/1/cmdline").replace("\0", " ").strip()
+    finally:
+        podman("kube", "down", str(manifest), check=False, timeout=120)

@@ -103,7 +103,7 @@ def stack(
 ) -> Iterator[Stack]:
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "MONGO_URI"},
         "CONTAINERS_CONF": str(machine_conf(tmp_path_factory.mktemp("compose"))),
         "APP_SECRET_KEY": SECRET,
         "CUTOUT_IMAGE": images["app"],
