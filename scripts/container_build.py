@@ -139,7 +139,21 @@ def app_image(base: str) -> str:
     command = ["podman", "build", *BUILD_FLAGS, "--build-arg", f"PYTHON_IMAGE={base}"]
     subprocess.run([*command, "--tag", tag, str(ROOT)], check=True)
     log(f"{tag}: built in {time.monotonic() - started:.0f} s")
+    forget_old_builds(tag)
     return tag
+
+
+def forget_old_builds(tag: str, keep: int = 3) -> None:
+    """Untag all but the newest *keep* test builds (1 GB each); one in use stays (no force)."""
+    repository = tag.rsplit(":", 1)[0]
+    listed = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--sort", "created"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    builds = [t for t in listed if t.startswith(repository + ":test-") and t != tag]
+    for old in builds[keep - 1 :]:
+        subprocess.run(["podman", "rmi", old], capture_output=True)
 
 
 def main() -> None:
