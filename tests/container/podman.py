@@ -73,6 +73,7 @@ class Container:
     port: int = 0
     metrics_port: int = 0
     started: float = 0.0
+    health_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.port = free_port()

@@ -35,7 +35,7 @@ def start_period() -> float:
 def server(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     data = data_dir(tmp_path_factory.mktemp("image") / "data")
     with Container(image, data) as container:
-        container.wait("/health", timeout=start_period())
+        container.health_seconds = container.wait("/health", timeout=start_period())
         container.wait("/ready")
         yield container
 
@@ -68,12 +68,12 @@ def records(url: str, session: requests.Session) -> list[dict[str, Any]]:
 # -- health, user, file system ----------------------------------------------------------------
 
 
-def test_health_answers_within_the_healthcheck_start_period(image: str, tmp_path: Path) -> None:
-    with Container(image, data_dir(tmp_path / "data")) as container:
-        seconds = container.wait("/health", timeout=start_period())
-        print(f"/health 200 after {seconds:.1f} s (start period {start_period():.0f} s)")
-        # podman runs the image's own HEALTHCHECK command inside the container
-        podman("healthcheck", "run", container.name)
+def test_health_answers_within_the_healthcheck_start_period(server: Container) -> None:
+    # the fixture waited at most the start period for /health: the figure is the container's
+    print(f"/health 200 after {server.health_seconds:.1f} s (start period {start_period():.0f} s)")
+    assert server.health_seconds < start_period()
+    # podman runs the image's own HEALTHCHECK command inside the container: exit 0 = healthy
+    podman("healthcheck", "run", server.name)
 
 
 def test_the_process_runs_as_the_non_root_user(server: Container) -> None:

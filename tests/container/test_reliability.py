@@ -8,6 +8,7 @@ it fast; the data folder is a host folder so the files themselves are checked.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,8 @@ from tests.container.test_image import JSON, browser, records
 from tests.web.test_crash import assert_consistent, upload_in_background, wait_for
 
 MB = 1024 * 1024
-CYCLES = 100
+#: 100 in `make test`; CONTAINER_SOAK_CYCLES sets another count (e.g. 300 for a longer look).
+CYCLES = int(os.environ.get("CONTAINER_SOAK_CYCLES", "100"))
 WARM_UP = 20
 SAMPLE_EVERY = 5
 
