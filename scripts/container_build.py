@@ -100,9 +100,11 @@ def stand_in(recipe: dict[str, Any]) -> str:
         command += ["--customize-hook=rm -rf $1/var/lib/apt/lists/* $1/var/cache/apt/*.bin"]
         if "customize" in recipe:
             command.append(f"--customize-hook={recipe['customize']}")
-        subprocess.run([*command, SUITE, str(tarball)], check=True)
+        subprocess.run([*command, SUITE, str(tarball)], check=True, stdout=sys.stderr)
         changes = [arg for c in recipe["changes"] for arg in ("--change", c)]
-        subprocess.run(["podman", "import", *changes, str(tarball), tag], check=True)
+        subprocess.run(
+            ["podman", "import", *changes, str(tarball), tag], check=True, stdout=sys.stderr
+        )
     log(f"{tag}: built in {time.monotonic() - started:.0f} s")
     return tag
 
@@ -137,7 +139,8 @@ def app_image(base: str) -> str:
         return tag
     started = time.monotonic()
     command = ["podman", "build", *BUILD_FLAGS, "--build-arg", f"PYTHON_IMAGE={base}"]
-    subprocess.run([*command, "--tag", tag, str(ROOT)], check=True)
+    # the build's progress goes to stderr: stdout carries only the tags (JSON, last line)
+    subprocess.run([*command, "--tag", tag, str(ROOT)], check=True, stdout=sys.stderr)
     log(f"{tag}: built in {time.monotonic() - started:.0f} s")
     forget_old_builds(tag)
     return tag

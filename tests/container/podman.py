@@ -49,7 +49,7 @@ def build_images(redis: bool = False) -> dict[str, str]:
         [*command, *(["--redis"] if redis else [])], capture_output=True, text=True
     )
     assert result.returncode == 0, f"the image build failed:\n{result.stderr[-6000:]}"
-    tags: dict[str, str] = json.loads(result.stdout)
+    tags: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
     return tags
 
 
