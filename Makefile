@@ -10,7 +10,7 @@ TESTDATA ?= $(or $(CUTOUT_TESTDATA),$(abspath ../shared/testdata))
 # axe-core, the accessibility checker the browser tests inject (fetched from the npm registry).
 AXE_JS := build/axe-core/axe.min.js
 
-.PHONY: install dev model browser redis axe node-clients photos run test lint typecheck docs docs-build package bench clients fuzz soak measure-memory clean
+.PHONY: install dev model browser redis container-setup container-image container-test axe node-clients photos run test lint typecheck docs docs-build package bench clients fuzz soak measure-memory clean
 
 install: $(STAMP) model ## the shared set-up: venv, pinned dependencies, verified model
 
@@ -47,6 +47,27 @@ redis:
 				--no-install-recommends redis-server; \
 		else echo "note: no redis-server; the job tests will skip (fail under CI)"; fi; }
 
+# podman and what it needs to build and run the image here (issue 15); installed when missing
+# and we may (root + apt). Without podman the container tests skip (fail under CI).
+CONTAINER_TOOLS := podman buildah runc mmdebstrap podman-compose
+container-setup:
+	@missing=$$(for t in $(CONTAINER_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				$(CONTAINER_TOOLS) netavark aardvark-dns catatonit; \
+		else echo "note: no $$missing; the container tests will skip (fail under CI)"; fi; fi
+
+# The stand-in base (mmdebstrap) and the app image from ./Dockerfile, each tagged by a digest
+# of its inputs: a rerun with no change builds nothing.
+container-image: container-setup
+	$(PYTHON) scripts/container_build.py --redis
+
+# The image built and run for real: health, hardening, offline models, the seed's flow,
+# graceful stop, restart, reliability, `podman kube play` and podman-compose.
+container-test: install dev container-setup photos
+	$(BIN)/pytest tests/container
+
 axe: $(AXE_JS)
 
 $(AXE_JS): scripts/fetch_axe.py | $(STAMP)
@@ -76,7 +97,7 @@ typecheck: dev
 photos: $(STAMP)
 	$(BIN)/python -m tests.photos
 
-test: install dev browser redis axe node-clients photos lint typecheck docs-build package
+test: install dev browser redis container-setup axe node-clients photos lint typecheck docs-build package
 	CUTOUT_TESTDATA=$(TESTDATA) CUTOUT_AXE_JS=$(abspath $(AXE_JS)) \
 		CUTOUT_WHEEL_DIR=$(abspath $(DIST)) $(BIN)/pytest
 

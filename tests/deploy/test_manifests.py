@@ -41,6 +41,9 @@ NOT_APP_ENV = {
     "PATH": "the image puts its venv's bin/ first, so `gunicorn` is the venv's",
     "HOME": "a writable home (/tmp) for gunicorn's control socket and telemetry ids",
     "MALLOC_ARENA_MAX": "glibc: two malloc arenas, not 8 per core (peak RSS of a burst -30%)",
+    # The job worker's settings (issue 14, branch `jobs`): read by the app once it is merged.
+    "CUTOUT_QUEUE_URL": "the job broker (Redis) of `cutout worker`, issue 14",
+    "CUTOUT_WEB_RUNS_JOBS": "whether the web process also runs job items, issue 14",
 }
 SECRET_LOOKING = re.compile(r"SECRET|KEY|PASSWORD|PASSWD|TOKEN|CREDENTIAL|MONGO_URI", re.I)
 URI_WITH_CREDENTIALS = re.compile(r"://[^/@\s]+:[^/@\s]*@")
@@ -103,7 +106,7 @@ def validate_strict(doc: dict[str, Any], where: str) -> None:
 
 
 #: Custom resources: kubernetes-validate has no schema for them; checked by hand below.
-CUSTOM_KINDS = {"PodMonitoring"}
+CUSTOM_KINDS = {"PodMonitoring", "ScaledObject"}
 
 
 @pytest.mark.parametrize("path", manifests(), ids=lambda p: p.name)
@@ -169,26 +172,37 @@ def test_kustomization_renders_valid_manifests_with_the_real_image() -> None:
     assert kinds == [
         "ConfigMap",
         "Deployment",
+        "Deployment",
+        "Deployment",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "PodMonitoring",
+        "ScaledObject",
+        "Service",
         "Service",
     ]
     for doc in rendered:
         if doc["kind"] not in CUSTOM_KINDS:
             validate_strict(doc, "kubectl kustomize deploy/k8s")
     (entry,) = one(K8S / "kustomization.yaml")["images"]
-    (deploy,) = (d for d in rendered if d["kind"] == "Deployment")
-    image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image == f"{entry['newName']}:{entry['newTag']}"
+    images = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+        for d in rendered
+        if d["kind"] == "Deployment"
+    }
+    ours = f"{entry['newName']}:{entry['newTag']}"
+    assert images == {APP: ours, f"{APP}-worker": ours, f"{APP}-redis": "redis:7"}
 
 
 def test_kustomization_lists_every_manifest_except_the_secret_example() -> None:
     kustomization = one(K8S / "kustomization.yaml")
     listed = set(kustomization["resources"])
-    assert listed == {p.name for p in manifests()} - {"secret.example.yaml"}
+    assert listed == {p.name for p in manifests()} - {"secret.example.yaml", "worker-hpa.yaml"}
     assert "secret.example.yaml" in (K8S / "kustomization.yaml").read_text(), (
         "say in a comment that the secret example is applied by hand"
+    )
+    assert "worker-hpa.yaml" in (K8S / "kustomization.yaml").read_text(), (
+        "say in a comment when the CPU fallback replaces the KEDA ScaledObject"
     )
 
 
@@ -477,15 +491,69 @@ def test_dockerignore_keeps_secrets_and_the_venv_out_of_the_context() -> None:
     assert not allowed & {".env", ".venv", ".git", "tests", "artifacts"}
 
 
-def test_compose_wires_the_app_to_a_healthy_mongodb() -> None:
+def test_compose_runs_web_worker_and_redis_on_one_store_with_mongodb_behind_a_profile() -> None:
     compose = one(ROOT / "docker-compose.yml")
-    app, mongo = compose["services"]["app"], compose["services"]["mongo"]
-    assert app["build"]["context"] == "."
-    assert app["depends_on"] == {"mongo": {"condition": "service_healthy"}}
+    services = compose["services"]
+    app, worker, redis, mongo = (services[n] for n in ("app", "worker", "redis", "mongo"))
+    assert app["build"]["context"] == "." and worker["image"] == app["image"]
+    assert worker["command"] == ["cutout", "worker"]
     assert re.fullmatch(r"\$\{APP_SECRET_KEY:\?.+\}", app["environment"]["APP_SECRET_KEY"])
-    assert app["environment"]["MONGO_URI"].startswith("mongodb://mongo:27017/")
-    assert mongo["image"] == "mongo:7"
-    volume = mongo["volumes"][0].split(":")[0]
-    assert volume in compose["volumes"], "MongoDB's data must live in a named volume"
+    for service in (app, worker):
+        env = service["environment"]
+        assert env["CUTOUT_QUEUE_URL"] == "redis://redis:6379/0"
+        assert env["CUTOUT_WEB_RUNS_JOBS"] == "false"
+        assert env["MONGO_URI"] is None  # from the shell if set; else SQLite on the volume
+        assert "cutout-data:/data" in service["volumes"] and service["read_only"] is True
+        assert service["depends_on"] == ["redis"]
+    assert redis["image"] == "${REDIS_IMAGE:-redis:7}"
+    # Nothing depends on mongo: `--profile mongo` adds it for MONGO_URI=mongodb://mongo:27017/...
+    assert mongo["profiles"] == ["mongo"] and mongo["image"] == "mongo:7"
+    assert not any("mongo" in s.get("depends_on", []) for s in services.values())
+    for service, volume in ((redis, "redis-data"), (mongo, "mongo-data"), (app, "cutout-data")):
+        assert any(v.startswith(volume + ":") for v in service["volumes"] if isinstance(v, str))
+        assert volume in compose["volumes"], f"{volume} must be a named volume"
     test = " ".join(mongo["healthcheck"]["test"])
     assert "mongosh" in test and "ping" in test
+
+
+def test_worker_deployment_runs_the_web_image_with_its_settings_and_envelope() -> None:
+    worker = one(K8S / "worker.yaml")
+    (c,) = worker["spec"]["template"]["spec"]["containers"]
+    web = container()
+    assert c["command"] == ["cutout", "worker"] and c["image"] == web["image"]
+    assert c["envFrom"] == web["envFrom"]
+    assert c["resources"] == web["resources"]
+    assert c["securityContext"] == web["securityContext"]
+    assert (
+        worker["spec"]["template"]["spec"]["securityContext"]
+        == (deployment()["spec"]["template"]["spec"]["securityContext"])
+    )
+    config = one(K8S / "configmap.yaml")["data"]
+    redis_deploy, service = load(K8S / "redis.yaml")
+    assert (redis_deploy["kind"], service["kind"]) == ("Deployment", "Service")
+    assert service["spec"]["selector"] == redis_deploy["spec"]["template"]["metadata"]["labels"]
+    (port,) = service["spec"]["ports"]
+    assert config["CUTOUT_QUEUE_URL"] == f"redis://{service['metadata']['name']}:{port['port']}/0"
+
+
+def test_workers_scale_on_the_celery_list_or_on_cpu_without_keda() -> None:
+    keda = one(K8S / "keda-scaledobject.yaml")
+    worker = one(K8S / "worker.yaml")["metadata"]["name"]
+    assert (keda["apiVersion"], keda["kind"]) == ("keda.sh/v1alpha1", "ScaledObject")
+    assert set(keda) == {"apiVersion", "kind", "metadata", "spec"}
+    spec = keda["spec"]
+    assert set(spec) <= {"scaleTargetRef", "minReplicaCount", "maxReplicaCount",
+                         "pollingInterval", "cooldownPeriod", "triggers"}  # fmt: skip
+    assert spec["scaleTargetRef"] == {"name": worker}
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "redis"
+    metadata = trigger["metadata"]
+    assert metadata["listName"] == "celery"  # Celery's default queue on Redis
+    assert int(metadata["listLength"]) > 0 and all(isinstance(v, str) for v in metadata.values())
+    (service,) = (d for d in load(K8S / "redis.yaml") if d["kind"] == "Service")
+    host, port = metadata["address"].rsplit(":", 1)
+    assert host.startswith(service["metadata"]["name"] + ".") and int(port) == 6379
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    hpa = one(K8S / "worker-hpa.yaml")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == worker
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
