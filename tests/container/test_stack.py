@@ -6,8 +6,7 @@ image's contract) and the job worker; ``mongo`` sits behind a profile and is not
 (no MongoDB on this machine). Only variables the file reads are set: the image tags, the
 published address (loopback, a free port), the secret.
 
-The job worker (issue 14) is being written on another branch: while the image has no
-``cutout worker``, the job test is an expected failure (xfail), never a pass.
+The job worker (issue 14) must be in the image: without ``cutout worker`` the stack fails.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from tests.container.podman import ROOT, SECRET, podman
 from tests.container.test_image import browser, records, upload
 from tests.helpers import free_port
 
-NO_WORKER = "job worker not merged yet"
+NO_WORKER = "the image has no `cutout worker` command (issue 14): the job worker must be in it"
 
 
 def machine_conf(tmp: Path) -> Path:
@@ -94,7 +93,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def worker(images: dict[str, str]) -> bool:
-    return has_worker(images["app"])
+    assert has_worker(images["app"]), NO_WORKER
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +149,6 @@ def test_uploads_survive_a_stop_and_restart_of_the_stack(stack: Stack, photos: P
 def test_a_job_submitted_to_the_web_is_finished_by_the_worker(
     stack: Stack, worker: bool, photos: Photos
 ) -> None:
-    if not worker:
-        pytest.xfail(NO_WORKER)
     key = podman("exec", stack.container("app"), "cutout", "keys", "create", "compose-job")
     secret = key.splitlines()[-1]
     photo = photos.named("coffee")

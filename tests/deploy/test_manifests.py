@@ -548,7 +548,9 @@ def test_workers_scale_on_the_celery_list_or_on_cpu_without_keda() -> None:
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "redis"
     metadata = trigger["metadata"]
-    assert metadata["listName"] == "celery"  # Celery's default queue on Redis
+    from cutout.jobs.broker import QUEUE
+
+    assert metadata["listName"] == QUEUE  # the Redis list the job items wait on
     assert int(metadata["listLength"]) > 0 and all(isinstance(v, str) for v in metadata.values())
     (service,) = (d for d in load(K8S / "redis.yaml") if d["kind"] == "Service")
     host, port = metadata["address"].rsplit(":", 1)
