@@ -16,7 +16,6 @@ from PIL import Image
 from cutout.engine.fused import FusedEngine
 from cutout.engine.modes import SKIP_BELOW, TTA_FROM, modnet_bound, modnet_cannot_matter
 from cutout.imaging.decode import Limits, Photo, load_image
-from cutout.imaging.fuse import fuse
 from cutout.pipeline import full_alpha, model_input
 from cutout.quality import Score, mean_score, score
 from tests.conftest import Evaluated, Sample
@@ -116,13 +115,14 @@ def test_skip_bound_holds_on_real_photos(best: Best) -> None:
         assert bound > 10 * SKIP_BELOW, (name, bound)
 
 
-def test_skip_where_modnet_cannot_matter(real_engine: FusedEngine) -> None:
-    """A photo with no subject: ISNet finds nothing, so MODNet is skipped, and running it
-    anyway changes the refined result by less than SKIP_BELOW."""
+def test_the_skip_bound_is_safe_but_not_used_yet(real_engine: FusedEngine) -> None:
+    """A photo with no subject: the bound proves MODNet cannot matter (running it changes the
+    refined result by less than SKIP_BELOW), but balanced still runs it: skipping raised the
+    memory of large removals beyond the budget (see FusedEngine.parts). ``fast`` skips it."""
     photo = Photo(rgb=Image.new("RGB", (640, 480), (200, 200, 200)), alpha=None, format="PNG")
     image = model_input(photo)
     parts = real_engine.parts(image)
-    assert not parts.modnet and modnet_cannot_matter(parts.main)
-    soft = real_engine.secondary.predict_mask(image)
-    assert _refined_mae(photo, fuse(parts.main, soft), parts.main) < SKIP_BELOW
+    assert parts.modnet and modnet_cannot_matter(parts.main)
+    alone = real_engine.primary.predict_mask(image)
+    assert _refined_mae(photo, parts.fused, alone) < SKIP_BELOW
     assert real_engine.with_quality("fast").parts(image).modnet is False

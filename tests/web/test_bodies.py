@@ -15,6 +15,13 @@ from cutout.web import bodies
 from tests.web.conftest import Actions
 
 MB = 1024 * 1024
+
+
+def a_job(settings: Settings) -> int:
+    """A batch job's photos (files or a zip), up to the job size limit."""
+    return settings.job_max_bytes + bodies.FORM_OVERHEAD
+
+
 #: The endpoints that take more than a small body, and why. A new one must be added here on
 #: purpose: the default for everything else is bodies.SMALL.
 LARGE = {
@@ -24,6 +31,8 @@ LARGE = {
     "removebg.removebg": bodies.two_uploads,  # a photo and a background, maybe base64
     "removebg.improve": bodies.base64_upload,
     "api.create_image": bodies.base64_upload,
+    "page_jobs.create_job": a_job,
+    "api.create_job": a_job,
 }
 SMALLER = {"web.update": 4 * bodies.KIB}
 
