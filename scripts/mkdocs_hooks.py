@@ -82,6 +82,7 @@ def openapi_document() -> dict[str, Any]:
     if _document is None:
         from cutout.app import create_app
         from cutout.config import Settings
+        from cutout.extensions import close_app
 
         with tempfile.TemporaryDirectory() as data:
             settings = Settings.from_env(
@@ -89,7 +90,7 @@ def openapi_document() -> dict[str, Any]:
             )
             app = create_app(settings.replace(sweep_interval=0.0), engine=_NoEngine())
             _document = app.test_client().get("/api/v1/openapi.json").get_json()
-            app.extensions["cutout.store"].close()
+            close_app(app)  # its first request started the job threads: stop them first
     return _document
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
 if TYPE_CHECKING:
@@ -69,3 +69,13 @@ def jobs() -> Jobs:
     """The running app's batch-job system (:mod:`cutout.jobs`)."""
     value: Jobs = current_app.extensions[JOBS]
     return value
+
+
+def close_app(app: Flask) -> None:
+    """Stop the app's background threads (the job system's, started by its first request) and
+    then close its store. For code that builds an app for a moment (the docs' OpenAPI, tests)
+    and removes its data folder afterwards: a thread still running would write into it."""
+    jobs_system: Jobs | None = app.extensions.get(JOBS)
+    if jobs_system is not None:
+        jobs_system.close()
+    app.extensions[STORE].close()

@@ -13,6 +13,7 @@ from cutout.apikeys import KeyService
 from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
+from cutout.extensions import close_app
 from tests.web.conftest import photo, shared_engine
 
 __all__ = ["photo", "shared_engine"]
@@ -27,7 +28,7 @@ def api_settings(settings: Settings) -> Settings:
 def app(api_settings: Settings, shared_engine: Engine) -> Iterator[Flask]:
     app = create_app(api_settings, engine=shared_engine)
     yield app
-    app.extensions["cutout.store"].close()
+    close_app(app)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from cutout.extensions import close_app
 from tests.api.conftest import Key, MakeKey
 
 pytestmark = pytest.mark.model
@@ -307,4 +308,4 @@ def test_production_makes_no_keys_from_the_page_unless_told(
             assert (made.status_code == 201) is allowed
             assert ('id="key-form"' in page) is allowed
         finally:
-            app.extensions["cutout.store"].close()
+            close_app(app)

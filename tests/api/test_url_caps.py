@@ -13,6 +13,7 @@ from flask import Flask
 from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
+from cutout.extensions import close_app
 from tests.api.conftest import Key
 from tests.test_urlfetch import SilentServer
 
@@ -22,7 +23,7 @@ def capped(api_settings: Settings, shared_engine: Engine) -> Iterator[Flask]:
     settings = api_settings.replace(url_timeout=2.0, url_downloads=2, url_downloads_per_client=1)
     app = create_app(settings, engine=shared_engine)
     yield app
-    app.extensions["cutout.store"].close()
+    close_app(app)
 
 
 def make(app: Flask, user: str) -> Key:

@@ -24,6 +24,7 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine
 from cutout.engine.local import LocalEngine
+from cutout.extensions import close_app
 from tests.fuzz.conftest import MODEL_CASES, kept_if_failing, tally
 from tests.fuzz.mutate import Seed, mutated
 
@@ -91,7 +92,7 @@ def session(
     engine = BoundedEngine(real_engine, slots=1, max_waiting=4, timeout=60)
     app = create_app(settings_, engine=engine)
     yield Session(app.test_client(), data_dir)
-    app.extensions["cutout.store"].close()
+    close_app(app)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.fused import FusedEngine
+from cutout.extensions import close_app
 from tests.conftest import Photos
 
 
@@ -38,7 +39,7 @@ def shared_engine(real_engine: FusedEngine) -> Engine:
 def app(web_settings: Settings, shared_engine: Engine) -> Iterator[Flask]:
     app = create_app(web_settings, engine=shared_engine)
     yield app
-    app.extensions["cutout.store"].close()
+    close_app(app)
 
 
 @pytest.fixture

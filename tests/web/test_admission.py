@@ -19,6 +19,7 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Admission, Engine
 from cutout.errors import EngineBusy, ImageTooLarge
+from cutout.extensions import close_app
 from cutout.memory import BYTES_PER_PIXEL, FIXED_BYTES, MB, estimate, largest_pixels
 from tests.helpers import encode
 from tests.web.conftest import Actions
@@ -139,7 +140,7 @@ def budget_app(web_settings: Settings, shared_engine: Engine) -> Iterator[Flask]
     settings = web_settings.replace(memory_budget_mb=400.0, max_concurrent=2, user_limit=10)
     app = create_app(settings, engine=GatedEngine(shared_engine))
     yield app
-    app.extensions["cutout.store"].close()
+    close_app(app)
 
 
 def test_an_image_that_can_never_fit_is_a_clear_413(

@@ -20,6 +20,7 @@ from PIL import Image
 
 from cutout.config import Settings
 from cutout.engine.base import Admission
+from cutout.extensions import close_app
 from cutout.imaging.decode import Limits, load_reduced
 from cutout.memory import MB, decode_cost, estimate, output_cost
 from tests.helpers import encode, synthetic_photo
@@ -62,7 +63,7 @@ def api_app(settings: Settings, shared_engine: object) -> Iterator[Flask]:
 
     app = create_app(settings, engine=shared_engine)  # type: ignore[arg-type]
     yield app
-    app.extensions["cutout.store"].close()
+    close_app(app)
 
 
 def test_removebg_reserves_the_background_picture_with_the_removal(
@@ -108,7 +109,7 @@ def test_a_background_picture_that_cannot_fit_is_refused_before_decoding(
             headers={"X-Api-Key": secret},
         )
     finally:
-        app.extensions["cutout.store"].close()
+        close_app(app)
 
     assert response.status_code == 400
     error = response.get_json()["errors"][0]

@@ -18,6 +18,7 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
 from cutout.errors import EngineBusy, EngineError
+from cutout.extensions import close_app
 from cutout.imaging.confidence import REVIEW_BELOW
 from cutout.storage.base import NewImage, NewRecord
 from tests.helpers import encode, synthetic_photo
@@ -87,7 +88,7 @@ def test_footer_says_where_photos_go(web_settings: Settings, shared_engine: Engi
         try:
             assert text in page_of(app)
         finally:
-            app.extensions["cutout.store"].close()
+            close_app(app)
 
 
 def page_of(app: Flask) -> str:

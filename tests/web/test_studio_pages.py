@@ -19,6 +19,7 @@ from werkzeug.test import TestResponse
 from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
+from cutout.extensions import close_app
 from cutout.imaging.compose import OutputOptions
 from cutout.storage import NewImage, NewRecord
 from tests.conftest import Photos
@@ -36,7 +37,7 @@ def url_app(web_settings: Settings, shared_engine: Engine) -> Iterator[Flask]:
     settings = web_settings.replace(url_allowed_networks="127.0.0.1/32")
     app = create_app(settings, engine=shared_engine)
     yield app
-    app.extensions["cutout.store"].close()
+    close_app(app)
 
 
 @pytest.fixture

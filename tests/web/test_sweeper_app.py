@@ -8,6 +8,7 @@ import time
 from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
+from cutout.extensions import close_app
 
 
 def sweepers() -> list[threading.Thread]:
@@ -34,4 +35,4 @@ def test_no_periodic_sweep_when_turned_off(settings: Settings, shared_engine: En
     before = len(sweepers())
     app = create_app(settings.replace(sweep_interval=0.0), engine=shared_engine)
     assert len(sweepers()) == before
-    app.extensions["cutout.store"].close()
+    close_app(app)

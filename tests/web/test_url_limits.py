@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
+from cutout.extensions import close_app
 from tests.web.conftest import Actions
 
 
@@ -33,4 +34,4 @@ def test_from_url_is_rate_limited_per_address(
         "/from-url", json={"url": "http://127.0.0.1:1/x.png"}, headers={"X-CSRFToken": other_token}
     )
     assert response.status_code == 429
-    app.extensions["cutout.store"].close()
+    close_app(app)

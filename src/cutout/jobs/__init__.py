@@ -19,7 +19,7 @@ from typing import Any
 from cutout import metrics
 from cutout.apikeys import KeyService
 from cutout.config import Settings
-from cutout.jobs.engine import EmbeddedQueue, Reaper
+from cutout.jobs.engine import JOIN_SECONDS, EmbeddedQueue, Reaper
 from cutout.jobs.runner import ItemRunner, Outcome
 from cutout.jobs.service import Dispatcher, JobService
 from cutout.jobs.webhook import deliver_in_background
@@ -54,7 +54,11 @@ class Jobs:
                 self._started = True
 
     def close(self) -> None:
-        for stop in self.stops:
+        """Stop the threads :meth:`start` started and wait for them (briefly: an item that is
+        running goes on in its daemon thread; its lease lets another process take it)."""
+        with self._lock:
+            stops, self.stops = self.stops, []
+        for stop in stops:
             stop()
 
 
@@ -179,5 +183,11 @@ def _gauges(jobs: Jobs, interval: float = 10.0) -> Callable[[], None]:
             if stop.wait(interval):
                 return
 
-    threading.Thread(target=refresh, name="job-gauges", daemon=True).start()
-    return stop.set
+    thread = threading.Thread(target=refresh, name="job-gauges", daemon=True)
+    thread.start()
+
+    def stopper() -> None:
+        stop.set()
+        thread.join(JOIN_SECONDS)
+
+    return stopper

@@ -16,6 +16,8 @@ from cutout.jobs.service import Dispatcher
 from cutout.storage.jobs import JobStore
 
 log = logging.getLogger(__name__)
+#: How long stopping waits for a thread: enough for a store query, not for a whole removal.
+JOIN_SECONDS = 5.0
 
 
 class EmbeddedQueue:
@@ -69,6 +71,9 @@ class EmbeddedQueue:
             timer.cancel()
         for _ in self._threads:
             self._queue.put(None)
+        for thread in self._threads:  # an item in flight may outlast this: its lease covers it
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(JOIN_SECONDS)
 
 
 class Reaper:
@@ -99,6 +104,8 @@ class Reaper:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(JOIN_SECONDS)
 
     def _loop(self) -> None:
         while True:
