@@ -53,6 +53,7 @@ class StubJobs:
     results: dict[str, bytes] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)
     posts: int = 0
+    forms: list[dict[str, str]] = field(default_factory=list)  # each job's option fields
     hold: bool = False
     fail_next_gets: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -73,6 +74,13 @@ class StubJobs:
             for p in message.iter_parts()
             if p.get_param("name", header="content-disposition") == "images"
         ]
+        self.forms.append(
+            {
+                str(p.get_param("name", header="content-disposition")): str(p.get_content())
+                for p in message.iter_parts()
+                if p.get_filename() is None
+            }
+        )
         job_id = f"job{len(self.jobs) + 1}"
         self.jobs[job_id] = [
             Item(i, str(p.get_filename()), bytes(p.get_payload(decode=True)))
@@ -199,6 +207,23 @@ def test_the_key_comes_from_the_option_or_the_environment_and_a_wrong_one_is_a_s
     assert local_only.exit_code == EXIT_USAGE and "--model cannot be used with --server" in (
         local_only.output
     )
+    posts = stub.posts
+    for number in (["--quality", "80"], ["--output-quality", "80"]):
+        refused = CliRunner().invoke(main, [*argv, "--key", KEY, *number])
+        assert refused.exit_code == EXIT_USAGE and "cannot be used with --server" in (
+            refused.output
+        ), refused.output
+    assert stub.posts == posts  # refused before anything was sent
+
+
+def test_the_quality_mode_goes_with_the_job(stub: StubJobs, folder: Path, tmp_path: Path) -> None:
+    argv = ["remove", str(folder / "photo1.jpg"), "--server", stub.server.url, "--key", KEY]
+    plain = CliRunner().invoke(main, [*argv, "-o", str(tmp_path / "one.png")])
+    best = CliRunner().invoke(main, [*argv, "-o", str(tmp_path / "two.png"), "--quality", "best"])
+    assert plain.exit_code == best.exit_code == 0, (plain.output, best.output)
+    assert "quality" not in stub.forms[0]  # the server's default; earlier runs' keys unchanged
+    assert stub.forms[1]["quality"] == "best" and stub.forms[1]["format"] == "png"
+    assert len(stub.jobs) == 2  # another mode is another job (its own idempotency key)
 
 
 def test_a_busy_server_is_waited_for(stub: StubJobs, folder: Path, tmp_path: Path) -> None:

@@ -239,13 +239,14 @@ def remove(
         jobs_list = plan_jobs(inputs, output, fmt)
     except InvalidInput as exc:  # the arguments cannot work: a usage error
         raise click.UsageError(str(exc)) from None
+    numeric_quality = isinstance(quality_mode, int)
     if isinstance(quality_mode, int):  # `--quality 80`: the JPEG/WebP quality, as before
         output_quality, quality_mode = quality_mode, None
     report = _Report(as_json, min_confidence)
     if server is not None:
         from cutout.jobclient import JobClient, RemoteOptions
 
-        _local_only(ctx)
+        _local_only(ctx, numeric_quality)
         if not key:
             raise click.UsageError("--server needs an API key: give --key or set CUTOUT_API_KEY.")
         remote = RemoteOptions(
@@ -254,6 +255,7 @@ def remove(
             crop=crop,
             margin=margin,
             mask_only=mask_only,
+            quality=quality_mode,
         )
         failures = _with_progress(
             jobs_list,
@@ -303,17 +305,20 @@ def remove(
     _conclude(jobs_list, failures, quiet=quiet, as_json=as_json, report=report)
 
 
-#: What --server does not take: the server's own settings decide these.
-LOCAL_ONLY = ("engine", "model", "runtime", "precision", "refine_edges", "quality", "jobs")
+#: What --server does not take: the server's own settings decide these. (``--quality`` with a
+#: mode name goes to the server with the job; a number is the JPEG/WebP quality, the server's.)
+LOCAL_ONLY = ("engine", "model", "runtime", "precision", "refine_edges", "output_quality", "jobs")
 
 
-def _local_only(ctx: click.Context) -> None:
+def _local_only(ctx: click.Context, numeric_quality: bool) -> None:
     """Refuse options that only mean something when the work is done here."""
     given = [
         "--" + name.replace("_", "-")
         for name in LOCAL_ONLY
         if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
     ]
+    if numeric_quality:
+        given.append("--quality with a number (the JPEG/WebP quality)")
     if given:
         raise click.UsageError(
             f"{', '.join(given)} cannot be used with --server: the server's settings decide."

@@ -63,6 +63,7 @@ class RemoteOptions:
     crop: bool = False
     margin: int = 0
     mask_only: bool = False
+    quality: str | None = None  # fast, balanced, best; None: the server's default
 
     def fields(self) -> list[tuple[str, str]]:
         """The options as form fields, in a fixed order (they are part of the job's key)."""
@@ -70,6 +71,8 @@ class RemoteOptions:
                  ("margin", str(self.margin)), ("mask_only", _flag(self.mask_only))]  # fmt: skip
         if self.background is not None:
             found.append(("background", self.background))
+        if self.quality is not None:  # only when given: keys of earlier runs stay the same
+            found.append(("quality", self.quality))
         return found
 
 

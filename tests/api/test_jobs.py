@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 
 from cutout.config import Settings
 from cutout.engine.base import Engine
+from cutout.extensions import close_app
 from tests.api.conftest import Key, MakeKey
 from tests.conftest import Photos
 from tests.jobs.conftest import small_photos
@@ -135,6 +136,24 @@ def test_the_same_photo_is_computed_once_per_user_never_across_users(
     assert store.count("bob") == 1
 
 
+def test_a_job_runs_in_the_quality_mode_it_asks_for(
+    client: FlaskClient, make_key: MakeKey, photos: Photos
+) -> None:
+    key = make_key(credits=5)
+    files = small_photos(photos, 1)
+    refused = _post(client, key, files, quality="turbo")
+    assert refused.status_code == 400 and "quality" in refused.json["message"], refused.json
+    assert _json(client.get("/api/v1/jobs", headers=key.headers))["items"] == []
+    fast = _done(client, key, _post(client, key, files, quality="fast").json["id"])
+    plain = _done(client, key, _post(client, key, files).json["id"])  # the server's default
+    models = [
+        _json(client.get(f"/api/v1/images/{job['items'][0]['image_id']}", headers=key.headers))
+        for job in (fast, plain)
+    ]
+    # Another mode is other options: the same photo is computed again, not deduplicated.
+    assert [m["model"] for m in models] == ["isnet", "isnet+modnet"], models
+
+
 def test_cancel_stops_the_items_not_started(
     client: FlaskClient, make_key: MakeKey, photos: Photos, app: Flask
 ) -> None:
@@ -163,7 +182,7 @@ def test_jobs_over_the_limits_are_refused_with_413_and_keep_nothing(
     assert too_big.status_code == 413 and "too large" in too_big.json["message"]
     inputs = Path(api_settings.data_dir) / "job_inputs"
     assert not inputs.exists() or list(inputs.iterdir()) == []
-    app.extensions["cutout.store"].close()
+    close_app(app)
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -252,4 +271,4 @@ def test_a_job_on_the_mongodb_store(
     assert store.count("user-m") == 1
     assert app.extensions["cutout.keys"].store.get_key(made.id).credits_used == 1
     assert mongo.get_default_database()["job_inputs.files"].count_documents({}) == 0
-    app.extensions["cutout.store"].close()
+    close_app(app)

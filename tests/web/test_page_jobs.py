@@ -20,10 +20,11 @@ from tests.web.conftest import Actions
 pytestmark = pytest.mark.model
 
 
-def send_job(actions: Actions, photos: list[tuple[str, bytes]], token: str | None) -> Any:
-    form = MultiDict(
-        [("images", FileStorage(io.BytesIO(data), filename=name)) for name, data in photos]
-    )
+def send_job(
+    actions: Actions, photos: list[tuple[str, bytes]], token: str | None, **fields: str
+) -> Any:
+    form: MultiDict[str, Any] = MultiDict(list(fields.items()))
+    form.update([("images", FileStorage(io.BytesIO(data), filename=name)) for name, data in photos])
     boundary, body = encode_multipart(form)
     headers = {"Accept": "application/json"}
     if token is not None:
@@ -79,3 +80,15 @@ def test_a_page_job_fills_the_history_up_to_the_limit_and_is_the_users_own(
     assert {r["_id"] for r in records} == {i["image_id"] for i in job["items"] if i["image_id"]}
     stranger = app.test_client()
     assert stranger.get(f"/jobs/{job['id']}").status_code == 404
+
+
+def test_a_page_job_runs_in_the_mode_chosen_on_the_page(actions: Actions, photo: Path) -> None:
+    photos = [("cup.jpg", photo.read_bytes())]
+    refused = send_job(actions, photos, actions.token(), quality="turbo")
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_quality"
+    assert actions.records() == []  # refused before anything was stored
+    created = send_job(actions, photos, actions.token(), quality="fast")
+    assert created.status_code == 202, created.get_json()
+    wait_done(actions, created.get_json()["id"])
+    (record,) = actions.records()
+    assert record["model"] == "isnet"  # fast: ISNet alone (balanced adds MODNet)

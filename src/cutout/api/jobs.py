@@ -31,7 +31,7 @@ from cutout.storage.keys import StoredResponse
 from cutout.web.bodies import FORM_OVERHEAD, body_limit
 
 JOB_NOT_FOUND = Doc("No such job, or it is not this key's user's.", models.ErrorBody)
-OPTION_FIELDS = ("format", "background", "crop", "margin", "mask_only")
+OPTION_FIELDS = ("format", "background", "crop", "margin", "mask_only", "quality")
 
 
 def init_app(app: Flask) -> None:
@@ -154,6 +154,8 @@ def _fingerprint(fields: dict[str, Any], files: list[tuple[str, IO[bytes]]]) -> 
 
 def _submit(user_id: str, key_id: str, fields: dict[str, Any], sources: Iterator[Source]) -> Job:
     options = {name: fields.get(name) for name in OPTION_FIELDS}
+    if options["quality"] is None:  # the server's default: stored as jobs were before modes
+        del options["quality"]
     webhook = fields.get("webhook_url") or None
     if webhook and not webhook.lower().startswith(("http://", "https://")):
         raise InvalidInput("webhook_url must start with http:// or https://.")

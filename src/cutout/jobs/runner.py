@@ -153,6 +153,7 @@ class ItemRunner:
             _record_name(item.name),
             data,
             output=output_options(job.options, self.png_compression),
+            quality=job.options.get("quality"),  # None (older jobs too): the engine's default
             record_id=item.record_id,
         )
         return record.id

@@ -19,12 +19,14 @@ from flask.typing import ResponseReturnValue
 from cutout.extensions import jobs
 from cutout.jobs import job_json
 from cutout.jobs.service import Upload
+from cutout.service import clean_quality
 from cutout.storage.jobs import Job, JobItem
 from cutout.web.bodies import FORM_OVERHEAD, body_limit
 from cutout.web.identity import current_user
 
 bp = Blueprint("page_jobs", __name__)
-#: The page's output: what a single upload from the page makes (a full-size PNG cut-out).
+#: The page's output: what a single upload from the page makes (a full-size PNG cut-out), in
+#: the quality mode chosen on the page (the form's ``quality``).
 PAGE_OPTIONS: dict[str, Any] = {
     "format": "png",
     "background": None,
@@ -39,7 +41,11 @@ PAGE_OPTIONS: dict[str, Any] = {
 def create_job() -> ResponseReturnValue:
     """Store the dropped photos as one job of the page's user; the queue follows it."""
     service = jobs().service
-    job = service.submit(current_user(), None, _uploads(), dict(PAGE_OPTIONS))
+    options = dict(PAGE_OPTIONS)
+    quality = clean_quality(request.form.get("quality"))
+    if quality is not None:  # else the server's default, stored as jobs were before modes
+        options["quality"] = quality
+    job = service.submit(current_user(), None, _uploads(), options)
     response = jsonify(_page_json(job, []))
     response.status_code = 202
     return response

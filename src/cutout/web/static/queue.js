@@ -158,6 +158,7 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
     const members = files.map((file) => enqueue({ file, label: file.name, inJob: true }));
     members.forEach((item) => { item.el.querySelector(".queue-state").textContent = "Uploading…"; });
     const body = new FormData();
+    body.append("quality", document.getElementById("quality")?.value || "");  // the page's mode
     files.forEach((file) => body.append("images", file, file.name));
     let job;
     try {
