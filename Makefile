@@ -1,5 +1,9 @@
 # The two commands a newcomer needs are `make run` and `make test`; both set up everything.
 SHELL := /bin/bash
+# Python in UTF-8 mode whatever the machine's locale: the tests decode their children's output
+# (and read the docs' Markdown) as text, and an ASCII locale (LC_ALL=C with UTF-8 mode off, or a
+# library resetting LC_CTYPE) made them fail on the first non-ASCII byte.
+export PYTHONUTF8 := 1
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
