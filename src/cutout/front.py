@@ -32,6 +32,7 @@ import contextlib
 import errno
 import json
 import selectors
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,6 +52,12 @@ MAX_CHUNK_LINE = 4096
 STOP_LINGER = 2.0  # seconds a stopping worker waits for an idle connection's first byte
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SCAN_INTERVAL = 0.5  # seconds between two looks at the deadlines
+#: After a refusal (408, 413, 431, 503) sent while the client may still be sending: how long
+#: and how much of its input is read and discarded before the socket closes. Closing with
+#: unread input makes the kernel answer with a reset, which can destroy the refusal before the
+#: client reads it (RFC 9112, section 9.6, "tear-down"); a short drain lets it arrive.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 64 << 20  # read and dropped, never kept: the cost is the client's bandwidth
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,8 @@ class BufferedConn(TConn):  # type: ignore[misc]  # gunicorn has no type hints
         self.leftover = b""  # pipelined bytes past the request handed over
         self.reserved = 0  # bytes of the process's buffer budget held by its request
         self.close_after = False  # handed over without its body: no keep-alive after
+        #: The worker's non-blocking lingering close, for gunicorn's ``close(graceful=True)``.
+        self.linger: Callable[[BufferedConn], None] | None = None
 
     def init(self) -> None:
         fresh = not self.initialized
@@ -198,8 +207,15 @@ class BufferedConn(TConn):  # type: ignore[misc]  # gunicorn has no type hints
             self.parser.unreader.sock = self.source
 
     def close(self, graceful: bool = False) -> None:
+        """Close; *graceful* (gunicorn's after a response with ``Connection: close``) lingers
+        on the worker's poller. gunicorn's own graceful close drains in the loop's thread for
+        up to 2 s: ten clients that asked for ``Connection: close`` and then neither read nor
+        closed stalled every other connection for 16 s (measured)."""
         self.source.close()
-        super().close(graceful)
+        if graceful and self.linger is not None:
+            self.linger(self)
+            return
+        super().close(False)
 
 
 @dataclass(frozen=True)
@@ -252,6 +268,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             spool_bytes=settings.client_spool_kb * 1024,
         )
         self.incoming: dict[BufferedConn, Incoming] = {}
+        self.lingering: dict[BufferedConn, float] = {}  # refused, draining: the deadline
         self.buffered = 0
         self.next_scan = 0.0
         self.body_limit: Callable[[str, str], int] = lambda method, path: self.limits.buffer_bytes
@@ -278,6 +295,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             return
         self.nr_conns += 1
         conn = BufferedConn(self.cfg, sock, address, listener.getsockname())
+        conn.linger = self._linger
         if self.cfg.is_ssl:  # encrypted bytes: gunicorn's own way (see the module's notes)
             sock.setblocking(True)
             self.enqueue_req(conn)
@@ -436,9 +454,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         from cutout.metrics import UNREAD
 
         UNREAD.labels(code).inc()
-        self._drop(state)
+        self._drop(state, linger=True)
 
-    def _drop(self, state: Incoming) -> None:
+    def _drop(self, state: Incoming, *, linger: bool = False) -> None:
         conn = state.conn
         if self.incoming.pop(conn, None) is not None:
             with contextlib.suppress(KeyError, ValueError, OSError):
@@ -447,7 +465,40 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             state.spool.close()
         self._release(conn)
         self.nr_conns -= 1
-        conn.close()
+        if linger:
+            self._linger(conn)
+        else:
+            conn.close()
+
+    def _linger(self, conn: BufferedConn) -> None:
+        """Half-close after a refusal, then drain the client's input for a moment (see
+        ``LINGER_SECONDS``): the refusal is followed by a FIN, not a reset."""
+        conn.linger = None  # from here on, closing closes
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain, conn, [0]))
+        except (OSError, ValueError, KeyError):
+            conn.close()
+            return
+        self.lingering[conn] = time.monotonic() + LINGER_SECONDS
+
+    def _drain(self, conn: BufferedConn, taken: list[int], _sock: Any) -> None:
+        try:
+            piece = conn.sock.recv(64 * 1024)
+        except BlockingIOError:
+            return
+        except OSError:
+            piece = b""
+        taken[0] += len(piece)
+        if not piece or taken[0] > LINGER_BYTES:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: BufferedConn) -> None:
+        if self.lingering.pop(conn, None) is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+            conn.close()
 
     # -- after the thread: release, keep-alive, pipelining ---------------------------------
 
@@ -475,6 +526,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         if now < self.next_scan:
             return
         self.next_scan = now + SCAN_INTERVAL
+        for conn, until in list(self.lingering.items()):
+            if until <= now:
+                self._end_linger(conn)
         for state in list(self.incoming.values()):
             if not self.alive and state.idle:  # stopping: no new requests, as keep-alive
                 state.deadline = min(state.deadline, now + STOP_LINGER)

@@ -75,6 +75,43 @@ def test_fifty_slow_headers_and_fifty_slow_bodies_leave_health_fast(server: Live
         assert answer(body_sock).startswith(b"HTTP/1.1 408")
 
 
+def test_a_refused_body_gets_its_answer_while_the_client_keeps_sending(
+    server: LiveServer,
+) -> None:
+    """The 413 comes from the headers, before the body is read. Closing then, with the
+    client's bytes unread, reset the connection: the client's upload broke with EPIPE, and a
+    reset can destroy the 413 before it is read. The server now half-closes and drains."""
+    for attempt in range(3):
+        sock = connect(server)
+        sock.sendall(
+            b"PUT /update/abc HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 52428800\r\n\r\n"
+        )
+        for _ in range(128):  # 8 MB at loopback speed, as an uploading client would
+            sock.sendall(b"x" * 65536)  # EPIPE / ECONNRESET here was the fault
+        assert answer(sock).startswith(b"HTTP/1.1 413"), attempt
+        sock.close()
+
+
+def test_clients_that_ask_to_close_and_then_hang_do_not_stall_the_others(
+    server: LiveServer,
+) -> None:
+    """gunicorn closes after a ``Connection: close`` response by draining the socket in the
+    event loop's own thread, for up to 2 s: ten clients that asked for it and then neither
+    read nor closed held every other connection for 16 s. The drain is on the poller now."""
+    hanging = []
+    for _ in range(10):
+        sock = connect(server)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        hanging.append(sock)  # never read, never closed
+    time.sleep(0.2)
+    took = health_latencies(server.url, 20)
+    print(f"/health with 10 hanging Connection: close clients: max {max(took) * 1000:.1f} ms")
+    assert max(took) < 0.5, took
+    for sock in hanging:
+        sock.close()
+
+
 def test_plain_gthread_is_starved_by_the_same_clients(tmp_path: Path) -> None:
     """The control: without the buffering worker, twenty slow headers hold every thread."""
     env = {"GUNICORN_CMD_ARGS": "--worker-class gthread", "CUTOUT_LOG_LEVEL": "INFO"}
