@@ -304,11 +304,14 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_resume(
         argv, env={**os.environ, "CUTOUT_API_KEY": KEY}, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not stub.jobs and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert client.stderr is not None
+    announced = ""  # interrupt once the client knows its job (it says so), not before
+    while "Job job1 on" not in announced:
+        line = client.stderr.readline()
+        assert line, f"the client ended first: {announced}"
+        announced += line
     client.send_signal(signal.SIGINT)
-    _, stderr = client.communicate(timeout=30)
+    _, stderr = client.communicate(timeout=60)
     assert client.returncode == 130
     assert "Interrupted: job job1 goes on on the server. Run the same command again" in stderr
 
