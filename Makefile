@@ -52,8 +52,10 @@ redis:
 		else echo "note: no redis-server; the job tests will skip (fail under CI)"; fi; }
 
 # podman and what it needs to build and run the image here (issue 15); installed when missing
-# and we may (root + apt). Without podman the container tests skip (fail under CI).
-CONTAINER_TOOLS := podman buildah runc mmdebstrap podman-compose
+# and we may (root + apt). Without podman the container tests skip (fail under CI). iptables:
+# podman 4.3's network backend (netavark) publishes ports with it and fails without it
+# ("netavark: No such file or directory"); a minimal Debian lacks it.
+CONTAINER_TOOLS := podman buildah runc mmdebstrap podman-compose iptables
 container-setup:
 	@missing=$$(for t in $(CONTAINER_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
 	if [ -n "$$missing" ]; then \
