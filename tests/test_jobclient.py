@@ -300,10 +300,16 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_resume(
     stub.hold = True  # nothing finishes: the client is waiting when it is interrupted
     argv = [sys.executable, "-m", "cutout", "remove", str(folder), "-o", str(tmp_path / "out"),
             "--server", stub.server.url]  # fmt: skip
-    client = subprocess.Popen(
-        argv, env={**os.environ, "CUTOUT_API_KEY": KEY}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # A child inherits an *ignored* SIGINT (a Python handler is reset at exec, SIG_IGN is not),
+    # and an earlier test in the same run can leave it ignored: start it with Ctrl+C live.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        client = subprocess.Popen(
+            argv, env={**os.environ, "CUTOUT_API_KEY": KEY}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert client.stderr is not None
     announced = ""  # interrupt once the client knows its job (it says so), not before
     while "Job job1 on" not in announced:
