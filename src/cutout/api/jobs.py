@@ -154,8 +154,6 @@ def _fingerprint(fields: dict[str, Any], files: list[tuple[str, IO[bytes]]]) -> 
 
 def _submit(user_id: str, key_id: str, fields: dict[str, Any], sources: Iterator[Source]) -> Job:
     options = {name: fields.get(name) for name in OPTION_FIELDS}
-    if options["quality"] is None:  # the server's default: stored as jobs were before modes
-        del options["quality"]
     webhook = fields.get("webhook_url") or None
     if webhook and not webhook.lower().startswith(("http://", "https://")):
         raise InvalidInput("webhook_url must start with http:// or https://.")

@@ -19,7 +19,7 @@ from typing import Any
 from cutout import metrics
 from cutout.apikeys import KeyService
 from cutout.config import Settings
-from cutout.jobs.engine import JOIN_SECONDS, EmbeddedQueue, Reaper
+from cutout.jobs.engine import EmbeddedQueue, Reaper, join_briefly
 from cutout.jobs.runner import ItemRunner, Outcome
 from cutout.jobs.service import Dispatcher, JobService
 from cutout.jobs.webhook import deliver_in_background
@@ -188,6 +188,6 @@ def _gauges(jobs: Jobs, interval: float = 10.0) -> Callable[[], None]:
 
     def stopper() -> None:
         stop.set()
-        thread.join(JOIN_SECONDS)
+        join_briefly(thread)
 
     return stopper

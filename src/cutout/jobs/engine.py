@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 JOIN_SECONDS = 5.0
 
 
+def join_briefly(thread: threading.Thread) -> None:
+    """Wait up to JOIN_SECONDS for a stopping *thread* (not when it is the caller itself)."""
+    if thread.is_alive() and thread is not threading.current_thread():
+        thread.join(JOIN_SECONDS)
+
+
 class EmbeddedQueue:
     """A :class:`Dispatcher` whose items run on *concurrency* threads of this process.
 
@@ -72,8 +78,7 @@ class EmbeddedQueue:
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:  # an item in flight may outlast this: its lease covers it
-            if thread.is_alive() and thread is not threading.current_thread():
-                thread.join(JOIN_SECONDS)
+            join_briefly(thread)
 
 
 class Reaper:
@@ -104,8 +109,7 @@ class Reaper:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(JOIN_SECONDS)
+        join_briefly(self._thread)
 
     def _loop(self) -> None:
         while True:

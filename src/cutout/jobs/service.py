@@ -50,6 +50,12 @@ class Url:
 Source = Upload | Url
 
 
+def stored_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options as a job keeps them: a ``quality`` of None (the server's default) is left
+    out, so such a job is stored, keyed and deduplicated as jobs were before quality modes."""
+    return {k: v for k, v in options.items() if not (k == "quality" and v is None)}
+
+
 def options_key(options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
 
@@ -89,6 +95,7 @@ class JobService:
     ) -> Job:
         """Store the photos (streamed) and the job, then send its items. :raises BodyTooLarge:
         over the job's item or byte limit (nothing is kept). :raises InvalidInput: no photo."""
+        options = stored_options(options)
         stored: list[StoredInput] = []
         try:
             items = self._items(sources, stored)

@@ -41,10 +41,7 @@ PAGE_OPTIONS: dict[str, Any] = {
 def create_job() -> ResponseReturnValue:
     """Store the dropped photos as one job of the page's user; the queue follows it."""
     service = jobs().service
-    options = dict(PAGE_OPTIONS)
-    quality = clean_quality(request.form.get("quality"))
-    if quality is not None:  # else the server's default, stored as jobs were before modes
-        options["quality"] = quality
+    options = {**PAGE_OPTIONS, "quality": clean_quality(request.form.get("quality"))}
     job = service.submit(current_user(), None, _uploads(), options)
     response = jsonify(_page_json(job, []))
     response.status_code = 202
