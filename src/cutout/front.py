@@ -52,8 +52,9 @@ MAX_CHUNK_LINE = 4096
 STOP_LINGER = 2.0  # seconds a stopping worker waits for an idle connection's first byte
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SCAN_INTERVAL = 0.5  # seconds between two looks at the deadlines
-#: After a refusal (408, 413, 431, 503) sent while the client may still be sending: how long
-#: and how much of its input is read and discarded before the socket closes. Closing with
+#: After a refusal (408, 413, 431, 503) sent while the client may still be sending, and after
+#: a response with ``Connection: close``: how long and how much of the client's input is read
+#: and discarded, on the poller, before the socket closes. Closing with
 #: unread input makes the kernel answer with a reset, which can destroy the refusal before the
 #: client reads it (RFC 9112, section 9.6, "tear-down"); a short drain lets it arrive.
 LINGER_SECONDS = 5.0
@@ -471,8 +472,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             conn.close()
 
     def _linger(self, conn: BufferedConn) -> None:
-        """Half-close after a refusal, then drain the client's input for a moment (see
-        ``LINGER_SECONDS``): the refusal is followed by a FIN, not a reset."""
+        """Half-close after a refusal or a last response, then drain the client's input for a
+        moment (see ``LINGER_SECONDS``): the answer is followed by a FIN, not a reset."""
         conn.linger = None  # from here on, closing closes
         try:
             conn.sock.setblocking(False)
