@@ -454,7 +454,10 @@ def test_dockerfile_builds_a_non_root_image_with_the_model_baked_in() -> None:
     assert parsed.stages[0].base == "python:3.11-slim-bookworm"
     builder, runtime = parsed.stages[1], parsed.final
     runs = " ".join(builder.runs)
-    assert "pip install --no-cache-dir -c requirements.lock '.[server]'" in runs
+    # the pinned third-party layer (the library's and the server's), then the package alone
+    assert "['dependencies'] + p['optional-dependencies']['server']" in runs
+    assert "pip install --no-cache-dir -c requirements.lock -r /tmp/deps.txt" in runs
+    assert "pip install --no-cache-dir --no-deps . && pip check" in runs
     assert "cutout models fetch" in runs
     assert 'mkdir -p "${CUTOUT_MODEL_DIR}/openvino-cache"' in runs, (
         "keep the cache folder in the image (a baked cache can only be used if it is there)"
