@@ -191,7 +191,7 @@ CANDIDATES = [
     dataclasses.replace(SCORING, disagreement_weight=weight, use=use, cap=cap)
     for use in subsets(Signals.STRUCTURAL)
     for cap in ((1.0,) if not use else (0.5, 0.25, 0.75))
-    for weight in (0.0, 0.1, 0.25)
+    for weight in (0.0, 0.1, 0.25, 0.5)
 ]
 
 

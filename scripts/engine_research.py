@@ -8,7 +8,7 @@ candidate skip statistic, which failed), the skip bound (:func:`cutout.engine.mo
 the MAE between the refined fused alpha and the refined ISNet alpha (what skipping MODNet
 changes), and MAE / IoU of ISNet alone, the fusion, and the fusion of the ungated mirrored
 average (best mode gates it by :func:`cutout.engine.modes.modnet_gain`; the threshold's
-leave-one-out is in docs/internals/quality-and-speed.md). Nothing here is imported by the
+leave-one-out is printed last). Nothing here is imported by the
 package.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,11 @@ from PIL import Image, ImageOps
 from cutout.config import Settings
 from cutout.engine import local_engine
 from cutout.engine.fused import FusedEngine
-from cutout.engine.modes import modnet_bound
+from cutout.engine.modes import modnet_bound, modnet_gain
 from cutout.imaging.decode import Limits, load_image
 from cutout.imaging.fuse import fuse
 from cutout.pipeline import full_alpha, model_input
-from cutout.quality import score
+from cutout.quality import Score, mean_score, score
 
 LIMITS = Limits(max_bytes=1 << 30, max_pixels=10**9)
 
@@ -57,6 +58,8 @@ def main() -> None:
     engine = local_engine(Settings.from_env(dotenv_path=None))
     assert isinstance(engine, FusedEngine)
     found = masks(engine, testdata, cache)
+    gains: dict[str, float] = {}
+    errors: dict[str, tuple[Score, Score, str]] = {}
     print(f"{'photo':<40}{'band':>8}{'bound':>8}{'skipMAE':>9}  kind  alone / fused / mirrored")
     for stem, m in found.items():
         photo = load_image(
@@ -94,6 +97,33 @@ def main() -> None:
             f"{stem[:39]:<40}{band:>8.4f}{bound:>8.4f}{skip:>9.5f}  {kind:<7}"
             + " ".join(f"{s.mae:.4f}/{s.iou:.3f}" for s in scores.values())
         )
+        gains[stem] = modnet_gain(m["main"], m["soft"])
+        errors[stem] = (scores["balanced"], scores["mirrored"], kind)
+    gate_leave_one_out(gains, errors)
+
+
+def gate_leave_one_out(
+    gains: dict[str, float], errors: dict[str, tuple[Score, Score, str]]
+) -> None:
+    """Best's gate (``TTA_FROM``): for each photo, the threshold with the lowest mean MAE on the
+    other photos, applied to it; prints the picks and the held-out means per kind."""
+    grid = [round(0.005 + 0.001 * i, 3) for i in range(46)]  # 0.005-0.05
+
+    def chosen(stem: str, threshold: float) -> Score:
+        balanced, mirrored, _ = errors[stem]
+        return mirrored if gains[stem] >= threshold else balanced
+
+    picks: list[float] = []
+    held: dict[str, list[Score]] = {"binary": [], "soft": []}
+    for stem in gains:
+        others = [s for s in gains if s != stem]
+        pick = min(grid, key=lambda t: float(np.mean([chosen(s, t).mae for s in others])))
+        picks.append(pick)
+        held[errors[stem][2]].append(chosen(stem, pick))
+    print(f"best's gate, leave-one-out picks: {dict(Counter(picks))}")
+    for kind, items in held.items():
+        mean = mean_score(items)
+        print(f"  held-out {kind}: {mean.mae:.4f} / {mean.iou:.4f}")
 
 
 if __name__ == "__main__":

@@ -211,11 +211,12 @@ def test_the_default_engine_is_int8_isnet_fused_with_modnet(real_engine: FusedEn
 
 def test_modnet_input_keeps_the_aspect_in_multiples_of_32() -> None:
     spec = get_spec("modnet")
-    assert input_size((640, 427), spec) == (640, 416)  # spans 512: only rounded down
-    assert input_size((300, 200), spec) == (768, 512)  # small: short side up to 512
-    assert input_size((4000, 3000), spec) == (672, 512)  # large: short side down to 512
+    assert spec.input_size == 288  # not MODNet's own 512: see the registry
+    assert input_size((400, 250), spec) == (384, 224)  # spans 288: only rounded down
+    assert input_size((200, 150), spec) == (384, 288)  # small: short side up to 288
+    assert input_size((4000, 3000), spec) == (384, 288)  # large: short side down to 288
     x = preprocess(Image.new("RGB", (64, 48), (255, 0, 127)), spec)
-    assert x.shape == (1, 3, 512, 672)
+    assert x.shape == (1, 3, 288, 384)
     assert np.allclose(x[0, :, 0, 0], [1.0, -1.0, -0.00392], atol=1e-4)  # (p - 127.5) / 127.5
 
 
