@@ -1,6 +1,7 @@
 """Would ISNet be cheaper at the photo's own aspect than at 1024 x 1024? (issue 17)
 
     CUTOUT_TESTDATA=../shared/testdata .venv/bin/python scripts/isnet_shapes_research.py
+    CUTOUT_TESTDATA=../shared/testdata .venv/bin/python scripts/isnet_shapes_research.py squares
 
 The ISNet graph from the npm package was exported at 1024 x 1024: its 34 resizes have their
 target sizes as constants, so the model cannot take another shape as it is.
@@ -14,14 +15,19 @@ the long side at 1024 (or 1152) and the short side at the photo's aspect, rounde
 multiple of 64 or 128 (each a static compile per shape); and the same shapes on one
 dynamically shaped compile. It prints each variant's mean MAE / IoU per kind of truth, on how
 many photos its MAE is better or worse than the square's (by more than 0.0005), its median
-forward time, and what a compile per shape costs. Nothing here is imported by the package.
+forward time, and what a compile per shape costs. With ``squares``: smaller square inputs
+(864-992) against 1024, and a leave-one-out choice of the side (for each photo, the side with
+the lowest mean MAE on the other 28, scored on that photo). Nothing here is imported by the
+package.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,6 +118,9 @@ class Compiled:
         return np.array(result[0]), time.perf_counter() - started
 
 
+Variants = dict[str, tuple[Compiled, Callable[[Size], Size]]]
+
+
 def main() -> None:
     testdata = Path(os.environ.get("CUTOUT_TESTDATA", "../shared/testdata"))
     settings = Settings.from_env(dotenv_path=None)
@@ -120,16 +129,35 @@ def main() -> None:
     spec = engine.primary.spec
     xml = int8_path(spec, settings.model_dir)
     assert xml is not None, "run `cutout models fetch` first"
-    static, dynamic = Compiled(xml, dynamic=False), Compiled(xml, dynamic=True)
-    square: Callable[[Size], Size] = lambda size: (1024, 1024)  # noqa: E731
-    variants: dict[str, tuple[Compiled, Callable[[Size], Size]]] = {
-        "square 1024": (static, square),
+    static = Compiled(xml, dynamic=False)
+    if sys.argv[1:] == ["squares"]:
+        squares = {f"square {n}": (static, _square(n)) for n in (1024, 992, 960, 928, 896, 864)}
+        scores = run(testdata, engine, squares)
+        choose_side(scores, list(squares))
+        return
+    dynamic = Compiled(xml, dynamic=True)
+    variants: Variants = {
+        "square 1024": (static, _square(1024)),
         "long 1024, step 64": (static, lambda s: aspect(s, 1024, 64)),
         "long 1024, step 128": (static, lambda s: aspect(s, 1024, 128)),
         "long 1152, step 128": (static, lambda s: aspect(s, 1152, 128)),
-        "dynamic: square 1024": (dynamic, square),
+        "dynamic: square 1024": (dynamic, _square(1024)),
         "dynamic: long 1024, step 64": (dynamic, lambda s: aspect(s, 1024, 64)),
     }
+    run(testdata, engine, variants)
+    shapes = len(static.compile_seconds)
+    print(f"static compiles: {shapes} shapes, {statistics.mean(static.compile_seconds):.2f} s each")
+
+
+def _square(side: int) -> Callable[[Size], Size]:
+    return lambda size: (side, side)
+
+
+def run(
+    testdata: Path, engine: FusedEngine, variants: Variants
+) -> dict[tuple[str, str], list[Score]]:
+    """Score every variant on every photo; print the table; return the scores."""
+    spec = engine.primary.spec
     scores: dict[tuple[str, str], list[Score]] = {}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for path in sorted((testdata / "images").iterdir()):
@@ -154,8 +182,27 @@ def main() -> None:
             f"{sum(d < -0.0005 for d in delta):>8}{sum(d > 0.0005 for d in delta):>7}"
             f"{statistics.median(seconds[name]):>8.3f}s"
         )
-    shapes = len(static.compile_seconds)
-    print(f"static compiles: {shapes} shapes, {statistics.mean(static.compile_seconds):.2f} s each")
+    return scores
+
+
+def choose_side(scores: dict[tuple[str, str], list[Score]], names: list[str]) -> None:
+    """Leave-one-out over the 29 photos: the variant with the lowest mean MAE on the others."""
+    every = {n: scores[("binary", n)] + scores[("soft", n)] for n in names}
+    kinds = ["binary"] * len(scores[("binary", names[0])]) + ["soft"] * len(
+        scores[("soft", names[0])]
+    )
+    picks: list[str] = []
+    held: dict[str, list[Score]] = {"binary": [], "soft": []}
+    for i in range(len(kinds)):
+        pick = min(
+            names, key=lambda n: float(np.mean([x.mae for j, x in enumerate(every[n]) if j != i]))
+        )
+        picks.append(pick)
+        held[kinds[i]].append(every[pick][i])
+    print(f"leave-one-out picks {dict(Counter(picks))}")
+    for kind, items in held.items():
+        mean = mean_score(items)
+        print(f"  held out, {kind}: {mean.mae:.4f} / {mean.iou:.4f}")
 
 
 if __name__ == "__main__":
