@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from research import truth_kind
 
 from cutout.batch import Job, process
 from cutout.config import Settings
@@ -446,10 +447,6 @@ def cli_runs(photos: list[BenchPhoto], folder: Path) -> None:
     )
 
 
-def _kind(truth: Image.Image) -> str:
-    return "binary" if set(np.unique(np.asarray(truth)).tolist()) <= {0, 255} else "soft"
-
-
 def quality(testdata: Path, engines: Engines, limits: Limits) -> None:
     """Alpha quality on the 29 test photos: bare, the pipeline before issue 7, ours, rembg."""
     scores: dict[tuple[str, str], list[Score]] = {}
@@ -457,7 +454,7 @@ def quality(testdata: Path, engines: Engines, limits: Limits) -> None:
         data = image.read_bytes()
         photo = load_image(data, limits)
         with Image.open(testdata / "masks" / f"{image.stem}.png") as truth:
-            kind = _kind(truth)
+            kind = truth_kind(truth)
             parts = engines.fused.parts(model_input(photo))
             floating = engines.floating.predict_mask(model_input(photo))
             found = {
@@ -493,7 +490,7 @@ def higher_resolution(testdata: Path, engine: FusedEngine, limits: Limits) -> No
                 Image.open(testdata / "masks" / f"{image.stem}.png") as truth_file,
             ):
                 rgb, truth = opened.convert("RGB"), truth_file.convert("L")
-            kind = _kind(truth)
+            kind = truth_kind(truth)
             if pixels:
                 rgb = enlarge(rgb, pixels, Image.Resampling.BICUBIC)
                 truth = truth.resize(rgb.size, Image.Resampling.BILINEAR)

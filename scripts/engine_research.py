@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from research import leave_one_out, truth_kind
 
 from cutout.config import Settings
 from cutout.engine import local_engine
@@ -92,7 +93,7 @@ def main() -> None:
         band = float(np.mean((m["main"] > 0.02) & (m["main"] < 0.98)))
         bound = modnet_bound(m["main"])
         scores = {k: score(a, truth) for k, a in alphas.items()}
-        kind = "binary" if set(np.unique(np.asarray(truth)).tolist()) <= {0, 255} else "soft"
+        kind = truth_kind(truth)
         print(
             f"{stem[:39]:<40}{band:>8.4f}{bound:>8.4f}{skip:>9.5f}  {kind:<7}"
             + " ".join(f"{s.mae:.4f}/{s.iou:.3f}" for s in scores.values())
@@ -113,12 +114,10 @@ def gate_leave_one_out(
         balanced, mirrored, _ = errors[stem]
         return mirrored if gains[stem] >= threshold else balanced
 
-    picks: list[float] = []
+    stems = list(gains)
+    picks = leave_one_out(grid, lambda t: [chosen(s, t).mae for s in stems])
     held: dict[str, list[Score]] = {"binary": [], "soft": []}
-    for stem in gains:
-        others = [s for s in gains if s != stem]
-        pick = min(grid, key=lambda t: float(np.mean([chosen(s, t).mae for s in others])))
-        picks.append(pick)
+    for stem, pick in zip(stems, picks, strict=True):
         held[errors[stem][2]].append(chosen(stem, pick))
     print(f"best's gate, leave-one-out picks: {dict(Counter(picks))}")
     for kind, items in held.items():

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from research import truth_kind
 from scipy.stats import spearmanr
 
 from cutout.config import Settings
@@ -68,7 +69,7 @@ def load_cases(testdata: Path, cache: Path) -> list[Case]:
         photo = load_image(image.read_bytes(), LIMITS)
         with Image.open(testdata / "masks" / f"{image.stem}.png") as opened:
             truth = opened.convert("L")
-        kind = "binary" if set(np.unique(np.asarray(truth)).tolist()) <= {0, 255} else "soft"
+        kind = truth_kind(truth)
         masks = []
         for role, model in (("main", engine.primary), ("soft", engine.secondary)):
             path = cache / f"{image.stem}.{role}.{model.runtime.replace('/', '-')}.npy"

@@ -36,6 +36,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 from PIL import Image
+from research import leave_one_out, truth_kind
 
 from cutout.config import Settings
 from cutout.engine import local_engine
@@ -165,7 +166,7 @@ def run(
         rgb = model_input(photo)
         soft = engine.secondary.predict_mask(rgb)
         with Image.open(testdata / "masks" / f"{path.stem}.png") as truth:
-            kind = "binary" if set(np.unique(np.asarray(truth)).tolist()) <= {0, 255} else "soft"
+            kind = truth_kind(truth)
             for name, (compiled, shape) in variants.items():
                 output, forward = compiled.run(tensor(rgb, shape(rgb.size), spec))
                 alpha = full_alpha(photo, fuse(postprocess(output, spec), soft))
@@ -191,13 +192,9 @@ def choose_side(scores: dict[tuple[str, str], list[Score]], names: list[str]) ->
     kinds = ["binary"] * len(scores[("binary", names[0])]) + ["soft"] * len(
         scores[("soft", names[0])]
     )
-    picks: list[str] = []
+    picks = leave_one_out(names, lambda n: [x.mae for x in every[n]])
     held: dict[str, list[Score]] = {"binary": [], "soft": []}
-    for i in range(len(kinds)):
-        pick = min(
-            names, key=lambda n: float(np.mean([x.mae for j, x in enumerate(every[n]) if j != i]))
-        )
-        picks.append(pick)
+    for i, pick in enumerate(picks):
         held[kinds[i]].append(every[pick][i])
     print(f"leave-one-out picks {dict(Counter(picks))}")
     for kind, items in held.items():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from research import leave_one_out, truth_kind
 
 from cutout.config import Settings
 from cutout.engine import local_engine, model_engine
@@ -52,7 +53,7 @@ def main() -> None:
         rgb = model_input(photo)
         main = engine.primary.predict_mask(rgb)
         with Image.open(testdata / "masks" / f"{path.stem}.png") as truth:
-            kind = "binary" if set(np.unique(np.asarray(truth)).tolist()) <= {0, 255} else "soft"
+            kind = truth_kind(truth)
             for size, variant in variants.items():
                 variant.predict_mask(rgb)  # a new shape compiles on its first run: time the next
                 started = time.perf_counter()
@@ -70,11 +71,8 @@ def main() -> None:
             f"{max(delta):>+9.4f}{statistics.median(seconds[size]):>7.3f}s"
         )
     errors = {s: [x.mae for kind in ("binary", "soft") for x in scores[(kind, s)]] for s in SIZES}
-    picks, held_out = [], []
-    for i in range(len(errors[REFERENCE])):
-        pick = min(SIZES, key=lambda s: float(np.mean(errors[s][:i] + errors[s][i + 1 :])))
-        picks.append(pick)
-        held_out.append(errors[pick][i] - errors[REFERENCE][i])
+    picks = leave_one_out(SIZES, lambda s: errors[s])
+    held_out = [errors[pick][i] - errors[REFERENCE][i] for i, pick in enumerate(picks)]
     print(f"leave-one-out picks {dict(Counter(picks))}; held-out MAE change against {REFERENCE}:")
     print(f"  mean {np.mean(held_out):+.4f}, worst photo {max(held_out):+.4f}")
 
