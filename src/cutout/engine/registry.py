@@ -144,7 +144,7 @@ MODNET = ModelSpec(
     # Not MODNet's own 512: the fusion takes MODNet's regions and soft alpha, not its fine
     # detail (the refinement recovers that at full resolution), and at 288 it is both better
     # (29 photos, leave-one-out over 256-512: 288 in 24 folds, 320 in 5; held-out MAE -0.0011)
-    # and 0.4x the forward pass (scripts/modnet_size_research.py).
+    # and 0.34-0.45x the forward pass in three runs (scripts/modnet_size_research.py).
     input_size=288,
     mean=(1.0, 1.0, 1.0),  # p / 127.5 - 1 == (p - 127.5) / 127.5
     std=(1.0, 1.0, 1.0),
