@@ -87,12 +87,17 @@ def render_cost(pixels: int) -> int:
 
 
 #: What the output's encoding costs beyond the PNG cut-out the constants above were measured
-#: on, per pixel of the photo (make measure-memory's method, 6 to 24 MP, Zen 4): a flattened
-#: output (JPEG, a background colour, refined edges) estimates the foreground's colours at full
-#: size, +3.1 bytes per pixel at 24 MP over the line above; a transparent WebP gives libwebp an
-#: RGBA copy and its own buffers, +13.6.
+#: on, per pixel of the photo (peak RSS growth of one removal in a fresh process, as
+#: make measure-memory does; Intel Xeon, 2 cores, stop 22). A flattened output (JPEG, a
+#: background colour, refined edges) estimates the foreground's colours strip by strip onto the
+#: backdrop: a JPEG of a 6 / 16 / 25 MP photo peaked at 110 / 209 / 348 MB against PNG's
+#: 80 / 192 / 308, below the line above, so 4 bytes per pixel is margin for the server's own
+#: buffers (it was 175 / 321 / 484 MB while full-size foreground and composite images were
+#: built, and a 16 MP JPEG overshot its reservation in CI). A transparent WebP gives libwebp an
+#: RGBA copy and its own working set (method 4: 464 MB for a 16 MP picture on its own): 201 /
+#: 492-507 / 758 MB at 6 / 16 / 25 MP, 11-15 bytes per pixel over the line, so 20.
 FLATTEN_BYTES_PER_PIXEL = 4
-WEBP_BYTES_PER_PIXEL = 15
+WEBP_BYTES_PER_PIXEL = 20
 
 
 def output_cost(pixels: int, *, format: str, flattened: bool, mask_only: bool = False) -> int:

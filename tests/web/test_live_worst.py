@@ -133,6 +133,17 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
                 timeout=600,
             ),
         ).json()
+        measure(
+            "POST /api/v1/images (16 MP, WebP output)",
+            estimate(*RECORD) + output_cost(RECORD[0] * RECORD[1], format="webp", flattened=False),
+            lambda: requests.post(
+                server.url + "/api/v1/images",
+                headers=headers,
+                data={"name": "record-webp", "format": "webp"},
+                files={"image": ("r.jpg", record_photo, "image/jpeg")},
+                timeout=600,
+            ),
+        )
         page_record = session.post(
             server.url + "/",
             headers=json_headers,

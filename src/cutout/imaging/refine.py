@@ -38,6 +38,9 @@ MIX = 0.5
 LEVELS = (0.05, 0.9)
 WORK_MAX = 512  # long side of the working resolution for the guided filter's coefficients
 STRIP = 256  # rows per full-resolution strip (several per core, to balance the threads)
+#: Pixels per strip of the foreground estimate: its strips hold about fifteen float32 RGB
+#: temporaries, so they are sized by pixels, not rows (256 rows of a 4000 px photo held 225 MB).
+FOREGROUND_STRIP_PIXELS = 1 << 18
 
 
 def refine_alpha(rgb: Image.Image, mask: Array) -> Image.Image:
@@ -75,7 +78,7 @@ def refine_alpha(rgb: Image.Image, mask: Array) -> Image.Image:
 
 
 def estimate_foreground(
-    rgb: Image.Image, alpha: Image.Image, *, radius_small: int = 3
+    rgb: Image.Image, alpha: Image.Image, *, radius_small: int = 3, onto: Image.Image | None = None
 ) -> Image.Image:
     """Foreground colours F so that alpha*F + (1-alpha)*new_background has no old fringe.
 
@@ -83,24 +86,31 @@ def estimate_foreground(
     an HD image) runs at working resolution and is upsampled; pass 2 (radius 3) runs at full
     resolution in strips with a halo, which gives exactly the whole-image result. Pass 2 reuses
     pass 1's background, which is already smooth, instead of blurring it again.
+
+    *onto*, an opaque RGB picture of the same size, receives each strip's foreground through
+    *alpha* (in place) and is returned: the flattened result without a full-size foreground.
+    The output is assembled strip by strip, so the peak holds no full-size array.
     """
-    photo = np.asarray(rgb, dtype=np.uint8)
-    a_full = np.asarray(alpha, dtype=np.uint8)
-    height, width = photo.shape[:2]
+    width, height = rgb.size
     work = _working_size(width, height)
     fg_low, bg_low = _blurred_fg_bg(rgb, alpha, work, max(4, round(45 * max(work) / 1024)))
-    out = np.empty((height, width, 3), np.uint8)
+    out = onto if onto is not None else Image.new("RGB", (width, height))
     fg_rows = [_row_resizer(c, width, height) for c in fg_low]
     bg_rows = [_row_resizer(c, width, height) for c in bg_low]
-    for top, bottom in _strips(height, 256):
+    for top, bottom in _strips(height, max(4 * radius_small, FOREGROUND_STRIP_PIXELS // width)):
         start, stop = max(0, top - radius_small), min(height, bottom + radius_small)
         fg = np.stack([rows(start, stop) for rows in fg_rows], -1)
         bg = np.stack([rows(start, stop) for rows in bg_rows], -1)
-        image = photo[start:stop].astype(np.float32) / 255.0
-        a = a_full[start:stop].astype(np.float32)[..., None] / 255.0
+        # Each strip's pixels are read from the images: whole-image arrays would add 4 bytes
+        # per pixel to the peak
+        box = (0, start, width, stop)
+        image = np.asarray(rgb.crop(box), dtype=np.float32) / np.float32(255.0)
+        a = np.asarray(alpha.crop(box), dtype=np.float32)[..., None] / np.float32(255.0)
         refined = _blur_fusion_pass2(image, a, _fusion(image, a, fg, bg), bg, radius_small)
-        out[top:bottom] = np.rint(refined[top - start : bottom - start] * 255.0).astype(np.uint8)
-    return Image.fromarray(out, "RGB")
+        pixels = np.rint(refined[top - start : bottom - start] * 255.0).astype(np.uint8)
+        mask = None if onto is None else alpha.crop((0, top, width, bottom))
+        out.paste(Image.fromarray(pixels, "RGB"), (0, top), mask)
+    return out
 
 
 # -- blur-fusion ------------------------------------------------------------------------------
