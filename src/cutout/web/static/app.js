@@ -144,6 +144,7 @@ setupQueue({
     updateQuota(Math.max(0, quota.limit - quota.used));
   },
   studioOpen: () => studio.isOpen(),
+  hasRecord: (id) => list.querySelector(`.record[data-id="${CSS.escape(id)}"]`) !== null,
 });
 enhanceAll();
 updateQuota(0);

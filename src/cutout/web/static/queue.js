@@ -17,7 +17,7 @@ const POLL_MS = 1000;
 
 const stem = (filename) => filename.replace(/\.[^.]+$/, "").trim().slice(0, 100) || "Image";
 
-export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
+export function setupQueue({ quota, onStored, onLimit, studioOpen, hasRecord }) {
   const form = document.getElementById("upload-form");
   const input = document.getElementById("image");
   const nameInput = document.getElementById("name");
@@ -175,7 +175,8 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
   /** Show the job's items in the queue until every one has finished. */
   async function follow(jobId, members) {
     jobNote.hidden = false;
-    // Picked up after a reload: what finished meanwhile is already in the history and the count.
+    // Picked up after a reload: what finished before the page was rendered is already in the
+    // history and the count; what finished between the render and the first poll is not.
     let seen = members !== null;
     for (;;) {
       let job;
@@ -193,7 +194,9 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen }) {
         if (!item || item.state === state || item.state === "done" || item.state === "failed") return;
         const reason = it.status === "cancelled" ? "Cancelled." : it.error || "";
         setState(item, state, state === "failed" ? reason : "");
-        if (state === "done" && seen) onStored({ _id: it.image_id }).catch(() => {});
+        if (state === "done" && (seen || !hasRecord(it.image_id))) {
+          onStored({ _id: it.image_id }).catch(() => {});
+        }
         if (state === "failed" && it.error === limitMessage) onLimit();
       });
       seen = true;
