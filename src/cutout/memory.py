@@ -16,9 +16,14 @@ refinement step) and paste its output here. Figures of the last run are in the R
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cutout.imaging.compose import OutputOptions
 
 MB = 1024 * 1024
@@ -94,10 +99,13 @@ def render_cost(pixels: int) -> int:
 #: 80 / 192 / 308, below the line above, so 4 bytes per pixel is margin for the server's own
 #: buffers (it was 175 / 321 / 484 MB while full-size foreground and composite images were
 #: built, and a 16 MP JPEG overshot its reservation in CI). A transparent WebP gives libwebp an
-#: RGBA copy and its own working set (method 4: 464 MB for a 16 MP picture on its own): 201 /
-#: 492-507 / 758 MB at 6 / 16 / 25 MP, 11-15 bytes per pixel over the line, so 20.
+#: RGBA copy and its own working set (method 4: 464 MB for a 16 MP picture on its own):
+#: 201 / 492-507 / 758 MB at 6 / 16 / 25 MP in a fresh process, 11-15 bytes per pixel over the
+#: line; through the server, with freed memory returned before the request
+#: (``release_free_memory``), a 16 MP WebP grew the worker by up to 538 MB, 16.6 bytes per
+#: pixel over the line, so 22.
 FLATTEN_BYTES_PER_PIXEL = 4
-WEBP_BYTES_PER_PIXEL = 20
+WEBP_BYTES_PER_PIXEL = 22
 
 
 def output_cost(pixels: int, *, format: str, flattened: bool, mask_only: bool = False) -> int:
@@ -129,3 +137,23 @@ TOUCH_UP_BYTES_PER_PIXEL = 8
 def touch_up_cost(pixels: int) -> int:
     """Bytes replaying strokes on a *pixels* alpha needs beyond :func:`estimate`."""
     return int(TOUCH_UP_BYTES_PER_PIXEL * pixels)
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+    return trim
+
+
+def release_free_memory() -> None:
+    """Give the memory freed by earlier requests back to the operating system (glibc's
+    ``malloc_trim``), so that a request's peak is its own working set: freed chunks kept in
+    another thread's arena, or holes too small for this request's arrays, would otherwise
+    stay resident beside it and push the process past its budget."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -6,6 +6,8 @@ The burst that keeps a real server's memory under its budget is in test_live_bud
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,8 @@ from flask import Flask
 
 from cutout.app import create_app
 from cutout.config import Settings
-from cutout.engine.base import Admission, Engine
+from cutout.engine import base
+from cutout.engine.base import TRIM_FROM, Admission, Engine
 from cutout.errors import EngineBusy, ImageTooLarge
 from cutout.extensions import close_app
 from cutout.memory import BYTES_PER_PIXEL, FIXED_BYTES, MB, estimate, largest_pixels
@@ -71,6 +74,46 @@ def test_the_estimate_is_the_measured_line() -> None:
     assert estimate(7000, 7000) == int(FIXED_BYTES + BYTES_PER_PIXEL * 49e6)
     assert 600 * MB < estimate(7000, 7000) < 1000 * MB  # fault 5's PNG: 62 KB on disk
     assert largest_pixels(estimate(4000, 3000)) == pytest.approx(12e6, abs=1)
+
+
+def test_large_reservations_return_freed_memory_before_and_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(base, "release_free_memory", lambda: calls.append("trim"))
+    gate = Admission(slots=2, max_waiting=1, timeout=1, budget=4 * TRIM_FROM)
+    with gate.admit(TRIM_FROM - 1):
+        pass
+    assert calls == []  # a small photo does not pay the page faults of reused memory
+    with gate.admit(TRIM_FROM):
+        assert calls == ["trim"]
+    assert calls == ["trim", "trim"]
+
+
+TRIM_CHILD = """
+import sys
+from pathlib import Path
+from cutout.memory import release_free_memory
+
+def rss():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(l for l in status if l.startswith("VmRSS:")).split()[1]) * 1024
+
+blocks = [bytearray(100_000) for _ in range(4000)]  # 400 MB on the heap, under mmap's threshold
+kept = blocks[::2]  # every other block stays: the freed ones are holes free() cannot return
+del blocks
+full = rss()
+release_free_memory()
+print(full - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim: Linux")
+def test_release_free_memory_returns_the_holes_of_the_heap() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", TRIM_CHILD], capture_output=True, text=True, check=True
+    )
+    assert int(run.stdout) > 150 * MB  # measured: 183 MB of the 200 MB freed
 
 
 def test_a_cost_over_the_whole_budget_is_refused_at_once() -> None:

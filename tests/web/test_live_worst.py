@@ -84,6 +84,7 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
     strokes = hand_strokes(300, 60, 0.03, 0.3)  # near the touch-up bound at 16 MP
     plan(strokes, *RECORD)  # accepted: this is the worst that passes, not a refusal
     results: list[Measured] = []
+    resident: list[int] = []  # the worker's RSS over its idle RSS before each request
 
     with LiveServer(tmp_path / "data", ENV) as server:
         session, token = browser_session(server.url)
@@ -94,6 +95,7 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
 
         def measure(name: str, reserved: int, send: Callable[[], requests.Response]) -> Any:
             rss = proc_status(worker, "VmRSS")
+            resident.append(rss - idle)
             reset_peak(worker)
             started = time.perf_counter()
             response = send()
@@ -111,6 +113,7 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
             timeout=300,
         )
         assert warm.status_code == 201
+        idle = proc_status(worker, "VmRSS")
         measure(
             "POST / (25 MP)",
             estimate(*LARGEST),
@@ -212,6 +215,7 @@ def test_the_worst_request_of_each_heavy_endpoint_stays_within_its_reservation(
             f"{m.endpoint}: {m.status} in {m.seconds:.1f} s, peak +{m.peak_growth / MB:.0f} MB, "
             f"reserved {m.reserved / MB:.0f} MB"
         )
+    print("resident before each request, over idle:", [f"{r / MB:.0f} MB" for r in resident])
     for m in results:
         assert m.peak_growth <= m.reserved, m
 
