@@ -130,7 +130,9 @@ def options_cost(options: OutputOptions, pixels: int) -> int:
 #: A touch-up's replay beyond the decode and compose of the export it shares its estimate
 #: with: the alpha as float32 tiles (4 bytes per pixel) and the strokes' working arrays.
 #: Measured by tests/web/test_live_worst.py: 300 strokes near the bound on a 16 MP record
-#: grew the worker by 280 MB against the 272 MB of the removal's line alone.
+#: grew the worker by 205-320 MB against the 272 MB of the removal's line alone (the replay
+#: itself holds 105 MB of arrays at its peak; before stop 22 it held 212 MB and the request
+#: once grew 440 MB, over its 394 MB reservation).
 TOUCH_UP_BYTES_PER_PIXEL = 8
 
 
