@@ -105,3 +105,26 @@ def _wait_for_the_end(url: str, cookies: dict[str, str]) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"the job at {url} did not end in 120 s")
+
+
+def test_a_job_that_reuses_a_record_counts_it_once(tmp_path: Path) -> None:
+    """The same bytes twice in one job give one record (the job reuses its earlier result):
+    the page's count must say what the server's does, before and after a reload."""
+    photos = [cc0_jpeg("astronaut"), cc0_jpeg("coffee"), tmp_path / "again.jpg"]
+    photos[2].write_bytes(photos[0].read_bytes())
+    photos.append(tmp_path / "once-more.jpg")
+    photos[3].write_bytes(photos[0].read_bytes())
+    env = {"USER_LIMIT": "10", "CUTOUT_PAGE_JOB_THRESHOLD": "3"}
+    with LiveServer(tmp_path / "data", env) as server, launch(chromium()) as browser:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.set_input_files("#image", [str(p) for p in photos])
+        page.click("#submit")
+        expect(page.locator("#queue-summary")).to_have_text(
+            f"All {len(photos)} images generated successfully", timeout=120_000
+        )
+        expect(page.locator("#records .record")).to_have_count(2)
+        expect(page.locator("#quota-used")).to_have_text("2")
+        page.reload()
+        expect(page.locator("#records .record")).to_have_count(2)
+        expect(page.locator("#quota-used")).to_have_text("2")

@@ -9,6 +9,9 @@ import { setupStudio } from "./studio.js";
 document.documentElement.classList.add("js");
 
 const list = document.getElementById("records");
+// The quota counts records, and a job gives photos it has already cut the earlier record (the
+// same bytes, the same options): each record counts once, however many queue items show it.
+const counted = new Set([...list.querySelectorAll(".record")].map((card) => card.dataset.id));
 
 function updateQuota(delta) {
   const quota = document.getElementById("quota");
@@ -122,7 +125,7 @@ function setupRecords(studio) {
     try {
       await sendJson("DELETE", `/remove/${card.dataset.id}`);
       card.remove();
-      updateQuota(-1);
+      if (counted.delete(card.dataset.id)) updateQuota(-1);
       showEmptyState();
       document.getElementById("history-title").focus();
     } catch (err) {
@@ -136,7 +139,10 @@ setupRecords(studio);
 setupQueue({
   quota,
   onStored: async (record) => {
-    updateQuota(1);
+    if (!counted.has(record._id)) {
+      counted.add(record._id);
+      updateQuota(1);
+    }
     await renderCard(record._id);
   },
   onLimit: () => {
