@@ -9,8 +9,8 @@ import { setupStudio } from "./studio.js";
 document.documentElement.classList.add("js");
 
 const list = document.getElementById("records");
-// The quota counts records, and a job gives photos it has already cut the earlier record (the
-// same bytes, the same options): each record counts once, however many queue items show it.
+// The records the page's count holds: the quota counts records, and a job gives a photo it has
+// already cut the earlier record (the same bytes, the same options), so each counts once.
 const counted = new Set([...list.querySelectorAll(".record")].map((card) => card.dataset.id));
 
 function updateQuota(delta) {
@@ -139,10 +139,8 @@ setupRecords(studio);
 setupQueue({
   quota,
   onStored: async (record) => {
-    if (!counted.has(record._id)) {
-      counted.add(record._id);
-      updateQuota(1);
-    }
+    counted.add(record._id);  // before the await: the queue asks hasRecord in the same loop
+    updateQuota(1);
     await renderCard(record._id);
   },
   onLimit: () => {
@@ -150,7 +148,7 @@ setupQueue({
     updateQuota(Math.max(0, quota.limit - quota.used));
   },
   studioOpen: () => studio.isOpen(),
-  hasRecord: (id) => list.querySelector(`.record[data-id="${CSS.escape(id)}"]`) !== null,
+  hasRecord: (id) => counted.has(id),
 });
 enhanceAll();
 updateQuota(0);

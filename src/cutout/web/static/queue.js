@@ -175,9 +175,6 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen, hasRecord }) 
   /** Show the job's items in the queue until every one has finished. */
   async function follow(jobId, members) {
     jobNote.hidden = false;
-    // Picked up after a reload: what finished before the page was rendered is already in the
-    // history and the count; what finished between the render and the first poll is not.
-    let seen = members !== null;
     for (;;) {
       let job;
       try {
@@ -194,12 +191,13 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen, hasRecord }) 
         if (!item || item.state === state || item.state === "done" || item.state === "failed") return;
         const reason = it.status === "cancelled" ? "Cancelled." : it.error || "";
         setState(item, state, state === "failed" ? reason : "");
-        if (state === "done" && (seen || !hasRecord(it.image_id))) {
+        // A record already in the page is not stored again: one the page was rendered with
+        // (picked up after a reload), or one the job reused for the same photo sent twice.
+        if (state === "done" && !hasRecord(it.image_id)) {
           onStored({ _id: it.image_id }).catch(() => {});
         }
         if (state === "failed" && it.error === limitMessage) onLimit();
       });
-      seen = true;
       if (job.status === "done" || job.status === "cancelled") { forget(jobId); break; }
       await sleep(POLL_MS);
     }
