@@ -17,7 +17,6 @@ from cutout.engine import local_engine, required_models
 from cutout.engine.fetch import is_installed
 from cutout.engine.fused import FusedEngine
 from cutout.engine.quantize import int8_path
-from cutout.engine.registry import get_spec
 from cutout.imaging.decode import Limits, load_image
 from cutout.pipeline import full_alpha, model_input
 from cutout.quality import Score, bare_alpha, score
@@ -158,8 +157,9 @@ def real_engine(model_settings: Settings) -> FusedEngine:
             missing(
                 f"model {spec.name} not installed in {model_settings.model_dir}; run `make install`"
             )
-    if int8_path(get_spec(model_settings.model), model_settings.model_dir) is None:
-        missing("the INT8 model is not built; run `make install` (`cutout models fetch`)")
+    for spec in required_models(model_settings):
+        if int8_path(spec, model_settings.model_dir) is None:
+            missing(f"the INT8 {spec.name} is not built; run `make install` (`models fetch`)")
     engine = local_engine(model_settings)
     assert isinstance(engine, FusedEngine)
     return engine

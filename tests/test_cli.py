@@ -228,6 +228,7 @@ def test_fetch_says_fetching_only_when_it_downloads(model_settings: Settings) ->
     assert result.returncode == 0, result.stderr
     assert "Fetching" not in result.stderr and "Quantizing" not in result.stderr
     assert "isnet int8: already built" in result.stdout
+    assert "modnet int8: already built" in result.stdout
 
 
 @pytest.mark.model

@@ -5,12 +5,13 @@ The baseline to beat is the simplest signal there is: the share of the cut-out's
 neither clearly foreground nor clearly background (between 0.05 and 0.95). The figures that
 validate the score are leave-one-out and on composites nothing was tuned on; they come from
 ``scripts/confidence_study.py`` (docs/internals/quality-and-speed.md, "Confidence"). The tests
-here keep the shipped score where it was measured (MODNet at its 288 input): on the 29 photos
-(the rule's leave-one-out choice in every fold, so the fitted figure is the validated one)
-Spearman with MAE -0.733 (baseline -0.658), and the flag (below REVIEW_BELOW) catches the 3
-worst while flagging 2 of the better half; on 24 composites (2 subjects, each backdrop and
-scene once) -0.665 against the baseline's -0.647 (at 512: -0.692 against -0.696, a tie, which
-the test allows: TIE).
+here keep the shipped score where it was measured (MODNet's INT8 build at its 288 input): on the
+29 photos Spearman with MAE -0.714 as shipped, -0.691 leave-one-out (28 folds choose the shipped
+rule), against the baseline's -0.661 (with the float MODNet: -0.733 in every fold, baseline
+-0.658); the flag (below REVIEW_BELOW) catches the 3 worst while flagging 1 of the better half;
+on 24 composites (2 subjects, each backdrop and scene once) -0.641 against the baseline's -0.620
+(float MODNet: -0.665 against -0.647; at 512: -0.692 against -0.696, a tie, which the test
+allows: TIE).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_score_ranks_errors_better_than_the_share_of_uncertain_alpha(
     baseline = spearmanr([1.0 - e.uncertain_share for e in evaluated], errors).statistic
     print(f"Spearman with MAE: score {ours:+.3f}, baseline {baseline:+.3f}")
     assert ours < baseline, (ours, baseline)  # more negative: a low score means a large error
-    assert ours < -0.72
+    assert ours < -0.70
 
 
 @pytest.mark.model

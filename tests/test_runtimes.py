@@ -206,6 +206,7 @@ def test_openvino_and_onnxruntime_agree_on_real_photos(
 def test_the_default_engine_is_int8_isnet_fused_with_modnet(real_engine: FusedEngine) -> None:
     assert real_engine.primary.runtime == "openvino/int8"
     assert real_engine.secondary.model == "modnet"
+    assert real_engine.secondary.runtime == "openvino/int8"
     assert real_engine.name == "local:isnet+modnet"
 
 

@@ -153,7 +153,7 @@ def main() -> None:
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    help="Override CUTOUT_PRECISION: int8 (the INT8 ISNet), bf16 or f32 (the float model).",
+    help="Override CUTOUT_PRECISION: int8 (the INT8 builds), bf16 or f32 (the float models).",
 )
 @click.option(
     "-j",
@@ -509,7 +509,7 @@ def models_list() -> None:
 @click.option(
     "--no-int8",
     is_flag=True,
-    help="Skip building the INT8 model (NNCF quantization, a few minutes once).",
+    help="Skip building the INT8 models (NNCF quantization, once: minutes for ISNet).",
 )
 def models_fetch(names: tuple[str, ...], no_int8: bool) -> None:
     """Download and verify NAMES (default: every model the configured engine needs) into the

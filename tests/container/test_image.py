@@ -114,6 +114,7 @@ def test_the_models_are_in_the_image_and_verified(image: str) -> None:
     # `models fetch` with no network and a read-only root: everything is already there
     fetched = podman(*offline, "cutout", "models", "fetch", timeout=300)
     assert "isnet int8: already built" in fetched, fetched
+    assert "modnet int8: already built" in fetched, fetched
 
 
 def test_cutout_remove_runs_with_no_network_at_all(

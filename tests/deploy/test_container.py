@@ -213,6 +213,9 @@ def without_write_access() -> list[str]:
     return [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
 
 
+INT8_FILES = ("xml", "bin", "json")
+
+
 def run_engine_on_read_only_dir(
     tmp_path: Path, model_settings: Settings, *, with_cache_dir: bool
 ) -> subprocess.CompletedProcess[str]:
@@ -222,8 +225,9 @@ def run_engine_on_read_only_dir(
     models = tmp_path / "models"
     models.mkdir()
     (models / spec.filename).symlink_to(model_path(spec, model_settings.model_dir))
-    # MODNet and the INT8 build too, as `cutout models fetch` leaves them in the image
-    for name in ("modnet.onnx", *(f"{spec.name}.int8.{ext}" for ext in ("xml", "bin", "json"))):
+    # MODNet and both INT8 builds too, as `cutout models fetch` leaves them in the image
+    builds = [f"{name}.int8.{ext}" for name in (spec.name, "modnet") for ext in INT8_FILES]
+    for name in ("modnet.onnx", *builds):
         (models / name).symlink_to(model_settings.model_dir / name)
     if with_cache_dir:
         (models / "openvino-cache").mkdir()

