@@ -26,7 +26,8 @@ LIMITS = Limits(max_bytes=50 * 2**20, max_pixels=50_000_000)
 # (max MAE, min IoU) per kind. Measured when set (INT8 ISNet + MODNet at 288, OpenVINO, Intel
 # Xeon with AMX): fast binary 0.0310 / 0.9042, soft 0.0439 / 0.9275; best binary 0.0277 /
 # 0.9111, soft 0.0217 / 0.9666 (balanced: 0.0287 / 0.9074 and 0.0230 / 0.9641,
-# tests/test_quality.py). Zen 4 measured fast within 0.0002 of these.
+# tests/test_quality.py). Zen 4 measured fast within 0.0002 of these. With MODNet's INT8
+# build and best's gate at 0.012 (stop 23): best 0.0275 / 0.9121 and 0.0215 / 0.9670.
 FAST = {"binary": (0.0314, 0.9035), "alpha": (0.0443, 0.9270)}
 BEST = {"binary": (0.0281, 0.9104), "alpha": (0.0222, 0.9660)}
 

@@ -32,9 +32,9 @@ __all__ = [
 
 DEFAULT_QUALITY = "balanced"
 #: Share of the frame (on the fusion's grid) MODNet must add before ``best`` runs the
-#: mirrored ISNet pass: 0.013 won 28 of the 29 leave-one-out folds (0.011 the other), with
-#: MODNet at its 288 input (``scripts/engine_research.py`` prints the folds).
-TTA_FROM = 0.013
+#: mirrored ISNet pass: 0.012 won 28 of the 29 leave-one-out folds (0.009 the other), with
+#: MODNet's INT8 build at its 288 input (``scripts/engine_research.py`` prints the folds).
+TTA_FROM = 0.012
 #: Skip MODNet when what it could add at most, as a mean over the frame at the mask's
 #: resolution, is below this (the fused result then differs from ISNet's by less).
 SKIP_BELOW = 0.0005
