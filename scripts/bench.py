@@ -56,7 +56,7 @@ from cutout.batch import Job, process
 from cutout.config import Settings
 from cutout.engine import local_engine, model_engine
 from cutout.engine.base import Engine
-from cutout.engine.fetch import model_path
+from cutout.engine.files import model_path
 from cutout.engine.fused import FusedEngine
 from cutout.engine.local import LocalEngine, preprocess
 from cutout.engine.registry import get_spec

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cutout.config import Settings
 from cutout.engine import local_engine, required_models
-from cutout.engine.fetch import is_installed
+from cutout.engine.files import is_installed
 from cutout.engine.fused import FusedEngine
 from cutout.engine.quantize import int8_path
 from cutout.imaging.decode import Limits, load_image

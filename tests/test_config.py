@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cutout.app import create_app, secret_key
-from cutout.config import ENV_FIELDS, Settings
+from cutout.config import DEFAULTS, ENV_FIELDS, Settings
 from cutout.errors import ConfigError, ModelNotFetched
 from tests.conftest import ROOT
 
@@ -47,11 +47,24 @@ def test_seed_flask_env_means_development() -> None:
         ("CUTOUT_MAX_UPLOAD_MB", "-1", "must be positive"),
         ("CUTOUT_URL_ALLOWED_NETWORKS", "10.0.0.0/8, nonsense", "CUTOUT_URL_ALLOWED_NETWORKS"),
         ("CUTOUT_URL_TIMEOUT", "0", "CUTOUT_URL_TIMEOUT must be positive"),
+        ("CUTOUT_API_RATE_LIMIT", "lots", "CUTOUT_API_RATE_LIMIT='lots' is not a rate limit"),
     ],
 )
 def test_bad_values_are_config_errors(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         Settings.from_env(environ={name: value}, dotenv_path=None)
+
+
+def test_the_default_rate_limits_and_networks_parse() -> None:
+    """Validation skips parsing the defaults (the CLI need not import `limits` or urllib3), so
+    they must parse."""
+    from limits import parse_many
+
+    rate_limits = [f for f in ENV_FIELDS if f.metadata["env"].endswith("RATE_LIMIT")]
+    assert len(rate_limits) == 4
+    for field in rate_limits:
+        assert parse_many(DEFAULTS[field.metadata["env"]]), field.name
+    assert Settings.from_env(environ={}, dotenv_path=None).fetch_policy  # the default networks
 
 
 def test_secret_key_is_required_in_production(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from cutout.engine.fetch import fetch_model, is_installed, model_path
+from cutout.engine.fetch import fetch_model
+from cutout.engine.files import is_installed, model_path
 from cutout.engine.registry import (
     MODELS,
     ModelSpec,

@@ -334,3 +334,23 @@ def test_importing_cutout_is_cheap() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_the_local_engine_starts_without_network_or_unused_runtime_code() -> None:
+    """What `cutout remove` imports before its first photo: no HTTP client (only `models fetch`
+    downloads), no onnxruntime without its GPU build, no rate-limit or URL-fetch code (about
+    0.1 s of every start, measured with -X importtime)."""
+    code = (
+        "import sys\n"
+        "import cutout.batch, cutout.cli, cutout.engine\n"
+        "from cutout.config import Settings\n"
+        "from cutout.engine.runtimes import resolve_runtime\n"
+        "Settings.from_env(dotenv_path=None).validated()\n"
+        "print(resolve_runtime('auto'))\n"
+        "unused = {'requests', 'urllib3', 'onnxruntime', 'limits', 'nncf'}\n"
+        "print(sorted(unused & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split("\n")[:2] == ["openvino", "[]"], result.stdout

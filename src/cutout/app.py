@@ -13,7 +13,7 @@ from cutout import extensions, metrics, pipeline
 from cutout.config import Settings
 from cutout.engine import build_engine, required_models
 from cutout.engine.base import Admission, Engine
-from cutout.engine.fetch import model_path
+from cutout.engine.files import model_path
 from cutout.engine.fused import FusedEngine
 from cutout.engine.loader import EngineLoader
 from cutout.errors import ConfigError

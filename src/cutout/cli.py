@@ -466,7 +466,7 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Show every known model, its licence and whether it is installed."""
-    from cutout.engine.fetch import is_installed
+    from cutout.engine.files import is_installed
     from cutout.engine.quantize import int8_path
     from cutout.engine.registry import FUSION_MODEL, MODELS
 
@@ -534,7 +534,8 @@ def models_fetch(names: tuple[str, ...], no_int8: bool) -> None:
 
 
 def _fetch_one(spec: ModelSpec, settings: Settings) -> Path:
-    from cutout.engine.fetch import fetch_model, is_installed
+    from cutout.engine.fetch import fetch_model
+    from cutout.engine.files import is_installed
 
     try:
         if is_installed(spec, settings.model_dir):  # verified again, but nothing to download

@@ -455,7 +455,8 @@ class Settings:
         if self.client_buffer_mb < 1 or self.client_spool_kb < 0:
             raise ConfigError("CUTOUT_CLIENT_BUFFER_MB must be at least 1, _SPOOL_KB not negative.")
         try:
-            self.fetch_policy  # noqa: B018 - parses the networks
+            if self.url_allowed_networks != DEFAULTS["CUTOUT_URL_ALLOWED_NETWORKS"]:
+                self.fetch_policy  # noqa: B018 - parses the networks (urllib3: 30 ms to import)
         except ValueError as exc:
             raise ConfigError(f"CUTOUT_URL_ALLOWED_NETWORKS: {exc}.") from None
         _rate_limit("CUTOUT_API_RATE_LIMIT", self.api_rate_limit)
@@ -540,6 +541,7 @@ class Settings:
 
 
 ENV_FIELDS = tuple(f for f in dataclasses.fields(Settings) if "env" in f.metadata)
+DEFAULTS: dict[str, Any] = {f.metadata["env"]: f.default for f in ENV_FIELDS}
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -548,6 +550,8 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _rate_limit(name: str, value: str) -> None:
+    if value == DEFAULTS[name]:
+        return  # the shipped defaults parse (tests/test_config.py); `limits` takes 20 ms to import
     try:
         from limits import parse_many  # the rate limiter's own parser: the same notation
     except ImportError:  # no `server` extra: nothing here applies rate limits

@@ -485,7 +485,8 @@ def _session_for(session: Session | None, quality: str | None) -> Session:
 def _ensure_models(settings: Settings, *, fetch: bool) -> None:
     """Download (once, verified) the models *settings* need, or raise naming the command."""
     from cutout.engine import required_models
-    from cutout.engine.fetch import fetch_model, is_installed
+    from cutout.engine.fetch import fetch_model
+    from cutout.engine.files import is_installed
     from cutout.engine.quantize import int8_path
 
     missing = [s for s in required_models(settings) if not is_installed(s, settings.model_dir)]

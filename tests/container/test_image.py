@@ -97,7 +97,7 @@ VERIFY = """
 import hashlib
 from cutout.config import Settings
 from cutout.engine import required_models
-from cutout.engine.fetch import model_path
+from cutout.engine.files import model_path
 settings = Settings.from_env(dotenv_path=None)
 for spec in required_models(settings):
     algorithm, expected = spec.checksum.split(":")

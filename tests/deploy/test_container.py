@@ -27,7 +27,7 @@ import yaml
 from PIL import Image, ImageOps
 
 from cutout.config import Settings
-from cutout.engine.fetch import is_installed, model_path
+from cutout.engine.files import is_installed, model_path
 from cutout.engine.registry import get_spec
 from tests.conftest import Photos, missing
 from tests.deploy import dockerfile

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from cutout.config import Settings
 from cutout.engine.base import BoundedEngine, Engine
-from cutout.engine.fetch import model_path
+from cutout.engine.files import model_path
 from cutout.engine.fused import Deferred, FusedEngine
 from cutout.engine.local import LocalEngine
-from cutout.engine.objectcut import ObjectCutEngine
 from cutout.engine.quantize import int8_path
 from cutout.engine.registry import FUSION_MODEL, ModelSpec, get_spec
 from cutout.engine.runtimes import Runtime, load_runtime, resolve_runtime
@@ -30,6 +29,8 @@ def build_engine(settings: Settings) -> BoundedEngine:
     """
     inner: Engine
     if settings.engine == "objectcut":
+        from cutout.engine.objectcut import ObjectCutEngine  # requests: not for the local engine
+
         inner = ObjectCutEngine(
             api_key=settings.rapid_api_key,
             api_host=settings.rapid_api_host,

