@@ -1,5 +1,5 @@
 """``python -m cutout`` is the ``cutout`` command."""
 
-from cutout.cli import main
+from cutout.cli import run
 
-main()
+run()
