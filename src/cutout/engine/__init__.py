@@ -67,10 +67,7 @@ def local_engine(settings: Settings) -> LocalEngine | FusedEngine:
 
 
 def _fusion_model(settings: Settings) -> LocalEngine:
-    """MODNet, and scipy for the fusion (a slow import), both on the loader's thread."""
-    from cutout.imaging.fuse import ndimage
-
-    ndimage()
+    """MODNet, compiled on the loader's thread."""
     return model_engine(get_spec(FUSION_MODEL), settings)
 
 

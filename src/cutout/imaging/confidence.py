@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cutout.imaging.fuse import FUSION, ndimage, regions_touching, resize
+from cutout.imaging.fuse import FUSION, resize
+from cutout.imaging.regions import label, sizes, touching
 
 Array = np.ndarray
 
@@ -132,7 +133,7 @@ def measure(
     disagreement = stranger = 0.0
     if secondary is not None:
         soft = resize(secondary, grid)
-        subject = regions_touching(soft > params.region, main > FUSION.seed)
+        subject = touching(soft > params.region, main > FUSION.seed)
         disagreement = float(np.mean(np.abs(out - soft) * subject))
         stranger = strangers(main > FUSION.seed, soft > FUSION.seed)
     return Signals(
@@ -154,13 +155,12 @@ def strangers(main: Array, soft: Array) -> float:
         return 0.0
     largest = 0.0
     for mask, other in ((main, soft), (soft, main)):
-        labels, count = ndimage().label(mask)
+        labels, count = label(mask)
         if count == 0:
             continue
-        sizes = ndimage().sum_labels(mask, labels, range(1, count + 1))
         touched = np.zeros(count + 1, bool)
-        touched[np.unique(labels[other & (labels > 0)])] = True
-        alone = sizes[~touched[1:]]
+        touched[labels[other]] = True
+        alone = sizes(labels, count)[~touched[1:]]
         if alone.size:
             largest = max(largest, float(alone.max()))
     return largest / area
@@ -176,11 +176,10 @@ def border_share(foreground: Array) -> float:
 
 def pieces(foreground: Array, smallest: float) -> int:
     """How many connected pieces of *foreground* hold at least *smallest* of its area."""
-    labels, count = ndimage().label(foreground)
+    labels, count = label(foreground)
     if count == 0:
         return 0
-    sizes = ndimage().sum_labels(foreground, labels, range(1, count + 1))
-    return int(np.sum(sizes >= smallest * foreground.sum()))
+    return int(np.sum(sizes(labels, count) >= smallest * foreground.sum()))
 
 
 def needs_review(score: float | None) -> bool | None:

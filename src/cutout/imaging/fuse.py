@@ -21,13 +21,11 @@ leave-one-out on the 29 test photos (``scripts/fusion_research.py``; README "Qua
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-if TYPE_CHECKING:
-    from scipy import ndimage as _ndimage_module
+from cutout.imaging.regions import dilate, touching
 
 Array = np.ndarray
 
@@ -61,26 +59,10 @@ def allowed_region(primary: Array, secondary: Array, params: FusionParams = FUSI
     grid = (params.grid, params.grid)
     main = resize(primary, grid)
     seeds = main > params.seed
-    connected = regions_touching(resize(secondary, grid) > params.threshold, seeds)
+    connected = touching(resize(secondary, grid) > params.threshold, seeds)
     steps = max(1, round(params.reach * params.grid / 1024))
-    near = ndimage().binary_dilation(seeds, iterations=steps) if seeds.any() else seeds
-    result: Array = connected & (near | (main > params.support))
+    result: Array = connected & (dilate(seeds, steps) | (main > params.support))
     return result
-
-
-def regions_touching(regions: Array, seeds: Array) -> Array:
-    """The connected components of the boolean *regions* that overlap the boolean *seeds*."""
-    labels, _ = ndimage().label(regions)
-    touching = np.unique(labels[seeds & (labels > 0)])
-    found: Array = np.isin(labels, touching[touching > 0])
-    return found
-
-
-def ndimage() -> _ndimage_module:
-    """scipy.ndimage, imported on first use: 0.2-0.4 s that `fast` and the start need not pay."""
-    from scipy import ndimage as module
-
-    return module
 
 
 def resize(a: Array, size: tuple[int, int]) -> Array:
