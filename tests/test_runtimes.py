@@ -26,6 +26,7 @@ from cutout.engine.runtimes import OnnxRuntime, cpu_has_bf16, load_runtime
 from cutout.errors import ConfigError, EngineBusy, EngineError
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits
+from cutout.memory import estimate
 from cutout.pipeline import remove_background
 from tests.conftest import Sample
 from tests.helpers import encode, synthetic_photo
@@ -219,6 +220,65 @@ def test_modnet_input_keeps_the_aspect_in_multiples_of_32() -> None:
     x = preprocess(Image.new("RGB", (64, 48), (255, 0, 127)), spec)
     assert x.shape == (1, 3, 288, 384)
     assert np.allclose(x[0, :, 0, 0], [1.0, -1.0, -0.00392], atol=1e-4)  # (p - 127.5) / 127.5
+
+
+@pytest.mark.parametrize("size", [(280, 2), (2, 280), (20000, 100), (9000, 3000), (1, 1)])
+def test_modnet_input_is_bounded_whatever_the_photo_aspect(size: tuple[int, int]) -> None:
+    """A sliver of a photo once became a 40320 x 288 input (210 MB more than admission knew)."""
+    width, height = input_size(size, get_spec("modnet"))
+    assert min(width, height) <= 288 and max(width, height) <= 3 * 288
+    assert width % 32 == height % 32 == 0
+
+
+def process_status(key: str) -> int:
+    """A memory figure of this process (VmRSS, VmHWM), bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def process_rss() -> int:
+    return process_status("VmRSS")
+
+
+@pytest.mark.model
+def test_new_input_shapes_do_not_grow_the_process(real_engine: FusedEngine) -> None:
+    """Photos of ever new aspects (MODNet's input follows it) must not each leave memory
+    behind: OpenVINO's per-shape cache grew a process by 7 MB per shape (560 MB for 80)."""
+    modnet = real_engine.secondary
+    shapes = [(288, long) for long in range(288, 3 * 288 + 1, 32)]
+    shapes += [(short, long) for short in range(64, 288, 32) for long in (480, 672)]
+    first, then = shapes[::2], shapes[1::2]  # warm up on some shapes, then measure others
+    for height, width in [(h, w) for h, w in first] + [(w, h) for h, w in first]:
+        modnet.infer(np.zeros((1, 3, height, width), np.float32))
+    before = process_rss()
+    for height, width in [(h, w) for h, w in then] + [(w, h) for h, w in then]:
+        modnet.infer(np.zeros((1, 3, height, width), np.float32))
+    grown = (process_rss() - before) / 2**20
+    assert grown < 40, f"{2 * len(then)} new input shapes grew the process by {grown:.0f} MB"
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("size", [(280, 1), (1, 280), (280, 2)])
+def test_a_sliver_of_a_photo_costs_no_more_than_admission_reserves(
+    real_engine: FusedEngine, size: tuple[int, int]
+) -> None:
+    """A 77-byte PNG of 280 x 1 px once took 2.4 GB and 14 s (MODNet's input followed its
+    aspect): now its peak stays under the estimate admission reserves for its pixels."""
+    limits = Limits(max_bytes=1 << 20, max_pixels=10**7)
+    remove_background(
+        encode(Image.new("RGB", (640, 480)), "PNG"),
+        real_engine,
+        limits=limits,
+        options=OutputOptions(),
+    )
+    data = encode(Image.new("RGB", size, (200, 30, 30)), "PNG")
+    before = process_rss()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    remove_background(data, real_engine, limits=limits, options=OutputOptions())
+    peak = process_status("VmHWM") - before
+    assert peak < estimate(*size), f"{size}: peak growth {peak / 2**20:.0f} MB"
 
 
 def test_compile_cache_is_optional(tiny_model: Path, tmp_path: Path) -> None:
