@@ -133,11 +133,11 @@ def start_engine(settings: Settings) -> EngineLoader:
 
 def loaded_engine(settings: Settings) -> Engine:
     """:func:`build_engine`, returned once the default quality mode's models are all compiled
-    (MODNet compiles on a thread of its own), so ``/ready`` means the first request won't
-    wait."""
+    (MODNet compiles on a thread of its own) and have each run once, so ``/ready`` means the
+    first request neither waits nor pays the runtime's first-pass allocations."""
     engine = build_engine(settings)
-    if isinstance(engine.inner, FusedEngine) and settings.quality != "fast":
-        _ = engine.inner.secondary  # waits for MODNet; raises what its compilation raised
+    if isinstance(engine.inner, FusedEngine):
+        engine.inner.warm_up()  # waits for MODNet; raises what its compilation raised
     return engine
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cutout.engine.base import Prediction
 from cutout.engine.local import LocalEngine, preprocess
-from cutout.engine.modes import DEFAULT_QUALITY, TTA_FROM, modnet_gain
+from cutout.engine.modes import DEFAULT_QUALITY, TTA_FROM, modnet_cannot_matter, modnet_gain
 from cutout.engine.registry import FUSION_MODEL, get_spec
 from cutout.imaging.confidence import confidence
 from cutout.imaging.fuse import fuse
@@ -118,11 +118,8 @@ class FusedEngine:
             soft_input = helper.submit(preprocess, image, FUSION_SPEC)
             tensor = preprocess(image, self.primary.spec)
             main = self.primary.infer(tensor)
-            # No skip here although modnet_cannot_matter() can prove MODNet useless on a photo
-            # with no subject: skipping it there raised a burst of 20 MP uploads' peak growth
-            # beyond the memory budget (637-716 MB under tests/web/test_live_budget.py's 600 MB;
-            # 305 MB with MODNet run), which admission's constants were not measured for. No
-            # real test photo is skippable anyway; re-measure memory before enabling it.
+            if modnet_cannot_matter(main):  # no subject, or one filling the frame (modes.py)
+                return self._alone(main)
             if self.quality != "best":
                 del tensor  # 12 MB that MODNet's pass need not hold (memory.py's constants)
             soft = self.secondary.infer(soft_input.result())
@@ -132,6 +129,22 @@ class FusedEngine:
             main = (main + flipped[:, ::-1]) / 2
         fused = fuse(main, soft)
         return Parts(main, soft, fused, confidence(main, soft, fused), mirrored=mirrored)
+
+    def warm_up(self) -> None:
+        """Run each model this mode uses once. The runtime allocates a compiled model's buffers
+        on its first pass (ISNet 91 MB, MODNet 9 MB on a Zen 4), which would otherwise land in
+        the first real request's peak, beside what admission reserved for it; when the first
+        photos needed no MODNet, in a later request's (a burst of 20 MP uploads peaked at
+        637-716 MB against a 600 MB budget on an Intel Xeon with a bf16 MODNet). With
+        ``CUTOUT_MAX_CONCURRENT`` above 1, each further slot's first pass still adds 16-39 MB,
+        as it did when admission's constants were measured."""
+        blank = Image.new("RGB", (384, 288))  # a 4:3 photo's shape at MODNet's input size
+        # MODNet first (directly: parts() would skip it on a blank photo). In the other order
+        # ISNet's second pass still grew the process by 23 MB; in this one the next passes
+        # add 2 MB and then nothing.
+        if self.quality != "fast":
+            self.secondary.predict_mask(blank)
+        self.primary.predict_mask(blank)
 
     @staticmethod
     def _alone(main: np.ndarray) -> Parts:

@@ -2,11 +2,9 @@
 
 * ``fast``: ISNet alone (MODNet is never run, nor loaded until another mode asks for it);
   the confidence is then the uncertainty share alone (no second model to disagree with).
-* ``balanced`` (the default): ISNet fused with MODNet, which always runs.
-  :func:`modnet_cannot_matter` proves it useless on a photo with no subject or one that fills
-  the frame, but skipping it there is not enabled: it raised a burst of 20 MP uploads' peak
-  memory beyond the budget admission was measured for (see :mod:`cutout.engine.fused`), and
-  on none of the 29 real test photos does the proof hold, so it would save nothing on them.
+* ``balanced`` (the default): ISNet fused with MODNet. MODNet is skipped only where it
+  provably cannot change the mask (:func:`modnet_cannot_matter`): a photo with no subject, or
+  one the subject fills. On none of the 29 real test photos does the proof hold.
 * ``best``: ``balanced``, plus test-time augmentation where the subject is soft: when
   MODNet adds at least :data:`TTA_FROM` of the frame to ISNet's mask (hair, fur: where
   ISNet's own edge is unsure), ISNet also runs on the mirrored photo and the two masks are
