@@ -6,6 +6,8 @@ cheaply; the real ISNet model then checks that OpenVINO and onnxruntime agree on
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -306,3 +308,20 @@ def test_engines_that_cannot_judge_themselves_give_no_confidence() -> None:
         options=OutputOptions(),
     )
     assert (cutout.confidence, cutout.needs_review) == (None, None)
+
+
+def test_openvino_is_imported_without_its_converter_and_telemetry() -> None:
+    """`import openvino` imports its model converter, which sends a usage event to Google
+    Analytics on import (a missing consent file counts as consent) and costs 0.1 s of every
+    start: the engine never uses the converter, so it is left out, and importable later."""
+    script = (
+        "import sys\n"
+        "from cutout.engine.runtimes import cpu_has_bf16, openvino\n"
+        "openvino().Core(); cpu_has_bf16()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('openvino.tools', "
+        "'openvino_telemetry'))))\n"
+        "from openvino.tools.ovc import convert_model\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

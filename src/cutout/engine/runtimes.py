@@ -10,10 +10,13 @@ its own OpenVINO infer request from a small pool, so callers never share mutable
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import queue
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -52,9 +55,36 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+#: OpenVINO's model converter, which ``import openvino`` imports (inside ``try: ... except
+#: ImportError``) and the engine never calls: importing it sends a usage event to Google
+#: Analytics from a forked process (the ``openvino-telemetry`` package counts a missing consent
+#: file as consent) and costs 0.1 s of every start.
+CONVERTER = "openvino.tools.ovc"
+
+
+def openvino() -> ModuleType:
+    """The ``openvino`` module, imported without its model converter when it is not yet loaded.
+
+    ``None`` in ``sys.modules`` is Python's documented way to make an import fail, which
+    OpenVINO's ``__init__`` tolerates there; the marker is removed afterwards, so ``cutout
+    models fetch`` (NNCF) can still import the converter. Should a future OpenVINO need its
+    converter to import at all, it is imported as it ships.
+    """
+    if "openvino" not in sys.modules and CONVERTER not in sys.modules:
+        sys.modules[CONVERTER] = None  # type: ignore[assignment]
+        try:
+            importlib.import_module("openvino")
+        except ImportError:
+            pass  # imported as it ships, below
+        finally:
+            if CONVERTER in sys.modules and sys.modules[CONVERTER] is None:
+                del sys.modules[CONVERTER]
+    return importlib.import_module("openvino")
+
+
 def cpu_has_bf16() -> bool:
     """True when OpenVINO reports native bf16 support (AVX512_BF16 or AMX) on this CPU."""
-    import openvino as ov
+    ov = openvino()
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
@@ -73,8 +103,7 @@ class OpenVINORuntime:
         slots: int,
         cache_dir: Path | None,
     ) -> None:
-        import openvino as ov
-
+        ov = openvino()
         core = ov.Core()
         if cache_dir is not None and _usable_cache(cache_dir):
             # Compiled blobs: the next start (and every gunicorn worker) loads in ~0.3 s.
