@@ -10,7 +10,6 @@ set (docs/internals/quality-and-speed.md), so a regression fails; ``best`` must 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from cutout.imaging.fuse import fuse
 from cutout.pipeline import full_alpha, model_input
 from cutout.quality import Score, mean_score, score
 from tests.conftest import Evaluated, Sample
+from tests.live import proc_status
 
 pytestmark = pytest.mark.model
 
@@ -147,15 +147,8 @@ def test_a_server_engine_has_run_its_models_before_it_is_ready(model_settings: S
     engine = loaded_engine(settings)
     assert isinstance(engine, BoundedEngine) and isinstance(engine.inner, FusedEngine)
     photo = Image.new("RGB", (400, 300), (90, 120, 200))
-    before = _rss()
+    before = proc_status(os.getpid(), "VmRSS")
     engine.inner.primary.predict_mask(photo)
     engine.inner.secondary.predict_mask(photo)
-    grown = (_rss() - before) / 2**20
+    grown = (proc_status(os.getpid(), "VmRSS") - before) / 2**20
     assert grown < 10, f"the first passes after loading grew the process by {grown:.0f} MB"
-
-
-def _rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise KeyError("VmRSS")

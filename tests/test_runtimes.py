@@ -6,6 +6,7 @@ cheaply; the real ISNet model then checks that OpenVINO and onnxruntime agree on
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ from cutout.memory import estimate
 from cutout.pipeline import remove_background
 from tests.conftest import Sample
 from tests.helpers import encode, synthetic_photo
+from tests.live import proc_status, reset_peak
 
 SIZE = 16
 
@@ -232,18 +234,6 @@ def test_modnet_input_is_bounded_whatever_the_photo_aspect(size: tuple[int, int]
     assert width % 32 == height % 32 == 0
 
 
-def process_status(key: str) -> int:
-    """A memory figure of this process (VmRSS, VmHWM), bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def process_rss() -> int:
-    return process_status("VmRSS")
-
-
 @pytest.mark.model
 def test_new_input_shapes_do_not_grow_the_process(real_engine: FusedEngine) -> None:
     """Photos of ever new aspects (MODNet's input follows it) must not each leave memory
@@ -252,12 +242,12 @@ def test_new_input_shapes_do_not_grow_the_process(real_engine: FusedEngine) -> N
     shapes = [(288, long) for long in range(288, 3 * 288 + 1, 32)]
     shapes += [(short, long) for short in range(64, 288, 32) for long in (480, 672)]
     first, then = shapes[::2], shapes[1::2]  # warm up on some shapes, then measure others
-    for height, width in [(h, w) for h, w in first] + [(w, h) for h, w in first]:
+    for height, width in first + [(w, h) for h, w in first]:
         modnet.infer(np.zeros((1, 3, height, width), np.float32))
-    before = process_rss()
-    for height, width in [(h, w) for h, w in then] + [(w, h) for h, w in then]:
+    before = proc_status(os.getpid(), "VmRSS")
+    for height, width in then + [(w, h) for h, w in then]:
         modnet.infer(np.zeros((1, 3, height, width), np.float32))
-    grown = (process_rss() - before) / 2**20
+    grown = (proc_status(os.getpid(), "VmRSS") - before) / 2**20
     assert grown < 40, f"{2 * len(then)} new input shapes grew the process by {grown:.0f} MB"
 
 
@@ -276,10 +266,10 @@ def test_a_sliver_of_a_photo_costs_no_more_than_admission_reserves(
         options=OutputOptions(),
     )
     data = encode(Image.new("RGB", size, (200, 30, 30)), "PNG")
-    before = process_rss()
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = proc_status(os.getpid(), "VmRSS")
+    reset_peak(os.getpid())
     remove_background(data, real_engine, limits=limits, options=OutputOptions())
-    peak = process_status("VmHWM") - before
+    peak = proc_status(os.getpid(), "VmHWM") - before
     assert peak < estimate(*size), f"{size}: peak growth {peak / 2**20:.0f} MB"
 
 
