@@ -20,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from cutout.config import QUALITIES
-from cutout.imaging.fuse import FUSION, FusionParams, allowed_region, resize
-from cutout.imaging.regions import dilate
+from cutout.imaging.fuse import FUSION, FusionParams, allowed_region, resize, supported
 
 __all__ = [
     "DEFAULT_QUALITY",
@@ -66,9 +65,7 @@ def modnet_bound(primary: np.ndarray, params: FusionParams = FUSION) -> float:
     seeds = main > params.seed
     if not seeds.any():
         return 0.0  # nothing for MODNet's regions to connect to: allowed_region is empty
-    steps = max(1, round(params.reach * params.grid / 1024))
-    candidate = dilate(seeds, steps) | (main > params.support)
-    return float(np.mean((1.0 - main) * candidate))
+    return float(np.mean((1.0 - main) * supported(main, seeds, params)))
 
 
 def modnet_gain(primary: np.ndarray, secondary: np.ndarray, params: FusionParams = FUSION) -> float:

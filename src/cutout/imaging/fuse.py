@@ -60,8 +60,16 @@ def allowed_region(primary: Array, secondary: Array, params: FusionParams = FUSI
     main = resize(primary, grid)
     seeds = main > params.seed
     connected = touching(resize(secondary, grid) > params.threshold, seeds)
+    result: Array = connected & supported(main, seeds, params)
+    return result
+
+
+def supported(main: Array, seeds: Array, params: FusionParams = FUSION) -> Array:
+    """Boolean grid: where ISNet's grid mask *main* (with its foreground *seeds*) lets MODNet
+    add, whatever MODNet says: within ``reach`` of the foreground, or where ISNet shows
+    support. :func:`cutout.engine.modes.modnet_bound` bounds MODNet's effect over it."""
     steps = max(1, round(params.reach * params.grid / 1024))
-    result: Array = connected & (dilate(seeds, steps) | (main > params.support))
+    result: Array = dilate(seeds, steps) | (main > params.support)
     return result
 
 
