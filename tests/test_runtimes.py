@@ -20,12 +20,13 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from cutout.config import Settings
-from cutout.engine import model_engine
+from cutout.engine import compile_cache, model_engine
 from cutout.engine.base import BoundedEngine, predict
 from cutout.engine.fused import FusedEngine
 from cutout.engine.local import LocalEngine, input_size, postprocess, preprocess
+from cutout.engine.quantize import drop_stale_blobs
 from cutout.engine.registry import MODELS, get_spec
-from cutout.engine.runtimes import OnnxRuntime, cpu_has_bf16, load_runtime
+from cutout.engine.runtimes import OnnxRuntime, cpu_has_bf16, load_runtime, openvino
 from cutout.errors import ConfigError, EngineBusy, EngineError
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits
@@ -282,6 +283,33 @@ def test_compile_cache_is_optional(tiny_model: Path, tmp_path: Path) -> None:
     assert np.allclose(runtime.run(x), 1.0)
     cached = load_runtime(tiny_model, choice="openvino", cache_dir=tmp_path / "cache")
     assert np.allclose(cached.run(x), 1.0) and any((tmp_path / "cache").iterdir())
+
+
+def _save_ir(folder: Path, factor: float, manifest: str) -> Path:
+    """An IR like the INT8 builds (input * factor, one output) with a manifest beside it."""
+    ov = openvino()
+    x = ov.opset13.parameter([1, 3, SIZE, SIZE], np.float32, name="input")
+    y = ov.opset13.multiply(x, ov.opset13.constant(np.float32(factor)))
+    xml = folder / "tiny.int8.xml"
+    ov.save_model(ov.Model([y], [x], "tiny"), str(xml))
+    xml.with_suffix(".json").write_text(manifest)
+    return xml
+
+
+def test_a_rebuilt_ir_is_never_served_its_predecessors_compiled_blob(tmp_path: Path) -> None:
+    """IRs compile from their path, which is all OpenVINO's cache key sees: compile_cache()
+    gives each build its own folder, and a new build removes the old folders."""
+    x = np.ones((1, 3, SIZE, SIZE), np.float32)
+    first = _save_ir(tmp_path, 1.0, '{"build": 1}')
+    old_cache = compile_cache(first)
+    assert np.allclose(load_runtime(first, choice="openvino", cache_dir=old_cache).run(x), 1.0)
+    assert any(old_cache.iterdir())  # the blob a second start would load
+    rebuilt = _save_ir(tmp_path, 2.0, '{"build": 2}')
+    new_cache = compile_cache(rebuilt)
+    assert new_cache != old_cache and rebuilt == first
+    assert np.allclose(load_runtime(rebuilt, choice="openvino", cache_dir=new_cache).run(x), 2.0)
+    drop_stale_blobs(rebuilt)
+    assert not old_cache.exists() and any(new_cache.iterdir())
 
 
 def test_engines_that_cannot_judge_themselves_give_no_confidence() -> None:

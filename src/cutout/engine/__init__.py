@@ -11,7 +11,7 @@ from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.files import model_path
 from cutout.engine.fused import Deferred, FusedEngine
 from cutout.engine.local import LocalEngine
-from cutout.engine.quantize import int8_path
+from cutout.engine.quantize import int8_digest, int8_path
 from cutout.engine.registry import FUSION_MODEL, ModelSpec, get_spec
 from cutout.engine.runtimes import Runtime, load_runtime, resolve_runtime
 from cutout.errors import ModelNotFetched
@@ -139,5 +139,18 @@ def _shared_runtime(
         slots=slots,
         input_name=input_name,
         output_name=output_name,
-        cache_dir=path.parent / "openvino-cache",
+        cache_dir=compile_cache(path),
     )
+
+
+def compile_cache(path: Path) -> Path:
+    """Where OpenVINO keeps the compiled model at *path* (see ``load_runtime``'s cache_dir).
+
+    OpenVINO keys a blob by the model's content when it is given a read model (ONNX files), but
+    by its path alone when it compiles an IR from the path (the INT8 builds): each build gets
+    a folder named by its manifest, so a rebuilt model is never served a stale blob.
+    """
+    cache = path.parent / "openvino-cache"
+    if path.suffix == ".xml":
+        return cache / f"{path.stem}-{int8_digest(path)}"
+    return cache

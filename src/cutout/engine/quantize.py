@@ -25,10 +25,12 @@ Only :func:`quantize` imports NNCF (``cutout models fetch`` calls it); the serve
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -99,6 +101,18 @@ def int8_path(spec: ModelSpec, model_dir: Path) -> Path | None:
         log.info("ignoring the INT8 build of %s: another model or recipe", spec.name)
         return None
     return xml
+
+
+def int8_digest(xml: Path) -> str:
+    """A short digest of the IR at *xml*: of its manifest, which names the SHA-256 of both
+    files (and the build's source, recipe and versions), or else of the two files' sizes and
+    modification times. Reading the manifest costs nothing; hashing 44 MB would cost 0.03 s."""
+    try:
+        identity = xml.with_suffix(".json").read_bytes()
+    except OSError:
+        stats = [p.stat() for p in (xml, xml.with_suffix(".bin")) if p.exists()]
+        identity = repr([(st.st_size, st.st_mtime_ns) for st in stats]).encode()
+    return hashlib.sha256(identity).hexdigest()[:16]
 
 
 def quantize_model(
@@ -256,8 +270,18 @@ def _install(spec: ModelSpec, model_dir: Path, source: Path, images: Iterable[Im
     part.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     part.chmod(0o644)
     os.replace(part, manifest)
+    drop_stale_blobs(xml)
     log.info("installed INT8 model %s at %s", spec.name, xml)
     return xml
+
+
+def drop_stale_blobs(xml: Path) -> None:
+    """Remove the compiled blobs of earlier builds of *xml* (``cutout.engine.compile_cache``
+    names their folders): nothing would ever read them again."""
+    current = f"{xml.stem}-{int8_digest(xml)}"
+    for folder in (xml.parent / "openvino-cache").glob(f"{xml.stem}-*"):
+        if folder.name != current:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _versions() -> dict[str, str]:
