@@ -210,6 +210,7 @@ def folders(testdata: Path, isnet: Path) -> None:
                                            str(src), str(out)]  # fmt: skip
         if BASELINE:
             tools["baseline"] = partial(_cutout_argv, [BASELINE, "remove", "-q"])
+        warm_up(tools, small, root)
         print(f"folders, fresh process per run, start included ({FOLDER_REPEATS} interleaved "
               f"rounds, fastest kept){'; baseline ' + BASELINE if BASELINE else ''}:")  # fmt: skip
         for label, folder in (("0.3-0.5 MP", small), ("2 MP", large)):
@@ -239,6 +240,22 @@ def folders(testdata: Path, isnet: Path) -> None:
                     b / s for b, s in zip(times["baseline"], times["cutout balanced"], strict=True)
                 )
                 print(f"    balanced vs baseline: {gain:.2f}x faster")
+
+
+def warm_up(tools: dict[str, Callable[[Path, Path], list[str]]], folder: Path, root: Path) -> None:
+    """Run each tool once, untimed, on one photo of *folder*, as a first run on a user's machine
+    would: it fills the compile caches and writes Python's bytecode. Without it a shell with
+    PYTHONDONTWRITEBYTECODE=1 (set in some sandboxes and images) timed `cutout` compiling its
+    ~60 modules from source in every process (0.06 s), which pip installs never do: they ship
+    the bytecode. rembg's modules, installed by pip, always had theirs."""
+    one = root / "warm-up"
+    one.mkdir()
+    photo = sorted(folder.iterdir())[0]
+    os.link(photo, one / photo.name)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for name, argv in tools.items():
+        out = root / f"warm-up-{name.replace(' ', '-')}"
+        subprocess.run(argv(one, out), check=True, stdout=subprocess.DEVNULL, env=env)
 
 
 def _cutout_argv(prefix: list[str], src: Path, out: Path) -> list[str]:
