@@ -11,7 +11,7 @@ from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.files import model_path
 from cutout.engine.fused import Deferred, FusedEngine
 from cutout.engine.local import LocalEngine
-from cutout.engine.quantize import int8_digest, int8_path
+from cutout.engine.quantize import CACHE_FOLDER, blob_folder, int8_path
 from cutout.engine.registry import FUSION_MODEL, ModelSpec, get_spec
 from cutout.engine.runtimes import Runtime, load_runtime, resolve_runtime
 from cutout.errors import ModelNotFetched
@@ -150,7 +150,6 @@ def compile_cache(path: Path) -> Path:
     by its path alone when it compiles an IR from the path (the INT8 builds): each build gets
     a folder named by its manifest, so a rebuilt model is never served a stale blob.
     """
-    cache = path.parent / "openvino-cache"
     if path.suffix == ".xml":
-        return cache / f"{path.stem}-{int8_digest(path)}"
-    return cache
+        return blob_folder(path)
+    return path.parent / CACHE_FOLDER

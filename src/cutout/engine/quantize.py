@@ -115,6 +115,16 @@ def int8_digest(xml: Path) -> str:
     return hashlib.sha256(identity).hexdigest()[:16]
 
 
+#: OpenVINO's compile cache, beside the models.
+CACHE_FOLDER = "openvino-cache"
+
+
+def blob_folder(xml: Path) -> Path:
+    """The compile cache folder of the IR build at *xml*: OpenVINO keys an IR compiled from its
+    path by that path alone, so each build's blobs get a folder named by :func:`int8_digest`."""
+    return xml.parent / CACHE_FOLDER / f"{xml.stem}-{int8_digest(xml)}"
+
+
 def quantize_model(
     spec: ModelSpec,
     model_dir: Path,
@@ -276,11 +286,11 @@ def _install(spec: ModelSpec, model_dir: Path, source: Path, images: Iterable[Im
 
 
 def drop_stale_blobs(xml: Path) -> None:
-    """Remove the compiled blobs of earlier builds of *xml* (``cutout.engine.compile_cache``
-    names their folders): nothing would ever read them again."""
-    current = f"{xml.stem}-{int8_digest(xml)}"
-    for folder in (xml.parent / "openvino-cache").glob(f"{xml.stem}-*"):
-        if folder.name != current:
+    """Remove the compiled blobs of earlier builds of *xml* (:func:`blob_folder`): nothing
+    would ever read them again."""
+    current = blob_folder(xml)
+    for folder in current.parent.glob(f"{xml.stem}-*"):
+        if folder != current:
             shutil.rmtree(folder, ignore_errors=True)
 
 
