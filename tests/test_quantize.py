@@ -16,6 +16,7 @@ import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,26 +37,35 @@ SIZE = 32
 
 
 def conv_model(path: Path) -> None:
-    """input [1,3,S,S] -> conv 3x3 (8) + bias -> relu -> conv 1x1 (1) + bias -> sigmoid."""
+    """input [1,3,S,S] -> conv 3x3 (8) + bias -> relu -> conv 1x1 (1) + bias -> bilinear 2x
+    -> sigmoid: ISNet's shape in small, its last upsampling included."""
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
         numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "b1"),
         numpy_helper.from_array(rng.normal(0, 0.3, (1, 8, 1, 1)).astype(np.float32), "w2"),
         numpy_helper.from_array(np.zeros(1, np.float32), "b2"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
     ]
     graph = helper.make_graph(
         [
             helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
             helper.make_node("Relu", ["c1"], ["r1"]),
             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
-            helper.make_node("Sigmoid", ["c2"], ["output"]),
+            helper.make_node(
+                "Resize",
+                ["c2", "", "scales"],
+                ["up"],
+                mode="linear",
+                coordinate_transformation_mode="half_pixel",
+            ),
+            helper.make_node("Sigmoid", ["up"], ["output"]),
             helper.make_node("Neg", ["c2"], ["side"]),
         ],
         "tinyconv",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
         [
-            helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, SIZE, SIZE]),
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 2 * SIZE, 2 * SIZE]),
             helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 1, SIZE, SIZE]),
         ],
         inits,
@@ -95,6 +105,7 @@ def test_quantized_model_is_int8_close_to_float_and_reproducible(
     q.quantize(model_dir / "tiny.onnx", spec, photos(), first)
     q.quantize(model_dir / "tiny.onnx", spec, photos(), second)
     assert "FakeQuantize" in first.read_text()  # the convolutions run as INT8
+    assert "Interpolate" not in first.read_text()  # the upsampling was rewired (q.rewire)
     # Same photos, same recipe: the same weights and graph. OpenVINO numbers the nodes it
     # creates with a process-wide counter, so within one process the names differ; a fresh
     # process (as `cutout models fetch` is) writes identical files (ISNet: same sha256 twice).
@@ -152,6 +163,7 @@ def test_fetch_time_build_is_installed_with_a_manifest(
     assert q.int8_path(spec, model_dir) == built == model_dir / "tiny.int8.xml"
     manifest = json.loads((model_dir / "tiny.int8.json").read_text())
     assert manifest["source"] == spec.checksum and manifest["recipe"] == q.RECIPE
+    assert manifest["graph"] == q.GRAPH
     assert sorted(p.name for p in model_dir.iterdir()) == [
         "tiny.int8.bin", "tiny.int8.json", "tiny.int8.xml", "tiny.onnx"
     ]  # fmt: skip
@@ -247,3 +259,77 @@ def test_a_build_off_a_terminal_says_how_far_it_is(
     assert heard, "no progress line"
     assert all(line.startswith(f"Quantizing {spec.name}: statistics ") for line in heard)
     assert all(re.search(r"\(\d+%\), (\d+ min )?\d+ s so far", line) for line in heard), heard
+
+
+# -- the graph rewrite ------------------------------------------------------------------------
+
+
+def upsampling_model(channels: int, size: tuple[int, int], out: tuple[int, int], mode: str) -> Any:
+    """[1, channels, H, W] -> OpenVINO's bilinear resize to *out* (coordinates per *mode*)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, channels, *size], np.float32)
+    resized = ops.interpolate(x, np.array(out, np.int64), "linear_onnx", "sizes",
+                              axes=np.array([2, 3], np.int64),
+                              coordinate_transformation_mode=mode)  # fmt: skip
+    return ov.Model([resized], [x], "upsampling")
+
+
+@pytest.mark.parametrize("mode", ["half_pixel", "pytorch_half_pixel"])
+@pytest.mark.parametrize("size", [(5, 7), (2, 2), (64, 48)])
+def test_rewire_keeps_a_single_channel_upsampling_exact(size: tuple[int, int], mode: str) -> None:
+    import openvino as ov
+
+    doubled = (2 * size[0], 2 * size[1])
+    model = upsampling_model(1, size, doubled, mode)
+    core, config = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32"}
+    before = core.compile_model(model, "CPU", config)
+    assert q.rewire(model) == 1
+    assert "Interpolate" not in {op.get_type_name() for op in model.get_ordered_ops()}
+    after = core.compile_model(model, "CPU", config)
+    x = np.random.default_rng(1).normal(0, 5, (1, 1, *size)).astype(np.float32)
+    expected, got = before({0: x})[0], after({0: x})[0]
+    assert got.shape == expected.shape == (1, 1, *doubled)
+    assert np.abs(got - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "out"),
+    [(3, (5, 7), (10, 14)), (1, (5, 7), (9, 14)), (1, (5, 7), (15, 21)), (1, (1, 7), (2, 14))],
+)
+def test_rewire_leaves_other_resizes_alone(
+    channels: int, size: tuple[int, int], out: tuple[int, int]
+) -> None:
+    """Several channels (vectorised well already), not exactly 2x, or a side too short."""
+    model = upsampling_model(channels, size, out, "half_pixel")
+    assert q.rewire(model) == 0
+    assert "Interpolate" in {op.get_type_name() for op in model.get_ordered_ops()}
+
+
+def test_an_older_build_is_rewired_in_place(
+    model_dir: Path, spec: ModelSpec, tmp_path: Path
+) -> None:
+    """A build from before the rewrite still runs; the next fetch rewires it without NNCF."""
+    fresh = tmp_path / "models"
+    fresh.mkdir()
+    shutil.copy(model_dir / spec.filename, fresh / spec.filename)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(q, "rewire", lambda model: 0)
+        patch.setattr(q, "GRAPH", 0)
+        xml = q._install(spec, fresh, fresh / spec.filename, photos())
+    assert "Interpolate" in xml.read_text() and q.int8_path(spec, fresh) == xml
+    x = preprocess(synthetic_photo(50, 40), spec)
+    before = load_runtime(xml, choice="openvino", precision="int8", output_name="output").run(x)
+    heard: list[str] = []
+    assert q.rewire_build(spec, fresh, heard.append)
+    assert heard == [f"Rewiring the INT8 build of {spec.name} (once, seconds)"]
+    assert "Interpolate" not in xml.read_text() and q.int8_path(spec, fresh) == xml
+    manifest = json.loads(xml.with_suffix(".json").read_text())
+    assert manifest["graph"] == q.GRAPH and manifest["recipe"] == q.RECIPE
+    after = load_runtime(xml, choice="openvino", precision="int8", output_name="output").run(x)
+    assert np.abs(after - before).max() < 0.01  # bf16 rounding on a sigmoid's output
+    assert not q.rewire_build(spec, fresh)  # once
+    assert sorted(p.name for p in fresh.iterdir()) == sorted(
+        [spec.filename, "tiny.int8.bin", "tiny.int8.json", "tiny.int8.xml"]
+    )

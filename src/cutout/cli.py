@@ -592,14 +592,15 @@ def _quantize_one(spec: ModelSpec, settings: Settings) -> None:
     """Build (once) the INT8 model of *spec*; NNCF is imported here and nowhere else."""
     import time
 
-    from cutout.engine.quantize import int8_path, quantize_model
+    from cutout.engine.quantize import int8_path, quantize_model, rewire_build
 
+    say = functools.partial(click.echo, err=True)
     if int8_path(spec, settings.model_dir) is not None:
-        click.echo(f"{spec.name} int8: already built")
+        rewired = rewire_build(spec, settings.model_dir, say)
+        click.echo(f"{spec.name} int8: {'rewired' if rewired else 'already built'}")
         return
     started = time.perf_counter()
     try:
-        say = functools.partial(click.echo, err=True)
         path = quantize_model(
             spec,
             settings.model_dir,
