@@ -202,6 +202,27 @@ def test_json_lines_and_min_confidence(
     assert above.returncode == 0, above.stderr
 
 
+@pytest.mark.model
+def test_a_folder_runs_by_aspect_ratio(
+    tmp_path: Path, photos: Photos, model_settings: Settings
+) -> None:
+    """Photos of one shape run one after another (MODNet's input follows the aspect, and a
+    change of shape costs the runtime 14 ms); an unreadable file first, failing as usual."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with Image.open(photos[0]) as source:
+        rgb = source.convert("RGB")
+    shapes = {"a": (300, 200), "b": (200, 300), "c": (310, 200), "d": (200, 290)}
+    for name, size in shapes.items():
+        rgb.resize(size).save(folder / f"{name}.png")
+    (folder / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    env = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir)}
+    result = run("remove", folder, "-o", tmp_path / "out", "--json", "-j", "1", env=env)
+    assert result.returncode == 1, result.stderr  # e.png
+    order = [Path(json.loads(line)["input"]).stem for line in result.stdout.splitlines()]
+    assert order == ["e", "b", "d", "a", "c"]  # 0 (unreadable), 0.67, 0.69, 1.5, 1.55
+
+
 def test_min_confidence_must_be_a_fraction(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
     result = run("remove", tmp_path / "a.jpg", "--min-confidence", "2")
