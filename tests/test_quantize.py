@@ -11,8 +11,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,3 +336,25 @@ def test_an_older_build_is_rewired_in_place(
     assert sorted(p.name for p in fresh.iterdir()) == sorted(
         [spec.filename, "tiny.int8.bin", "tiny.int8.json", "tiny.int8.xml"]
     )
+
+
+def test_a_build_reports_no_usage(tmp_path: Path) -> None:
+    """NNCF and OpenVINO's converter report usage through openvino-telemetry, which takes a
+    missing consent file for consent; imported as quantize() imports them, neither reports nor
+    writes its client id. A fresh interpreter: under pytest NNCF stubs its reporter anyway."""
+    probe = (
+        "import os\n"
+        "from cutout.engine.quantize import telemetry_off\n"
+        "with telemetry_off():\n"
+        "    import nncf, openvino, openvino.tools.ovc\n"
+        "from nncf.telemetry.wrapper import NNCFTelemetry, telemetry\n"
+        "from openvino_telemetry import Telemetry\n"
+        "print(isinstance(telemetry, NNCFTelemetry), Telemetry().consent, 'CI' in os.environ)\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    for name in q.NO_TELEMETRY:
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "False"]
+    assert list(tmp_path.iterdir()) == []  # no ~/intel

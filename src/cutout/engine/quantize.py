@@ -229,9 +229,10 @@ def calibration_images(photos: dict[str, bytes]) -> list[Image.Image]:
 
 def quantize(source: Path, spec: ModelSpec, images: Iterable[Image.Image], dest: Path) -> None:
     """Quantize the ONNX model at *source* with NNCF and save the IR as *dest* (.xml)."""
-    import nncf
-    import openvino as ov
-    from openvino._offline_transformations import apply_moc_transformations
+    with telemetry_off():
+        import nncf
+        import openvino as ov
+        from openvino._offline_transformations import apply_moc_transformations
 
     model = ov.Core().read_model(str(source))
     output = model.output(spec.output_name) if spec.output_name else model.outputs[0]
@@ -328,6 +329,35 @@ def _phase_upsample(ops: Any, x: Any, shape: Any) -> Any:
     # depth-to-space (blocks first) puts channel 2 * row + column at (2y + row, 2x + column)
     stacked = ops.concat([rows[0][0], rows[1][0], rows[0][1], rows[1][1]], 1)
     return ops.depth_to_space(stacked, "blocks_first", 2)
+
+
+#: What keeps NNCF and OpenVINO's converter from reporting usage while they are first imported.
+NO_TELEMETRY = {"CI": "true", "NNCF_CI": "1"}
+
+
+@contextlib.contextmanager
+def telemetry_off() -> Iterator[None]:
+    """Import NNCF (and OpenVINO's converter, which it may load) inside this block: neither
+    then reports usage.
+
+    Both report through the ``openvino-telemetry`` package, which counts a missing consent file
+    as consent: NNCF sends an event to Google Analytics for each quantization, and the package
+    keeps a client id and a usage counter under ``~/intel``. A self-hosted tool's build step
+    must not phone home. The package decides once, when its first reporter is made (at these
+    imports), and declines when ``CI`` is ``true``; ``NNCF_CI`` swaps NNCF's reporter for a
+    stub. Both variables are restored afterwards. A process that imported them earlier (the
+    converter, through a plain ``import openvino``) keeps what it decided then.
+    """
+    saved = {name: os.environ.get(name) for name in NO_TELEMETRY}
+    os.environ.update(NO_TELEMETRY)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class _Tensors:
