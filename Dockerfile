@@ -63,8 +63,8 @@ RUN pip install --no-cache-dir --no-deps . && pip check
 # checksums (fails the build on any mismatch), then build their INT8 versions with NNCF (ISNet
 # about 2-3 minutes and 3.5 GB of memory, MODNet about 10 s; once). A build cache keeps them
 # between builds on one machine: `models fetch` verifies the downloads again and rebuilds an
-# INT8 model when its recipe or source changed (quantize.int8_path), so a cached file is never
-# taken on trust.
+# INT8 model when its recipe or source changed (quantize.int8_path) and rewires an older build's
+# graph in place (quantize.rewire_build), so a cached file is never taken on trust.
 # The verified files are copied into CUTOUT_MODEL_DIR, which the runtime stage copies.
 RUN --mount=type=cache,target=/var/cache/cutout-models,sharing=locked \
     CUTOUT_MODEL_DIR=/var/cache/cutout-models cutout models fetch \

@@ -333,6 +333,31 @@ def test_an_older_build_is_rewired_in_place(
     after = load_runtime(xml, choice="openvino", precision="int8", output_name="output").run(x)
     assert np.abs(after - before).max() < 0.01  # bf16 rounding on a sigmoid's output
     assert not q.rewire_build(spec, fresh)  # once
+
+
+def test_a_build_that_cannot_be_rewired_runs_as_it_is(
+    model_dir: Path, spec: ModelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only model dir (a container's): fetch says so and the old build stays in use."""
+    fresh = tmp_path / "models"
+    fresh.mkdir()
+    shutil.copy(model_dir / spec.filename, fresh / spec.filename)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(q, "rewire", lambda model: 0)
+        patch.setattr(q, "GRAPH", 0)
+        xml = q._install(spec, fresh, fresh / spec.filename, photos())
+    manifest = xml.with_suffix(".json").read_text()
+
+    def read_only(*args: object) -> None:
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(q, "_place", read_only)
+    heard: list[str] = []
+    assert not q.rewire_build(spec, fresh, heard.append)
+    assert heard[-1].startswith(f"Could not rewire the INT8 build of {spec.name}, which runs as")
+    assert "Read-only file system" in heard[-1]
+    assert xml.with_suffix(".json").read_text() == manifest and q.int8_path(spec, fresh) == xml
+    assert not [p for p in fresh.iterdir() if p.name.startswith(".")]  # no temporary left
     assert sorted(p.name for p in fresh.iterdir()) == sorted(
         [spec.filename, "tiny.int8.bin", "tiny.int8.json", "tiny.int8.xml"]
     )

@@ -405,11 +405,15 @@ def rewire_build(spec: ModelSpec, model_dir: Path, say: Log = log.info) -> bool:
     say(f"Rewiring the INT8 build of {spec.name} (once, seconds)")
     model = ov.Core().read_model(str(xml))
     rewire(model)
-    with tempfile.TemporaryDirectory(dir=model_dir, prefix=f".{spec.name}.int8.") as tmp:
-        built = Path(tmp) / xml.name
-        ov.save_model(model, str(built), compress_to_fp16=False)
-        del model  # it maps the old weights file, which is about to be replaced
-        _place(built, spec, model_dir, meta)
+    try:
+        with tempfile.TemporaryDirectory(dir=model_dir, prefix=f".{spec.name}.int8.") as tmp:
+            built = Path(tmp) / xml.name
+            ov.save_model(model, str(built), compress_to_fp16=False)
+            del model  # it maps the old weights file, which is about to be replaced
+            _place(built, spec, model_dir, meta)
+    except OSError as exc:  # a read-only model dir (a container's): the build runs as it is
+        say(f"Could not rewire the INT8 build of {spec.name}, which runs as it is: {exc}")
+        return False
     return True
 
 
