@@ -310,17 +310,22 @@ def test_rewire_leaves_other_resizes_alone(
     assert "Interpolate" in {op.get_type_name() for op in model.get_ordered_ops()}
 
 
+def older_build(model_dir: Path, spec: ModelSpec, folder: Path) -> Path:
+    """An INT8 build in the new *folder* as fetch made it before the rewrite (GRAPH 0)."""
+    folder.mkdir()
+    shutil.copy(model_dir / spec.filename, folder / spec.filename)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(q, "rewire", lambda model: 0)
+        patch.setattr(q, "GRAPH", 0)
+        return q._install(spec, folder, folder / spec.filename, photos())
+
+
 def test_an_older_build_is_rewired_in_place(
     model_dir: Path, spec: ModelSpec, tmp_path: Path
 ) -> None:
     """A build from before the rewrite still runs; the next fetch rewires it without NNCF."""
     fresh = tmp_path / "models"
-    fresh.mkdir()
-    shutil.copy(model_dir / spec.filename, fresh / spec.filename)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(q, "rewire", lambda model: 0)
-        patch.setattr(q, "GRAPH", 0)
-        xml = q._install(spec, fresh, fresh / spec.filename, photos())
+    xml = older_build(model_dir, spec, fresh)
     assert "Interpolate" in xml.read_text() and q.int8_path(spec, fresh) == xml
     x = preprocess(synthetic_photo(50, 40), spec)
     before = load_runtime(xml, choice="openvino", precision="int8", output_name="output").run(x)
@@ -340,12 +345,7 @@ def test_a_build_that_cannot_be_rewired_runs_as_it_is(
 ) -> None:
     """A read-only model dir (a container's): fetch says so and the old build stays in use."""
     fresh = tmp_path / "models"
-    fresh.mkdir()
-    shutil.copy(model_dir / spec.filename, fresh / spec.filename)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(q, "rewire", lambda model: 0)
-        patch.setattr(q, "GRAPH", 0)
-        xml = q._install(spec, fresh, fresh / spec.filename, photos())
+    xml = older_build(model_dir, spec, fresh)
     manifest = xml.with_suffix(".json").read_text()
 
     def read_only(*args: object) -> None:
