@@ -26,7 +26,13 @@ from cutout.engine.fused import FusedEngine
 from cutout.engine.local import LocalEngine, input_size, postprocess, preprocess
 from cutout.engine.quantize import drop_stale_blobs
 from cutout.engine.registry import MODELS, get_spec
-from cutout.engine.runtimes import OnnxRuntime, cpu_has_bf16, load_runtime, openvino
+from cutout.engine.runtimes import (
+    OnnxRuntime,
+    OpenVINORuntime,
+    cpu_has_bf16,
+    load_runtime,
+    openvino,
+)
 from cutout.errors import ConfigError, EngineBusy, EngineError
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits
@@ -84,6 +90,22 @@ def test_openvino_requests_are_not_shared_between_threads(tiny_model: Path) -> N
     for t in threads:
         t.join()
     assert all(np.allclose(results[i], float(i)) for i in range(8))
+
+
+@pytest.mark.parametrize(("threads", "slots", "streams"), [(1, 2, 2), (1, 1, 1), (0, 2, 1)])
+def test_openvino_runs_a_slot_per_stream_when_passes_have_their_own_threads(
+    tiny_model: Path, threads: int, slots: int, streams: int
+) -> None:
+    """CUTOUT_MAX_CONCURRENT=2 with CUTOUT_INFERENCE_THREADS=1 once compiled one stream of
+    one thread: the two passes took turns on one core. Each slot now gets a stream of its
+    own threads; with all cores per pass (0) the slots share one stream, as before."""
+    runtime = load_runtime(
+        tiny_model, choice="openvino", precision="f32", threads=threads, slots=slots
+    )
+    assert isinstance(runtime, OpenVINORuntime)
+    assert runtime.streams == streams
+    x = np.ones((1, 3, SIZE, SIZE), np.float32)
+    assert np.allclose(runtime.run(x), 1.0)
 
 
 def test_auto_prefers_openvino_on_cpu(tiny_model: Path) -> None:

@@ -291,7 +291,11 @@ class Settings:
         "CUTOUT_INFERENCE_THREADS", "CPU threads for one forward pass (0 = all cores).", 0
     )
     max_concurrent: int = _setting(
-        "CUTOUT_MAX_CONCURRENT", "Forward passes run at the same time per process.", 1
+        "CUTOUT_MAX_CONCURRENT",
+        "Forward passes run at the same time per process. With CUTOUT_INFERENCE_THREADS set, "
+        "each has that many threads of its own (an OpenVINO stream each); with 0 they take "
+        "turns on all cores.",
+        1,
     )
     max_queue: int = _setting(
         "CUTOUT_MAX_QUEUE", "Requests allowed to wait for a slot; more are refused (503).", 4
