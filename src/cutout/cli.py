@@ -191,7 +191,8 @@ def run() -> None:
     type=click.IntRange(min=1),
     default=2,
     show_default=True,
-    help="Photos decoded/encoded in parallel (inference itself uses every core).",
+    help="Photos in flight at once. From 8 photos on, each of them (up to one per core) "
+    "also runs its own forward pass on cores/jobs threads; fewer share one pass on all cores.",
 )
 @click.option(
     "--json",
@@ -260,7 +261,7 @@ def remove(
     --server, a cutout server does the work as one batch job and the results are downloaded
     as they finish.
     """
-    from cutout.batch import plan_jobs, run_jobs
+    from cutout.batch import folder_settings, plan_jobs, run_jobs
     from cutout.engine import build_engine
     from cutout.errors import InvalidInput
     from cutout.imaging.compose import OutputOptions
@@ -310,6 +311,7 @@ def remove(
         quality=quality_mode,
         max_queue=max(jobs, 1),
     )
+    settings = folder_settings(settings, len(jobs_list), jobs)
     _quick_exit.append(True)
     try:
         options = OutputOptions(
