@@ -82,8 +82,9 @@ def folder_settings(settings: Settings, photos: int, workers: int) -> Settings:
     core does not. On 2 Zen 4 cores, two one-thread OpenVINO streams gave ISNet 1.10x the
     throughput of one two-thread stream, and a folder of 24 photos at 2 MP took 0.94x as
     long (29 photos of 0.1-0.5 MP: 0.95x). Each stream holds its own buffers: the process
-    peaks about 150 MB higher. Only when CUTOUT_MAX_CONCURRENT and CUTOUT_INFERENCE_THREADS
-    are at their defaults (1 and 0): other values are the user's choice and kept.
+    peaks about 180 MB higher (487 against 660-672 MB on those 24 photos). Only when
+    CUTOUT_MAX_CONCURRENT and CUTOUT_INFERENCE_THREADS are at their defaults (1 and 0): other
+    values are the user's choice and kept.
 
     Not on a CPU with AMX: on a 2-core Xeon with it, two one-thread job workers did 0.64x the
     photos per second of one two-thread `cutout remove` (docs/guide/jobs.md).
