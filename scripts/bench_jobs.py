@@ -4,9 +4,9 @@ while the job runs.
 
 Run by ``make bench`` (``BENCH_JOB_PHOTOS``, default 200). The photos are the CC0 test photos
 (``python -m tests.photos``) at random sizes, each marked so none is deduplicated. Each worker
-runs its forward pass on one core (two workers: two cores); the CLI uses all cores for one
-pass and decodes/encodes two photos in parallel, its defaults. Both pay their model load
-outside the timed part (a warm-up job, a warm-up photo).
+runs its forward pass on one core (two workers: two cores); the CLI runs its defaults: two
+photos in flight, and from 8 photos on a one-thread pass per core (on CPUs without AMX).
+Both pay their model load outside the timed part (a warm-up job, a warm-up photo).
 """
 
 from __future__ import annotations
