@@ -108,6 +108,14 @@ def test_openvino_runs_a_slot_per_stream_when_passes_have_their_own_threads(
     assert np.allclose(runtime.run(x), 1.0)
 
 
+def test_openvino_leaves_the_threads_to_the_scheduler(tiny_model: Path) -> None:
+    """Pinned, every process's threads took the same first cores: two one-thread workers
+    shared core 0 and ran at half speed."""
+    runtime = load_runtime(tiny_model, choice="openvino", precision="f32", threads=1)
+    assert isinstance(runtime, OpenVINORuntime)
+    assert runtime.pinned is False
+
+
 def test_auto_prefers_openvino_on_cpu(tiny_model: Path) -> None:
     runtime = load_runtime(tiny_model, choice="auto")
     expected = "bf16" if cpu_has_bf16() else "f32"
