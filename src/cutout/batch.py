@@ -86,8 +86,9 @@ def folder_settings(settings: Settings, photos: int, workers: int) -> Settings:
     CUTOUT_MAX_CONCURRENT and CUTOUT_INFERENCE_THREADS are at their defaults (1 and 0): other
     values are the user's choice and kept.
 
-    Not on a CPU with AMX: on a 2-core Xeon with it, two one-thread job workers did 0.64x the
-    photos per second of one two-thread `cutout remove` (docs/guide/jobs.md).
+    Not on a CPU with AMX, where it was never measured: the one figure we had there (two
+    one-thread job workers at 0.64x one two-thread `cutout remove`) was taken while OpenVINO
+    pinned both workers' threads to the same core, so it says nothing about streams.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     streams = min(workers, cores or 1)
