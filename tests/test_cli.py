@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cutout import __version__
-from cutout.batch import STREAMS_FROM, folder_settings, plan_jobs
+from cutout.batch import STREAMS_FROM, folder_settings, plan_jobs, usable_cores
 from cutout.config import Settings
 from cutout.engine.runtimes import cpu_has_amx
 from cutout.errors import InvalidInput
@@ -253,7 +253,7 @@ def test_a_large_folder_runs_a_forward_pass_per_core_with_the_same_cutouts(
 
 def test_folder_settings_give_each_worker_a_stream_only_for_large_local_folders() -> None:
     defaults = Settings.from_env(environ={}, dotenv_path=None)
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     streamed = folder_settings(defaults, STREAMS_FROM, 2)
     if cores >= 2 and not cpu_has_amx():
         assert (streamed.max_concurrent, streamed.inference_threads) == (2, cores // 2)

@@ -90,14 +90,20 @@ def folder_settings(settings: Settings, photos: int, workers: int) -> Settings:
     one-thread job workers at 0.64x one two-thread `cutout remove`) was taken while OpenVINO
     pinned both workers' threads to the same core, so it says nothing about streams.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    streams = min(workers, cores or 1)
+    cores = usable_cores()
+    streams = min(workers, cores)
     untouched = settings.max_concurrent == 1 and settings.inference_threads == 0
-    if settings.engine != "local" or not untouched or streams < 2 or photos < STREAMS_FROM:
+    wanted = settings.engine == "local" and untouched and streams >= 2 and photos >= STREAMS_FROM
+    if not wanted or cpu_has_amx():
         return settings
-    if cpu_has_amx():
-        return settings
-    return settings.replace(max_concurrent=streams, inference_threads=(cores or 1) // streams)
+    return settings.replace(max_concurrent=streams, inference_threads=cores // streams)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a container's cpuset, `taskset`)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def plan_jobs(inputs: Iterable[Path], output: Path | None, fmt: str | None) -> list[Job]:

@@ -126,15 +126,14 @@ class OpenVINORuntime:
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": float_precision,
         }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads * slots
         if threads and slots > 1:
             # One stream per slot, each with its own *threads*. One stream would take the
             # slots' passes one at a time on *threads* cores (one core for a folder run with
             # a thread per pass); two one-thread streams also skip the per-layer barrier of a
             # two-thread pass: ISNet's throughput was 1.10x on 2 Zen 4 cores.
             config["NUM_STREAMS"] = slots
-            config["INFERENCE_NUM_THREADS"] = threads * slots
-        elif threads:
-            config["INFERENCE_NUM_THREADS"] = threads
         # MODNet's input follows the photo's aspect, and the CPU plugin kept what it prepared
         # for every input shape it had seen (up to 5000): 80 photos of distinct aspects grew a
         # process by 560 MB. Without that cache it grows by the largest shape's buffers once
