@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from cutout import __version__
-from cutout.batch import STREAMS_FROM, folder_settings, plan_jobs, usable_cores
+from cutout.batch import STREAMS_FROM, folder_settings, plan_jobs
 from cutout.config import Settings
+from cutout.cores import usable_cores
 from cutout.engine.runtimes import cpu_has_amx
 from cutout.errors import InvalidInput
 from cutout.imaging.confidence import REVIEW_BELOW

@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from cutout.config import Settings
+from cutout.cores import usable_cores
 from cutout.engine.base import Engine
 from cutout.engine.runtimes import cpu_has_amx
 from cutout.errors import CutoutError, InvalidInput
@@ -97,13 +98,6 @@ def folder_settings(settings: Settings, photos: int, workers: int) -> Settings:
     if not wanted or cpu_has_amx():
         return settings
     return settings.replace(max_concurrent=streams, inference_threads=cores // streams)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity: a container's cpuset, `taskset`)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def plan_jobs(inputs: Iterable[Path], output: Path | None, fmt: str | None) -> list[Job]:

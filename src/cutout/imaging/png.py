@@ -19,7 +19,6 @@ otherwise leak the removed background; see :func:`cutout.imaging.compose.cutout_
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -28,6 +27,8 @@ from types import ModuleType
 
 import numpy as np
 from isal import isal_zlib as _isal
+
+from cutout.cores import usable_cores
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
@@ -84,7 +85,7 @@ def _encode(
         flush = codec.Z_FINISH if index == last else codec.Z_SYNC_FLUSH
         return compressor.compress(raw) + compressor.flush(flush), codec.adler32(raw), len(raw)
 
-    with ThreadPoolExecutor(max_workers=min(len(bounds), os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(len(bounds), usable_cores())) as pool:
         parts = list(pool.map(deflate, range(len(bounds))))
     checksum = parts[0][1]
     for _, adler, length in parts[1:]:

@@ -19,12 +19,13 @@ the only full-size arrays are the uint8 input and output.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
+
+from cutout.cores import usable_cores
 
 Array = np.ndarray
 
@@ -256,7 +257,7 @@ def _in_parallel(
     work: Callable[[tuple[int, int]], None], strips: Iterable[tuple[int, int]]
 ) -> None:
     """Run *work* on every strip, on all cores: numpy and Pillow release the GIL here."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         for _ in pool.map(work, strips):
             pass
 
