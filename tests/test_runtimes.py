@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from cutout.config import Settings
-from cutout.engine import compile_cache, model_engine
+from cutout.engine import compile_cache, model_engine, runtimes
 from cutout.engine.base import BoundedEngine, predict
 from cutout.engine.fused import FusedEngine
 from cutout.engine.local import LocalEngine, input_size, postprocess, preprocess
@@ -373,3 +373,15 @@ def test_openvino_is_imported_without_its_converter_and_telemetry() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_openvino_keeps_to_the_cpu_quota_when_threads_are_left_to_it(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenVINO counts the cores it may run on, not the quota (`--cpus 1`: 2 threads on 2
+    cores); tests/container checks the same in a real container."""
+    monkeypatch.setattr(runtimes, "cpu_limit", lambda: 1)
+    quota = load_runtime(tiny_model, choice="openvino", precision="f32", threads=0)
+    chosen = load_runtime(tiny_model, choice="openvino", precision="f32", threads=2)
+    assert isinstance(quota, OpenVINORuntime) and isinstance(chosen, OpenVINORuntime)
+    assert (quota.threads, chosen.threads) == (1, 2)

@@ -288,7 +288,10 @@ class Settings:
         "auto",
     )
     inference_threads: int = _setting(
-        "CUTOUT_INFERENCE_THREADS", "CPU threads for one forward pass (0 = all cores).", 0
+        "CUTOUT_INFERENCE_THREADS",
+        "CPU threads for one forward pass (0 = all the cores the process may use, no more than "
+        "its CPU quota: a container's `--cpus` or a Kubernetes CPU limit, rounded up).",
+        0,
     )
     max_concurrent: int = _setting(
         "CUTOUT_MAX_CONCURRENT",

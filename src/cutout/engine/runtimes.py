@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cutout.cores import cpu_limit
 from cutout.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,10 @@ class OpenVINORuntime:
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads * slots
+        elif limit := cpu_limit():
+            # OpenVINO counts the cores it may run on, not the CPU quota: with `--cpus 1` on 2
+            # cores it ran 2 threads, 0.853 s a pass against 0.787 s on 1 (see cutout.cores).
+            config["INFERENCE_NUM_THREADS"] = limit
         if threads and slots > 1:
             # One stream per slot, each with its own *threads*. One stream would take the
             # slots' passes one at a time on *threads* cores (one core for a folder run with
@@ -162,6 +167,11 @@ class OpenVINORuntime:
         return int(self._compiled.get_property("NUM_STREAMS"))
 
     @property
+    def threads(self) -> int:
+        """CPU threads the compiled model runs its passes on, all streams together."""
+        return int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    @property
     def pinned(self) -> bool:
         """Whether OpenVINO pins the threads to cores: never (see the comment in ``__init__``)."""
         return bool(self._compiled.get_property("ENABLE_CPU_PINNING"))
@@ -191,7 +201,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or cpu_limit() or 0  # 0: its own count
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]
