@@ -266,8 +266,11 @@ def test_folder_settings_give_each_worker_a_stream_only_for_large_local_folders(
         defaults.replace(max_concurrent=1, inference_threads=2),
         defaults.replace(max_concurrent=3),
         defaults.replace(engine="objectcut"),
+        # set to the defaults' values, but set: the user's choice all the same
+        Settings.from_env(environ={"CUTOUT_MAX_CONCURRENT": "1"}, dotenv_path=None),
+        Settings.from_env(environ={"CUTOUT_INFERENCE_THREADS": "0"}, dotenv_path=None),
     ):
-        assert folder_settings(chosen, 100, 2) == chosen
+        assert folder_settings(chosen, 100, 2) is chosen
 
 
 def test_amx_is_read_from_the_cpu_flags(tmp_path: Path) -> None:

@@ -83,9 +83,9 @@ def folder_settings(settings: Settings, photos: int, workers: int) -> Settings:
     core does not. On 2 Zen 4 cores, two one-thread OpenVINO streams gave ISNet 1.10x the
     throughput of one two-thread stream, and a folder of 24 photos at 2 MP took 0.94x as
     long (29 photos of 0.1-0.5 MP: 0.95x). Each stream holds its own buffers: the process
-    peaks about 180 MB higher (487 against 660-672 MB on those 24 photos). Only when
-    CUTOUT_MAX_CONCURRENT and CUTOUT_INFERENCE_THREADS are at their defaults (1 and 0): other
-    values are the user's choice and kept.
+    peaks about 180 MB higher (487 against 660-672 MB on those 24 photos). Only when neither
+    CUTOUT_MAX_CONCURRENT nor CUTOUT_INFERENCE_THREADS was set: any value set, even the
+    default's, is the user's choice and kept.
 
     Not on a CPU with AMX, where it was never measured: the one figure we had there (two
     one-thread job workers at 0.64x one two-thread `cutout remove`) was taken while OpenVINO
@@ -93,7 +93,8 @@ def folder_settings(settings: Settings, photos: int, workers: int) -> Settings:
     """
     cores = usable_cores()
     streams = min(workers, cores)
-    untouched = settings.max_concurrent == 1 and settings.inference_threads == 0
+    chosen = {"CUTOUT_MAX_CONCURRENT", "CUTOUT_INFERENCE_THREADS"} & settings.chosen
+    untouched = not chosen and (settings.max_concurrent, settings.inference_threads) == (1, 0)
     wanted = settings.engine == "local" and untouched and streams >= 2 and photos >= STREAMS_FROM
     if not wanted or cpu_has_amx():
         return settings

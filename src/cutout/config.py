@@ -375,6 +375,10 @@ class Settings:
     )
 
     # -- derived values --------------------------------------------------------------------
+    #: The settings' environment variables that were set (in the environment or .env), so a
+    #: caller can tell "CUTOUT_MAX_CONCURRENT=1" from the default it equals.
+    chosen: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
@@ -432,7 +436,8 @@ class Settings:
             raw = merged.get(f.metadata["env"], "")
             if raw != "":
                 values[f.name] = _parse(f, raw)
-        return cls(**values).validated()
+        chosen = frozenset(f.metadata["env"] for f in ENV_FIELDS if f.name in values)
+        return cls(**values, chosen=chosen).validated()
 
     def validated(self) -> Settings:
         """Raise :class:`ConfigError` for values that cannot work; return self."""
