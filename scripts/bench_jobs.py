@@ -1,10 +1,11 @@
-"""Batch-job throughput: N photos (0.3-2 MP) as one job on 2 `cutout worker` processes and
-Redis, against `cutout remove` on the same folder, in the same run; and the web's /health p99
-while the job runs.
+"""Batch-job throughput: N photos (0.3-2 MP) as one job on `cutout worker` and Redis, against
+`cutout remove` on the same folder, in the same run; the web's /health p99 while the job runs,
+and the workers' peak memory.
 
 Run by ``make bench`` (``BENCH_JOB_PHOTOS``, default 200). The photos are the CC0 test photos
 (``python -m tests.photos``) at random sizes, each marked so none is deduplicated. Each worker
-runs its forward pass on one core (two workers: two cores); the CLI runs its defaults: two
+setup runs two forward passes at once, one core each (``SETUPS``: two worker processes, or one
+with two OpenVINO streams); the CLI runs its defaults: two
 photos in flight, and from 8 photos on a one-thread pass per core (on CPUs without AMX).
 Both pay their model load outside the timed part (a warm-up job, a warm-up photo).
 """
@@ -76,7 +77,27 @@ def local_run(folder: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def job_run(folder: Path, work: Path) -> tuple[float, list[float], int]:
+#: The worker setups timed: name -> (processes, their settings). Each pair runs two forward
+#: passes at once on one core each: two processes (two copies of the models), or one process
+#: with two OpenVINO streams (one copy).
+SETUPS: dict[str, tuple[int, dict[str, str]]] = {
+    "2 workers": (2, {"CUTOUT_INFERENCE_THREADS": "1"}),
+    "1 worker, 2 streams": (
+        1,
+        {
+            "CUTOUT_INFERENCE_THREADS": "1",
+            "CUTOUT_MAX_CONCURRENT": "2",
+            "CUTOUT_WORKER_CONCURRENCY": "2",
+        },
+    ),
+}
+
+
+def job_run(
+    folder: Path, work: Path, processes: int, settings: dict[str, str]
+) -> tuple[float, list[float], int, int]:
+    """The job's seconds, /health latencies while it ran, items done, and the workers' peak
+    resident memory together (bytes)."""
     port, redis_port = free_port(), free_port()
     queue = f"redis://127.0.0.1:{redis_port}/0"
     data = work / "data"
@@ -92,15 +113,16 @@ def job_run(folder: Path, work: Path) -> tuple[float, list[float], int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    worker_env = {**env, "CUTOUT_INFERENCE_THREADS": "1"}
+    worker_env = {**env, **settings}
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "cutout", "worker"],
             env=worker_env,
             start_new_session=True,
+            stdout=subprocess.DEVNULL,  # Celery's banner
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(2)
+        for _ in range(processes)
     ]
     url = f"http://127.0.0.1:{port}"
     try:
@@ -122,7 +144,8 @@ def job_run(folder: Path, work: Path) -> tuple[float, list[float], int]:
         elapsed = time.perf_counter() - started
         stop.set()
         probe.join()
-        return elapsed, latencies, int(body["succeeded"])
+        peak = sum(_peak_rss(w.pid) for w in workers)
+        return elapsed, latencies, int(body["succeeded"]), peak
     finally:
         for process in [*workers, server]:
             os.killpg(process.pid, signal.SIGTERM)
@@ -162,6 +185,15 @@ def _probe(url: str, latencies: list[float], stop: threading.Event) -> None:
             stop.wait(0.1)
 
 
+def _peak_rss(pid: int) -> int:
+    """VmHWM of *pid*: a worker runs its items in its own process (Celery's solo or threads
+    pool), so this is all of its memory."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _wait(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -185,12 +217,15 @@ def main() -> None:
         print(f"batch jobs: {n} photos, 0.3-2 MP; {cpu_name()}, {os.cpu_count()} cores", flush=True)
         local = local_run(folder, work / "local")
         print(f"  cutout remove (local): {local:.1f} s, {n / local:.2f} images/s", flush=True)
-        elapsed, latencies, done = job_run(folder, work / "job")
-        print(f"  one job, 2 workers + Redis: {elapsed:.1f} s, {done / elapsed:.2f} images/s")
-        print(f"  throughput, job / local: {(done / elapsed) / (n / local):.2f}")
-        if len(latencies) >= 2:
-            p99 = statistics.quantiles(latencies, n=100)[98] * 1000
-            print(f"  /health during the job: p99 {p99:.1f} ms over {len(latencies)} probes")
+        for name, (processes, settings) in SETUPS.items():
+            run = work / name.replace(" ", "-").replace(",", "")
+            elapsed, latencies, done, peak = job_run(folder, run, processes, settings)
+            print(f"  one job, {name} + Redis: {elapsed:.1f} s, {done / elapsed:.2f} images/s, "
+                  f"workers' peak RSS {peak / 2**20:.0f} MiB")  # fmt: skip
+            print(f"    throughput, job / local: {(done / elapsed) / (n / local):.2f}")
+            if len(latencies) >= 2:
+                p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+                print(f"    /health during the job: p99 {p99:.1f} ms over {len(latencies)} probes")
 
 
 if __name__ == "__main__":
