@@ -374,11 +374,12 @@ class Settings:
         "CUTOUT_ENV=testing.",
     )
 
-    # -- derived values --------------------------------------------------------------------
+    # -- where the values came from ---------------------------------------------------------
     #: The settings' environment variables that were set (in the environment or .env), so a
     #: caller can tell "CUTOUT_MAX_CONCURRENT=1" from the default it equals.
     chosen: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
+    # -- derived values --------------------------------------------------------------------
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
