@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +179,34 @@ def png_header_only(width: int, height: int) -> bytes:
 def test_decompression_bombs_are_refused_before_allocation(side: int) -> None:
     with pytest.raises(ImageTooLarge):
         load_image(png_header_only(side, side), LIMITS)
+
+
+#: In a process where pillow-heif cannot be imported (a deployment that removed it for its
+#: GPL-2.0 x265, docs/licences.md): a HEIC upload is a clear refusal, other formats still work.
+WITHOUT_HEIF = """
+import sys
+sys.modules["pillow_heif"] = None  # import pillow_heif now raises ImportError
+from cutout.errors import UnsupportedFormat
+from cutout.imaging.decode import Limits, load_image
+limits = Limits(max_bytes=5_000_000, max_pixels=2_000_000)
+heic, png = (open(p, "rb").read() for p in sys.argv[1:3])
+try:
+    load_image(heic, limits)
+except UnsupportedFormat as refusal:
+    print("refused:", refusal)
+print("png:", load_image(png, limits).format)
+"""
+
+
+def test_without_pillow_heif_heic_is_refused_and_the_rest_decodes(tmp_path: Path) -> None:
+    heic, png = tmp_path / "a.heic", tmp_path / "a.png"
+    heic.write_bytes(encode(synthetic_photo(), "HEIF", quality=90))
+    png.write_bytes(encode(synthetic_photo(), "PNG"))
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_HEIF, str(heic), str(png)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    refusal = "refused: HEIC images are not supported. Use JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF."
+    assert run.stdout.startswith(refusal + "\n"), run.stdout + run.stderr
+    assert run.stdout.endswith("png: PNG\n"), run.stdout
+    assert "pillow-heif is not installed" in run.stderr

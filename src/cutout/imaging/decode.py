@@ -39,8 +39,16 @@ Image.init()  # register every plugin now, so ``Image.open(formats=...)`` knows 
 # message. Set once, here: catch_warnings() around each decode is not thread-safe.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
-#: Pillow format names we accept (the JPEG opener also yields MPO, as many phones save).
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF")
+#: Pillow format names we accept (the JPEG opener also yields MPO, as many phones save), and
+#: how the messages name them. HEIF only while pillow-heif is installed: a format Pillow has no
+#: opener for made ``Image.open(formats=...)`` raise KeyError, a 500 for every HEIC upload.
+_ACCEPTED = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "HEIF": "HEIC", "AVIF": "AVIF",
+             "TIFF": "TIFF", "BMP": "BMP", "GIF": "GIF"}  # fmt: skip
+FORMATS = tuple(f for f in _ACCEPTED if f in Image.OPEN)
+_READABLE = ", ".join(_ACCEPTED[f] for f in FORMATS)
+_EITHER = " or ".join(_READABLE.rsplit(", ", 1))
+#: ISO base media brands of HEIF still images: named in the refusal when pillow-heif is absent.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 #: Our sentence for bytes that start like an image but cannot be decoded; Pillow's own message
 #: ("Truncated File Read", "broken data stream...") goes to the debug log, not to the user.
 CORRUPT = (
@@ -203,14 +211,8 @@ def _open(data: bytes) -> Image.Image:
         except UnidentifiedImageError:
             fmt = _format_of(data)
             if fmt:
-                raise UnsupportedFormat(
-                    f"{fmt} images are not supported. Use JPEG, PNG, WebP, HEIC, AVIF, TIFF, "
-                    "BMP or GIF."
-                ) from None
-            raise InvalidImage(
-                "The file is not an image we can read (JPEG, PNG, WebP, HEIC, AVIF, TIFF, BMP, "
-                "GIF)."
-            ) from None
+                raise UnsupportedFormat(f"{fmt} images are not supported. Use {_EITHER}.") from None
+            raise InvalidImage(f"The file is not an image we can read ({_READABLE}).") from None
         except DECODE_ERRORS as exc:  # e.g. a JPEG cut short inside its header (ICC profile)
             log.debug("unreadable image header: %s: %s", type(exc).__name__, exc)
             raise InvalidImage(CORRUPT) from None
@@ -224,7 +226,10 @@ def _format_of(data: bytes) -> str | None:
             with Image.open(io.BytesIO(data)) as other:
                 return other.format
         except Exception:  # anything at all means "not an image"
-            return None
+            pass
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "HEIC"  # no opener for it: pillow-heif is not installed
+    return None
 
 
 def _split(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
