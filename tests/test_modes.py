@@ -10,6 +10,7 @@ set (docs/internals/quality-and-speed.md), so a regression fails; ``best`` must 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -152,3 +153,20 @@ def test_a_server_engine_has_run_its_models_before_it_is_ready(model_settings: S
     engine.inner.secondary.predict_mask(photo)
     grown = (proc_status(os.getpid(), "VmRSS") - before) / 2**20
     assert grown < 10, f"the first passes after loading grew the process by {grown:.0f} MB"
+
+
+def test_a_two_stream_server_has_warmed_both_streams_before_it_is_ready(
+    model_settings: Settings,
+) -> None:
+    """With a stream per slot, a one-pass warm-up reached one stream: the first pair of photos
+    then grew the process by 128 MB. The warm-up now runs a pass per slot at the same time."""
+    settings = model_settings.replace(inference_threads=1, max_concurrent=2)
+    engine = loaded_engine(settings)
+    assert isinstance(engine, BoundedEngine) and isinstance(engine.inner, FusedEngine)
+    photos = [Image.new("RGB", (400, 300), (90, 120, 200))] * 2
+    before = proc_status(os.getpid(), "VmRSS")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for model in (engine.inner.secondary, engine.inner.primary):
+            list(pool.map(model.predict_mask, photos))
+    grown = (proc_status(os.getpid(), "VmRSS") - before) / 2**20
+    assert grown < 40, f"the first pair of passes after loading grew the process by {grown:.0f} MB"

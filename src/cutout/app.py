@@ -137,7 +137,8 @@ def loaded_engine(settings: Settings) -> Engine:
     first request neither waits nor pays the runtime's first-pass allocations."""
     engine = build_engine(settings)
     if isinstance(engine.inner, FusedEngine):
-        engine.inner.warm_up()  # waits for MODNet; raises what its compilation raised
+        # waits for MODNet; raises what its compilation raised
+        engine.inner.warm_up(settings.max_concurrent)
     return engine
 
 

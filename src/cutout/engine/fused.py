@@ -130,21 +130,29 @@ class FusedEngine:
         fused = fuse(main, soft)
         return Parts(main, soft, fused, confidence(main, soft, fused), mirrored=mirrored)
 
-    def warm_up(self) -> None:
-        """Run each model this mode uses once. The runtime allocates a compiled model's buffers
-        on its first pass (ISNet 91 MB, MODNet 9 MB on a Zen 4), which would otherwise land in
-        the first real request's peak, beside what admission reserved for it; when the first
-        photos needed no MODNet, in a later request's (a burst of 20 MP uploads peaked at
-        637-716 MB against a 600 MB budget on an Intel Xeon with a bf16 MODNet). With
-        ``CUTOUT_MAX_CONCURRENT`` above 1, each further slot's first pass still adds 16-39 MB,
-        as it did when admission's constants were measured."""
+    def warm_up(self, slots: int = 1) -> None:
+        """Run each model this mode uses once per slot, the slots' passes at the same time.
+        The runtime allocates a compiled model's buffers on its first pass (ISNet 91 MB,
+        MODNet 9 MB on a Zen 4), which would otherwise land in the first real request's peak,
+        beside what admission reserved for it; when the first photos needed no MODNet, in a
+        later request's (a burst of 20 MP uploads peaked at 637-716 MB against a 600 MB budget
+        on an Intel Xeon with a bf16 MODNet). With ``CUTOUT_MAX_CONCURRENT`` at 2 and one
+        thread per pass (a stream per slot) the first pair of photos after a one-pass warm-up
+        grew the process by 128 MB, then by nothing more: passes at the same time reach every
+        stream (one after the other they may all run on the first)."""
         blank = Image.new("RGB", (384, 288))  # a 4:3 photo's shape at MODNet's input size
         # MODNet first (directly: parts() would skip it on a blank photo). In the other order
         # ISNet's second pass still grew the process by 23 MB; in this one the next passes
         # add 2 MB and then nothing.
-        if self.quality != "fast":
-            self.secondary.predict_mask(blank)
-        self.primary.predict_mask(blank)
+        models = [self.primary] if self.quality == "fast" else [self.secondary, self.primary]
+        if slots <= 1:  # on this thread: a pool's thread would allocate in another arena
+            for model in models:
+                model.predict_mask(blank)
+            return
+        with ThreadPoolExecutor(max_workers=slots) as pool:
+            for model in models:
+                for _ in pool.map(model.predict_mask, [blank] * slots):
+                    pass
 
     @staticmethod
     def _alone(main: np.ndarray) -> Parts:
