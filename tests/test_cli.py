@@ -15,10 +15,10 @@ from PIL import Image
 from cutout import __version__
 from cutout.batch import STREAMS_FROM, folder_settings, plan_jobs
 from cutout.config import Settings
-from cutout.cores import usable_cores
 from cutout.engine.runtimes import cpu_has_amx
 from cutout.errors import InvalidInput
 from cutout.imaging.confidence import REVIEW_BELOW
+from cutout.machine import usable_cores
 from tests.conftest import Photos, Sample
 from tests.helpers import photo_folder
 

@@ -20,6 +20,8 @@ from cutout.errors import ConfigError
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits
 from cutout.logs import RequestId, configure_logging
+from cutout.machine import memory_limit
+from cutout.memory import fitted_budget
 from cutout.metrics import MeteredStore
 from cutout.service import ImageService
 from cutout.storage import open_store
@@ -66,11 +68,12 @@ def create_app(
         sweeper = Sweeper(metered, settings.sweep_interval).start()
         metered.on_close.append(sweeper.stop)
     app.extensions[extensions.ENGINE] = loader
-    service = build_service(settings, metered, loader)
+    budget = memory_budget(settings, processes=settings.web_workers)  # gunicorn's workers
+    service = build_service(settings, metered, loader, budget)
     app.extensions[extensions.SERVICE] = service
     app.extensions[extensions.STUDIO] = Studio(images=service, fetch_policy=settings.fetch_policy)
     pipeline.on_stage = metrics.observe_stage
-    metrics.init_app(app, budget=settings.memory_budget_bytes)
+    metrics.init_app(app, budget=budget)
     _register(app)
     return app
 
@@ -83,7 +86,25 @@ def _wrap(app: Flask, settings: Settings) -> None:
     app.wsgi_app = RequestId(app.wsgi_app)  # type: ignore[method-assign]
 
 
-def build_service(settings: Settings, store: ImageStore, loader: EngineLoader) -> ImageService:
+def memory_budget(settings: Settings, processes: int) -> int:
+    """What one of *processes* sharing this container admits removals against: the setting,
+    or the default fitted to the container's memory limit (:func:`cutout.memory.fitted_budget`;
+    the reason is logged)."""
+    budget, warning = fitted_budget(
+        settings.memory_budget_bytes,
+        chosen="CUTOUT_MEMORY_BUDGET_MB" in settings.chosen,
+        processes=processes,
+        streams=settings.max_concurrent if settings.inference_threads else 1,
+        limit=memory_limit(),
+    )
+    if warning:
+        log.warning(warning)
+    return budget
+
+
+def build_service(
+    settings: Settings, store: ImageStore, loader: EngineLoader, budget: int
+) -> ImageService:
     """The image service every surface (and `cutout worker`) runs removals through."""
     return ImageService(
         store=store,
@@ -95,7 +116,7 @@ def build_service(settings: Settings, store: ImageStore, loader: EngineLoader) -
             slots=settings.max_concurrent + 1,
             max_waiting=settings.max_queue,
             timeout=settings.queue_timeout,
-            budget=settings.memory_budget_bytes,
+            budget=budget,
             observer=metrics.AdmissionMetrics(),
         ),
         limits=Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels),

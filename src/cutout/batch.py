@@ -15,12 +15,12 @@ from pathlib import Path
 from PIL import Image
 
 from cutout.config import Settings
-from cutout.cores import usable_cores
 from cutout.engine.base import Engine
 from cutout.engine.runtimes import cpu_has_amx
 from cutout.errors import CutoutError, InvalidInput
 from cutout.imaging.compose import EXTENSIONS, FORMATS, OutputFormat, OutputOptions
 from cutout.imaging.decode import Limits
+from cutout.machine import usable_cores
 from cutout.pipeline import remove_background
 
 log = logging.getLogger(__name__)

@@ -345,7 +345,8 @@ class Settings:
     memory_budget_mb: float = _setting(
         "CUTOUT_MEMORY_BUDGET_MB",
         "Memory the removals of one process may use together, MB, estimated from each "
-        "image's pixel count before decoding; a request that could never fit gets 413.",
+        "image's pixel count before decoding; a request that could never fit gets 413. Unset, "
+        "in a container with a memory limit it is lowered to fit that limit (and logged).",
         1024.0,
     )
     sweep_interval: float = _setting(

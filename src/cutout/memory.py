@@ -72,6 +72,58 @@ def largest_pixels(budget: int) -> int:
     return max(0, int((budget - FIXED_BYTES) / BYTES_PER_PIXEL))
 
 
+#: A server process's resident memory with its models loaded and warmed, before any photo:
+#: 448 MiB for the image's command (INT8 ISNet + MODNet, Zen 4; docs/deploy "Memory per
+#: replica"), rounded up. Each further forward-pass slot with a stream of its own
+#: (CUTOUT_INFERENCE_THREADS set, CUTOUT_MAX_CONCURRENT above 1) holds about 100 MiB more
+#: (stop 28: 440 -> 542 MiB once warmed).
+PROCESS_BYTES = 450 * MB
+STREAM_BYTES = 100 * MB
+#: What remains of a process's share of the memory limit, divided by this, is its fitted
+#: budget: the Kubernetes limits were set at the measured burst plus 20% (docs/deploy).
+HEADROOM = 1.2
+#: The smallest budget fitted: a 1 MP photo's removal. Below it the limit cannot even hold the
+#: models, and the warning says so.
+SMALLEST_BUDGET = 66 * MB
+
+
+def fitted_budget(
+    budget: int, *, chosen: bool, processes: int, streams: int, limit: int | None
+) -> tuple[int, str | None]:
+    """The memory budget one process admits removals against, and a warning, if any.
+
+    *budget* is CUTOUT_MEMORY_BUDGET_MB in bytes; *chosen*, whether it was set. *processes*
+    share the container's memory *limit* (None: no limit), each with its models and *streams*
+    forward-pass streams. A default budget is lowered to fit the limit: left at 1024 MB in a
+    1 GiB container, a burst of large uploads would be killed by the kernel instead of
+    answered with 503s. A chosen budget is kept, with a warning when it does not fit.
+    """
+    if limit is None:
+        return budget, None
+    resident = PROCESS_BYTES + max(0, streams - 1) * STREAM_BYTES
+    fits = int((limit / max(1, processes) - resident) / HEADROOM)
+    need = f"{processes} process(es) of about {resident // MB} MB with their models"
+    if chosen:
+        if budget <= fits:
+            return budget, None
+        return budget, (
+            f"CUTOUT_MEMORY_BUDGET_MB={budget // MB} may not fit the memory limit of "
+            f"{limit // MB} MB ({need}; about {max(0, fits) // MB} MB each fits): a burst of "
+            "large uploads could be killed by the kernel."
+        )
+    if budget <= fits:
+        return budget, None
+    fitted = max(fits, SMALLEST_BUDGET)
+    warning = (
+        f"Memory budget lowered to {fitted // MB} MB per process to fit the memory limit of "
+        f"{limit // MB} MB ({need}); photos above {largest_pixels(fitted) / 1e6:.0f} MP get "
+        "413. Set CUTOUT_MEMORY_BUDGET_MB to choose."
+    )
+    if fits < SMALLEST_BUDGET:
+        warning += " The limit is too small for the models themselves."
+    return fitted, warning
+
+
 #: What one more decoded picture costs beyond a removal (a background picture): decoded with
 #: its alpha (4 bytes per pixel), converted to RGB (3) and scaled, rounded up.
 DECODE_BYTES_PER_PIXEL = 8

@@ -137,7 +137,7 @@ def test_cutout_remove_runs_with_no_network_at_all(
 #: with CUTOUT_INFERENCE_THREADS left at 0.
 CORES = """
 from pathlib import Path
-from cutout.cores import usable_cores
+from cutout.machine import usable_cores
 from cutout.engine.runtimes import OpenVINORuntime
 isnet = OpenVINORuntime(Path("/opt/cutout/models/isnet.int8.xml"), input_name=None,
     output_name=None, precision="int8", threads=0, slots=1, cache_dir=None)
@@ -150,6 +150,27 @@ def test_a_cpu_limit_caps_the_threads_below_the_cores_in_view(image: str) -> Non
     on all of them (0.853 s against 0.787 s on one thread, on 2 cores)."""
     args = ["run", "--rm", *ULIMITS, "--network", "none", "--read-only", "--cpus", "1", image]
     assert podman(*args, "python", "-c", CORES, timeout=180).split() == ["1", "1"]
+
+
+#: Inside the container: the memory budget one process of the image's settings admits against.
+BUDGET = """
+import logging, sys
+logging.basicConfig(stream=sys.stdout, format="%(levelname)s %(message)s")
+from cutout.app import memory_budget
+from cutout.config import Settings
+print(memory_budget(Settings.from_env(), processes=1) // 2**20)
+"""
+
+
+def test_a_memory_limit_lowers_the_default_budget_to_fit_and_says_so(image: str) -> None:
+    """Left at 1024 MB in a 1 GiB container, a burst of large uploads would meet the kernel's
+    OOM killer rather than a 503; a budget set on purpose is kept."""
+    args = ["run", "--rm", *ULIMITS, "--network", "none", "--read-only", "--memory", "1g"]
+    fitted = podman(*args, image, "python", "-c", BUDGET, timeout=120)
+    assert fitted.split()[-1] == "478", fitted  # (1024 - 450) / 1.2: memory.fitted_budget
+    assert "WARNING Memory budget lowered to 478 MB" in fitted
+    chosen = podman(*args, "-e", "CUTOUT_MEMORY_BUDGET_MB=1024", image, "python", "-c", BUDGET)
+    assert chosen.split()[-1] == "1024" and "may not fit the memory limit" in chosen, chosen
 
 
 # -- the seed's flow, the remove.bg API, metrics ----------------------------------------------

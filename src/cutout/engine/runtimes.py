@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cutout.cores import cpu_limit
 from cutout.errors import ConfigError, EngineError
+from cutout.machine import cpu_limit
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class OpenVINORuntime:
             config["INFERENCE_NUM_THREADS"] = threads * slots
         elif limit := cpu_limit():
             # OpenVINO counts the cores it may run on, not the CPU quota: with `--cpus 1` on 2
-            # cores it ran 2 threads, 0.853 s a pass against 0.787 s on 1 (see cutout.cores).
+            # cores it ran 2 threads, 0.853 s a pass against 0.787 s on 1 (see cutout.machine).
             config["INFERENCE_NUM_THREADS"] = limit
         if threads and slots > 1:
             # One stream per slot, each with its own *threads*. One stream would take the

@@ -28,7 +28,7 @@ from types import ModuleType
 import numpy as np
 from isal import isal_zlib as _isal
 
-from cutout.cores import usable_cores
+from cutout.machine import usable_cores
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)

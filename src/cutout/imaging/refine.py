@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from cutout.cores import usable_cores
+from cutout.machine import usable_cores
 
 Array = np.ndarray
 

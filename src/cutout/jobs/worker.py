@@ -31,11 +31,12 @@ def run(settings: Settings, concurrency: int | None = None) -> None:
             "queue, the web process runs the jobs itself."
         )
     from cutout import metrics
-    from cutout.app import build_service, start_engine
+    from cutout.app import build_service, memory_budget, start_engine
 
     configure_logging(settings.log_level, json_logs=settings.json_logs)
     store = metrics.MeteredStore(open_store(settings))
-    service = build_service(settings, store, start_engine(settings))
+    budget = memory_budget(settings, processes=1)
+    service = build_service(settings, store, start_engine(settings), budget)
     runner = build_runner(settings, service, KeyService(open_key_store(store)))
     celery = make_celery(settings.queue_url)
     dispatcher = CeleryDispatcher(celery, settings.queue_url)

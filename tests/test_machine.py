@@ -1,5 +1,5 @@
-"""Thread pools and forward passes are sized by the cores the process may use (its affinity and
-its CPU quota), not by the machine's count."""
+"""What the process may use of the machine: thread pools and forward passes are sized by its
+affinity and CPU quota, not by the machine's count; the memory budget fits its memory limit."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from cutout import cores
-from cutout.cores import cpu_limit, cpu_quota
+from cutout import machine
+from cutout.machine import cpu_limit, cpu_quota, memory_limit
+from cutout.memory import HEADROOM, MB, PROCESS_BYTES, SMALLEST_BUDGET, fitted_budget
+
+GIB = 1024 * MB
 
 #: In a process limited to one core, encode a cut-out and refine a mask, recording the size
 #: of every thread pool they start.
@@ -26,7 +29,7 @@ class Recording(cf.ThreadPoolExecutor):
         super().__init__(max_workers, **kw)
 cf.ThreadPoolExecutor = Recording
 import cutout.imaging.png as png, cutout.imaging.refine as refine
-from cutout.cores import usable_cores
+from cutout.machine import usable_cores
 png.ThreadPoolExecutor = refine.ThreadPoolExecutor = Recording
 rgb = np.random.default_rng(0).integers(0, 256, (1600, 1400, 3), np.uint8)
 alpha = np.random.default_rng(1).integers(0, 256, (1600, 1400), np.uint8)
@@ -94,7 +97,49 @@ def test_unreadable_or_odd_files_mean_no_quota(tmp_path: Path) -> None:
 def test_the_limit_is_the_quota_rounded_up_when_below_the_affinity(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quota: str, limit: int | None
 ) -> None:
-    monkeypatch.setattr(cores, "affinity_cores", lambda: 4)
+    monkeypatch.setattr(machine, "affinity_cores", lambda: 4)
     root = tree(tmp_path / "fs", {"cpu.max": quota})
     proc = tree(tmp_path, {"cgroup": "0::/\n"}) / "cgroup"
     assert cpu_limit(root, proc) == limit
+
+
+# -- the memory limit, and the budget fitted to it ----------------------------------------------
+
+
+def test_memory_limits_of_both_versions_smallest_wins_and_unlimited_is_none(tmp_path: Path) -> None:
+    v2 = tree(tmp_path / "v2", {"pod/memory.max": "1610612736\n", "pod/c/memory.max": "max\n"})
+    proc = tree(tmp_path, {"cgroup": "0::/pod/c\n"}) / "cgroup"
+    assert memory_limit(v2, proc) == 1536 * MB
+    # v1, as `podman run --memory 1g` showed it on this machine, and the host's "no limit"
+    v1 = tree(tmp_path / "v1", {"memory/memory.limit_in_bytes": "1073741824\n"})
+    proc.write_text("4:memory:/libpod_parent/libpod-x\n3:cpuset:/libpod_parent/libpod-x\n")
+    assert memory_limit(v1, proc) == 1024 * MB
+    (v1 / "memory/memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert memory_limit(v1, proc) is None
+
+
+def test_a_default_budget_is_fitted_to_the_limit_and_a_chosen_one_kept_with_a_warning() -> None:
+    default = 1024 * MB
+    assert fitted_budget(default, chosen=False, processes=1, streams=1, limit=None) == (
+        default,
+        None,
+    )
+    # 1 GiB, one process: (1024 - 450) / 1.2 MB
+    one_gib, warning = fitted_budget(default, chosen=False, processes=1, streams=1, limit=GIB)
+    assert one_gib == int((GIB - PROCESS_BYTES) / HEADROOM)
+    assert warning and "lowered to 478 MB" in warning and "31 MP get 413" in warning
+    # the Kubernetes pod: 1536 MiB and CUTOUT_MEMORY_BUDGET_MB=800 fit
+    assert fitted_budget(800 * MB, chosen=True, processes=1, streams=1, limit=1536 * MB) == (
+        800 * MB,
+        None,
+    )
+    # a chosen budget that does not fit is kept, and said
+    budget, warning = fitted_budget(default, chosen=True, processes=1, streams=1, limit=GIB)
+    assert budget == default and warning and "may not fit" in warning
+    # two gunicorn workers, or two streams each, leave less
+    two = fitted_budget(default, chosen=False, processes=2, streams=1, limit=2 * GIB)[0]
+    streams = fitted_budget(default, chosen=False, processes=1, streams=2, limit=GIB)[0]
+    assert two == one_gib and streams == int((GIB - 550 * MB) / HEADROOM)
+    # a limit too small for the models: the smallest budget, and a warning that says why
+    budget, warning = fitted_budget(default, chosen=False, processes=1, streams=1, limit=256 * MB)
+    assert budget == SMALLEST_BUDGET and warning and "too small for the models" in warning

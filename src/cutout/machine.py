@@ -1,6 +1,7 @@
-"""How many cores this process may use: the one count every thread pool is sized by.
+"""What this process may use of the machine: cores and memory, as its cgroup limits them.
 
-Two things limit it, and ``os.cpu_count()`` sees neither:
+Every thread pool is sized by :func:`usable_cores`. Two things limit it, and
+``os.cpu_count()`` sees neither:
 
 * the affinity (a container's cpuset, ``taskset``): which cores the threads may run on;
 * the CPU quota of the process's cgroup (``docker run --cpus``, a Kubernetes CPU limit): how
@@ -8,6 +9,9 @@ Two things limit it, and ``os.cpu_count()`` sees neither:
   cores in its affinity, and OpenVINO ran its passes on 2 threads there: 0.853 s an ISNet pass
   against 0.787 s on 1 thread (median of 6 interleaved, ``podman run --cpus 1``). On a large
   node the same limit meant a thread per node core.
+
+:func:`memory_limit` is the cgroup's memory limit (``--memory``, a Kubernetes memory limit),
+which the default memory budget is fitted to (:func:`cutout.memory.fitted_budget`).
 """
 
 from __future__ import annotations
@@ -48,7 +52,29 @@ def cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int 
 
 
 def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
-    """The smallest CPU quota (in CPUs) on the way from this process's cgroup to the root.
+    """The smallest CPU quota (in CPUs) on the way from this process's cgroup to the root."""
+    quotas = _limits(root, proc_cgroup, "cpu", ["cpu.max"], _v2_quota,
+                     ["cpu.cfs_quota_us", "cpu.cfs_period_us"], _v1_quota)  # fmt: skip
+    return min(quotas, default=None)
+
+
+def memory_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int | None:
+    """The smallest memory limit (bytes) on the way from this process's cgroup to the root."""
+    limits = _limits(root, proc_cgroup, "memory", ["memory.max"], _v2_memory,
+                     ["memory.limit_in_bytes"], _v1_memory)  # fmt: skip
+    return int(min(limits)) if limits else None
+
+
+def _limits(
+    root: Path,
+    proc_cgroup: Path,
+    controller: str,
+    v2_files: list[str],
+    v2_parse: _Parse,
+    v1_files: list[str],
+    v1_parse: _Parse,
+) -> list[float]:
+    """Every limit that *controller*'s files set from this process's group up to the root.
 
     Both cgroup versions. In a container the cgroup file system usually shows the container's
     own group at its root while ``/proc/self/cgroup`` names the host's path, and on a host it
@@ -57,21 +83,19 @@ def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> floa
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
-        return None
-    quotas: list[float] = []
+        return []
+    found: list[float] = []
     for line in lines:
         fields = line.split(":", 2)  # hierarchy-ID:controllers:path
         if len(fields) != 3:
             continue
         _, controllers, path = fields
-        if controllers == "":  # cgroup v2: cpu.max is "max 100000" or "<quota> <period>"
-            quotas += _read_up(root, path, ["cpu.max"], _v2_quota)
-        elif "cpu" in controllers.split(","):  # v1: cfs_quota_us is -1 when unlimited
-            for mount in dict.fromkeys([root / controllers, root / "cpu", root / "cpu,cpuacct"]):
-                quotas += _read_up(
-                    mount, path, ["cpu.cfs_quota_us", "cpu.cfs_period_us"], _v1_quota
-                )
-    return min(quotas, default=None)
+        if controllers == "":  # cgroup v2: one hierarchy, every controller's files in it
+            found += _read_up(root, path, v2_files, v2_parse)
+        elif controller in controllers.split(","):  # v1: a hierarchy per controller (group)
+            for mount in dict.fromkeys([root / controllers, root / controller]):
+                found += _read_up(mount, path, v1_files, v1_parse)
+    return found
 
 
 def _read_up(mount: Path, path: str, names: list[str], parse: _Parse) -> list[float]:
@@ -80,21 +104,36 @@ def _read_up(mount: Path, path: str, names: list[str], parse: _Parse) -> list[fl
     directory = mount / path.strip("/")
     while True:
         try:
-            quota = parse([(directory / name).read_text() for name in names])
+            limit = parse([(directory / name).read_text() for name in names])
         except (OSError, ValueError, IndexError):
-            quota = None
-        if quota is not None:
-            found.append(quota)
+            limit = None
+        if limit is not None:
+            found.append(limit)
         if directory == mount or mount not in directory.parents:
             return found
         directory = directory.parent
 
 
 def _v2_quota(texts: list[str]) -> float | None:
-    quota, period = texts[0].split()[:2]
+    quota, period = texts[0].split()[:2]  # "max 100000" or "<quota> <period>"
     return None if quota == "max" else int(quota) / int(period)
 
 
 def _v1_quota(texts: list[str]) -> float | None:
-    quota, period = int(texts[0]), int(texts[1])
+    quota, period = int(texts[0]), int(texts[1])  # the quota is -1 when unlimited
     return None if quota <= 0 else quota / period
+
+
+#: cgroup v1 writes "no limit" as the largest page-aligned 64-bit number; nothing real is
+#: within a factor of 1000 of it.
+_NO_MEMORY_LIMIT = 1 << 60
+
+
+def _v2_memory(texts: list[str]) -> float | None:
+    text = texts[0].strip()  # "max" or bytes
+    return None if text == "max" else float(text)
+
+
+def _v1_memory(texts: list[str]) -> float | None:
+    limit = int(texts[0])
+    return None if limit >= _NO_MEMORY_LIMIT else float(limit)
