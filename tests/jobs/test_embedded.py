@@ -3,13 +3,16 @@ server killed mid-job picks the job up again when it is started again."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import requests
 
 from cutout.apikeys import KeyService
+from cutout.jobs.engine import ORPHAN_INPUT_AGE
 from cutout.storage import SQLiteStore, open_key_store
+from cutout.storage.sqlite_jobs import SQLiteJobStore
 from tests.conftest import Photos
 from tests.jobs.conftest import small_photos, wait_for
 from tests.live import LiveServer
@@ -43,3 +46,20 @@ def test_a_job_survives_a_killed_web_server(tmp_path: Path, photos: Photos) -> N
     assert any(int(i["attempts"]) >= 2 for i in done["items"])  # type: ignore[attr-defined]
     assert store.count("agency") == 6
     assert keys.store.get_key(key.id).credits_used == 6
+
+
+def test_the_reaper_removes_the_photos_of_a_submission_cut_short(tmp_path: Path) -> None:
+    """Photos stored before the web process died, with no job saved to name them: a day old,
+    the running server's reaper removes them; a recent one is left (it may be mid-upload)."""
+    data = tmp_path / "data"
+    jobs = SQLiteJobStore(SQLiteStore(data))
+    old, recent = (jobs.put_input(iter([b"photo bytes"])) for _ in range(2))
+    day_ago = time.time() - ORPHAN_INPUT_AGE - 60
+    os.utime(jobs.inputs_dir / old.ref, (day_ago, day_ago))
+    with LiveServer(data, {"USER_LIMIT": "100"}) as server:
+        requests.get(server.url + "/ready", timeout=30)  # the job system starts with the app
+        deadline = time.monotonic() + 60
+        while (jobs.inputs_dir / old.ref).exists():
+            assert time.monotonic() < deadline, "the orphaned photo is still there"
+            time.sleep(0.2)
+    assert jobs.read_input(recent.ref) == b"photo bytes"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 
 import pytest
 
@@ -117,3 +118,17 @@ def test_an_add_with_a_given_record_id_is_idempotent(backend: Backend) -> None:
     assert first.id == again.id == record_id
     assert backend.store.count("alice") == 1
     assert backend.stored_images() == 2
+
+
+def test_the_sweep_removes_only_old_inputs_no_item_names(jobs: JobStore) -> None:
+    """A submission cut short by a crash leaves its stored photos with no job naming them."""
+    job_id = _job(jobs, n=2)
+    orphan = jobs.put_input(iter([b"orphan"]))
+    assert jobs.sweep_inputs(time.time() - 3600) == 0  # stored since: too recent to judge
+    assert jobs.read_input(orphan.ref) == b"orphan"
+    assert jobs.sweep_inputs(time.time() + 60) == 1
+    with pytest.raises(NotFound):
+        jobs.read_input(orphan.ref)
+    for item in jobs.list_items(job_id):
+        assert item.input_ref and jobs.read_input(item.input_ref)  # named by an item: kept
+    assert jobs.sweep_inputs(time.time() + 60) == 0

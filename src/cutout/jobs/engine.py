@@ -81,11 +81,18 @@ class EmbeddedQueue:
             join_briefly(thread)
 
 
+#: An input photo no item names, this old, belongs to a submission that died before its job
+#: was saved (a request cannot take a day); swept every ``INPUT_SWEEP_EVERY`` seconds.
+ORPHAN_INPUT_AGE = 24 * 3600.0
+INPUT_SWEEP_EVERY = 3600.0
+
+
 class Reaper:
     """Every *interval* seconds: re-send items whose lease expired (their worker died) and,
     when the queue is empty, queued items past their time (their message was lost: a broker
     flushed or restarted without its data). Safe in any number of processes at once: the
-    store hands each due item to one caller."""
+    store hands each due item to one caller. Every hour (and at its first tick) it also
+    removes the input photos of submissions cut short by a crash."""
 
     def __init__(
         self,
@@ -102,6 +109,7 @@ class Reaper:
         self._on_tick = on_tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="job-reaper", daemon=True)
+        self._inputs_swept = -INPUT_SWEEP_EVERY
 
     def start(self) -> Reaper:
         self._thread.start()
@@ -122,6 +130,9 @@ class Reaper:
 
     def tick(self) -> list[str]:
         self._on_tick()
+        if time.monotonic() - self._inputs_swept >= INPUT_SWEEP_EVERY:
+            self._inputs_swept = time.monotonic()
+            self.sweep_inputs()
         try:
             depth = self._dispatcher.depth()
         except Exception as exc:  # the broker is down: wait for it
@@ -136,3 +147,14 @@ class Reaper:
             log.info("re-sending %d job items", len(due))
             self._dispatcher.send(due)
         return due
+
+    def sweep_inputs(self) -> int:
+        """Remove orphaned input photos (see :data:`ORPHAN_INPUT_AGE`); errors are logged."""
+        try:
+            removed = self._jobs.sweep_inputs(time.time() - ORPHAN_INPUT_AGE)
+        except CutoutError as exc:
+            log.warning("job photo sweep: %s", exc)
+            return 0
+        if removed:
+            log.info("removed %d photos of job submissions cut short", removed)
+        return removed

@@ -118,6 +118,12 @@ class JobStore(Protocol):
 
     def delete_input(self, ref: str) -> None: ...
 
+    def sweep_inputs(self, older_than: float) -> int:
+        """Delete the input photos stored before *older_than* (epoch seconds) that no item
+        names: those of submissions cut short by a crash between storing their photos and
+        saving their job. Return how many."""
+        ...
+
     def add_job(self, job: NewJob, items: list[NewItem], now: float, due_at: float) -> Job:
         """Store the job and its items (queued, to be re-sent if not taken by *due_at*)."""
         ...

@@ -12,6 +12,7 @@ import builtins
 import contextlib
 import hashlib
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -90,6 +91,21 @@ class MongoJobStore:
     def delete_input(self, ref: str) -> None:
         with _storage_errors("delete the photo"), contextlib.suppress(NoFile):
             self._bucket().delete(_oid(ref))
+
+    def sweep_inputs(self, older_than: float) -> int:
+        with _storage_errors("remove orphaned job photos"):
+            since = datetime.fromtimestamp(older_than, UTC)
+            files = self._db()[f"{INPUTS}.files"]
+            old = [doc["_id"] for doc in files.find({"uploadDate": {"$lt": since}}, {"_id": 1})]
+            named: set[str] = set()
+            for start in range(0, len(old), 500):
+                refs = [str(file_id) for file_id in old[start : start + 500]]
+                found = self._items().find({"input": {"$in": refs}}, {"input": 1})
+                named.update(doc["input"] for doc in found)
+            orphans = [file_id for file_id in old if str(file_id) not in named]
+            for file_id in orphans:
+                self.delete_input(str(file_id))
+            return len(orphans)
 
     # -- jobs ---------------------------------------------------------------------------
 

@@ -76,6 +76,21 @@ class SQLiteJobStore:
         with _storage_errors("delete the photo"):
             self._input_path(ref).unlink(missing_ok=True)
 
+    def sweep_inputs(self, older_than: float) -> int:
+        with _storage_errors("remove orphaned job photos"):
+            old = [p.name for p in _files(self.inputs_dir) if _mtime(p) < older_than]
+            named: set[str] = set()
+            with self._images._connection("remove orphaned job photos") as conn:
+                for start in range(0, len(old), 500):  # SQLite's limit on parameters
+                    batch = old[start : start + 500]
+                    marks = ", ".join("?" * len(batch))
+                    query = f"SELECT input FROM job_items WHERE input IN ({marks})"
+                    named.update(row[0] for row in conn.execute(query, batch))
+            orphans = [ref for ref in old if ref not in named]
+            for ref in orphans:
+                self.delete_input(ref)
+            return len(orphans)
+
     def _input_path(self, ref: str) -> Path:
         if not ref.isalnum():
             raise NotFound("No such photo.")
@@ -342,3 +357,18 @@ def _item(row: sqlite3.Row) -> JobItem:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
+
+
+def _files(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.name.isalnum()]
+    except FileNotFoundError:
+        return []
+
+
+def _mtime(path: Path) -> float:
+    """When the file was written; infinitely recent if it is already gone."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
