@@ -257,6 +257,12 @@ class Settings:
         "Runs of one item (engine busy, a worker lost) before it fails.",
         5,
     )
+    job_retention_days: float = _setting(
+        "CUTOUT_JOB_RETENTION_DAYS",
+        "Days a finished job (its status, items and results.zip) is kept after it ended; 0 "
+        "keeps jobs forever. The cut-outs stay in their owner's history either way.",
+        30.0,
+    )
     webhook_retry_seconds: float = _setting(
         "CUTOUT_WEBHOOK_RETRY_SECONDS",
         "How long a job's webhook is retried (with backoff) before it is given up.",
@@ -531,6 +537,8 @@ class Settings:
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}.")
+        if self.job_retention_days < 0:
+            raise ConfigError("CUTOUT_JOB_RETENTION_DAYS cannot be negative (0 keeps jobs).")
         if not (self.job_max_mb > 0 and self.job_lease_seconds >= 1):
             raise ConfigError("CUTOUT_JOB_MAX_MB must be positive, CUTOUT_JOB_LEASE_SECONDS >= 1.")
         if self.web_runs_jobs is False and not self.queue_url:

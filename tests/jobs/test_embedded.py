@@ -4,14 +4,18 @@ server killed mid-job picks the job up again when it is started again."""
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from cutout.apikeys import KeyService
+from cutout.errors import NotFound
 from cutout.jobs.engine import ORPHAN_INPUT_AGE
 from cutout.storage import SQLiteStore, open_key_store
+from cutout.storage.jobs import NewItem, NewJob
 from cutout.storage.sqlite_jobs import SQLiteJobStore
 from tests.conftest import Photos
 from tests.jobs.conftest import small_photos, wait_for
@@ -48,18 +52,37 @@ def test_a_job_survives_a_killed_web_server(tmp_path: Path, photos: Photos) -> N
     assert keys.store.get_key(key.id).credits_used == 6
 
 
-def test_the_reaper_removes_the_photos_of_a_submission_cut_short(tmp_path: Path) -> None:
+def finished_job(jobs: SQLiteJobStore, ended: float) -> str:
+    """A one-photo job of alice's, done at *ended* (epoch seconds)."""
+    item = NewItem("a.jpg", secrets.token_hex(12), jobs.put_input(iter([b"photo bytes"])))
+    job = jobs.add_job(NewJob("alice", "k1", {}, "opt"), [item], ended - 2, ended - 1)
+    claimed = jobs.claim(jobs.list_items(job.id)[0].id, ended - 1, 60.0)
+    assert claimed and jobs.finish(claimed.id, 1, ended, image_id="d" * 24)
+    assert jobs.complete_job(job.id, ended)
+    return job.id
+
+
+def test_the_reaper_sweeps_cut_short_submissions_and_jobs_past_their_retention(
+    tmp_path: Path,
+) -> None:
     """Photos stored before the web process died, with no job saved to name them: a day old,
-    the running server's reaper removes them; a recent one is left (it may be mid-upload)."""
+    the running server's reaper removes them; a recent one is left (it may be mid-upload).
+    A job that ended more than CUTOUT_JOB_RETENTION_DAYS ago goes; a recent one stays."""
     data = tmp_path / "data"
     jobs = SQLiteJobStore(SQLiteStore(data))
     old, recent = (jobs.put_input(iter([b"photo bytes"])) for _ in range(2))
     day_ago = time.time() - ORPHAN_INPUT_AGE - 60
     os.utime(jobs.inputs_dir / old.ref, (day_ago, day_ago))
-    with LiveServer(data, {"USER_LIMIT": "100"}) as server:
+    expired = finished_job(jobs, time.time() - 3 * 86400)
+    kept = finished_job(jobs, time.time() - 86400)
+    env = {"USER_LIMIT": "100", "CUTOUT_JOB_RETENTION_DAYS": "2"}
+    with LiveServer(data, env) as server:
         requests.get(server.url + "/ready", timeout=30)  # the job system starts with the app
         deadline = time.monotonic() + 60
-        while (jobs.inputs_dir / old.ref).exists():
-            assert time.monotonic() < deadline, "the orphaned photo is still there"
+        while (jobs.inputs_dir / old.ref).exists() or jobs.list_items(expired):
+            assert time.monotonic() < deadline, "the orphaned photo or the old job is still there"
             time.sleep(0.2)
     assert jobs.read_input(recent.ref) == b"photo bytes"
+    with pytest.raises(NotFound):
+        jobs.get_job("alice", expired)
+    assert jobs.get_job("alice", kept).status == "done"

@@ -132,3 +132,33 @@ def test_the_sweep_removes_only_old_inputs_no_item_names(jobs: JobStore) -> None
     for item in jobs.list_items(job_id):
         assert item.input_ref and jobs.read_input(item.input_ref)  # named by an item: kept
     assert jobs.sweep_inputs(time.time() + 60) == 0
+
+
+def test_purge_removes_jobs_ended_before_the_cutoff_and_nothing_still_running(
+    jobs: JobStore,
+) -> None:
+    ended = _job(jobs, 2)
+    for item in jobs.list_items(ended):
+        assert jobs.claim(item.id, 200.0, 10.0)
+        assert jobs.finish(item.id, 1, 201.0, image_id="c" * 24)
+    assert jobs.complete_job(ended, 202.0) is not None
+    cancelled_mid_item = _job(jobs, 2)  # cancelled while one item still runs
+    running = jobs.list_items(cancelled_mid_item)[0]
+    assert jobs.claim(running.id, 200.0, 10.0)
+    jobs.cancel_job("alice", cancelled_mid_item, 202.0)
+    queued = _job(jobs, 1)
+    ref = running.input_ref or ""  # the cancel removed the queued item's photo; not this one
+
+    assert jobs.purge_finished(before=202.0) == 0  # ended at 202, not before it
+    assert jobs.purge_finished(before=1e12) == 1
+    with pytest.raises(NotFound):
+        jobs.get_job("alice", ended)
+    assert jobs.list_items(ended) == []
+    assert jobs.get_job("alice", cancelled_mid_item).counts.running == 1
+    assert jobs.read_input(ref)
+    assert jobs.get_job("alice", queued).status == "queued"
+    # once its last item ends, the cancelled job goes too, with the photo it still held
+    assert jobs.finish(running.id, 1, 203.0, error="stopped", error_code="cancelled")
+    assert jobs.purge_finished(before=1e12) == 1
+    with pytest.raises(NotFound):
+        jobs.read_input(ref)

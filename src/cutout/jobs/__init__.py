@@ -128,6 +128,7 @@ def for_web(settings: Settings, images: ImageService, keys: KeyService) -> Jobs:
     """The web process's job system: sends items to Redis, or runs them on its own threads
     (``CUTOUT_WEB_RUNS_JOBS``, by default when there is no queue)."""
     store = open_job_store(images.store)
+    keep = settings.job_retention_days * 86400  # seconds a finished job is kept (0: forever)
     starts: list[Callable[[], Callable[[], None]]] = []
     dispatcher: Dispatcher
     workers: Callable[[], int | None]
@@ -140,7 +141,9 @@ def for_web(settings: Settings, images: ImageService, keys: KeyService) -> Jobs:
         if settings.jobs_in_web:  # the web works too, as one more worker
             install(build_runner(settings, images, keys), celery)
             lease = settings.job_lease_seconds
-            reaper = Reaper(store, celery, lease, on_tick=lambda: celery.announce(lease))
+            reaper = Reaper(
+                store, celery, lease, on_tick=lambda: celery.announce(lease), retention=keep
+            )
             starts.append(lambda: consume_in_thread(app, settings.worker_concurrency))
             starts.append(lambda: reaper.start().stop)
     else:
@@ -151,7 +154,7 @@ def for_web(settings: Settings, images: ImageService, keys: KeyService) -> Jobs:
         workers = lambda: running  # noqa: E731 - a constant, as the other engine's callable
         if settings.jobs_in_web:
             starts.append(lambda: embedded.start().stop)
-            reaper = Reaper(store, embedded, settings.job_lease_seconds)
+            reaper = Reaper(store, embedded, settings.job_lease_seconds, retention=keep)
             starts.append(lambda: reaper.start().stop)
     service = JobService(
         jobs=store,

@@ -92,7 +92,8 @@ class Reaper:
     when the queue is empty, queued items past their time (their message was lost: a broker
     flushed or restarted without its data). Safe in any number of processes at once: the
     store hands each due item to one caller. Every hour (and at its first tick) it also
-    removes the input photos of submissions cut short by a crash."""
+    removes the input photos of submissions cut short by a crash, and the jobs that ended
+    more than *retention* seconds ago (CUTOUT_JOB_RETENTION_DAYS)."""
 
     def __init__(
         self,
@@ -101,8 +102,10 @@ class Reaper:
         lease: float,
         interval: float | None = None,
         on_tick: Callable[[], None] = lambda: None,
+        retention: float = 0.0,
     ) -> None:
         self._jobs = jobs
+        self._retention = retention  # seconds a finished job is kept; 0: forever
         self._dispatcher = dispatcher
         self._lease = lease
         self._interval = interval if interval is not None else max(1.0, lease / 3)
@@ -133,6 +136,7 @@ class Reaper:
         if time.monotonic() - self._inputs_swept >= INPUT_SWEEP_EVERY:
             self._inputs_swept = time.monotonic()
             self.sweep_inputs()
+            self.purge_finished()
         try:
             depth = self._dispatcher.depth()
         except Exception as exc:  # the broker is down: wait for it
@@ -147,6 +151,19 @@ class Reaper:
             log.info("re-sending %d job items", len(due))
             self._dispatcher.send(due)
         return due
+
+    def purge_finished(self) -> int:
+        """Remove the jobs that ended more than the retention ago; errors are logged."""
+        if not self._retention:
+            return 0
+        try:
+            purged = self._jobs.purge_finished(time.time() - self._retention)
+        except CutoutError as exc:
+            log.warning("job retention: %s", exc)
+            return 0
+        if purged:
+            log.info("removed %d jobs past their retention", purged)
+        return purged
 
     def sweep_inputs(self) -> int:
         """Remove orphaned input photos (see :data:`ORPHAN_INPUT_AGE`); errors are logged."""

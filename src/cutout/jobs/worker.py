@@ -43,7 +43,11 @@ def run(settings: Settings, concurrency: int | None = None) -> None:
     install(runner, dispatcher)
     lease = settings.job_lease_seconds
     Reaper(
-        open_job_store(store), dispatcher, lease, on_tick=lambda: dispatcher.announce(lease)
+        open_job_store(store),
+        dispatcher,
+        lease,
+        on_tick=lambda: dispatcher.announce(lease),
+        retention=settings.job_retention_days * 86400,
     ).start()
     if settings.metrics_port:
         from prometheus_client import start_http_server

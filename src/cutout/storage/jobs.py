@@ -118,6 +118,12 @@ class JobStore(Protocol):
 
     def delete_input(self, ref: str) -> None: ...
 
+    def purge_finished(self, before: float, limit: int = 1000) -> int:
+        """Delete up to *limit* jobs that finished (done or cancelled) before *before* (epoch
+        seconds) and have no item left to run, with their items and any input photo still
+        stored; return how many jobs. Their cut-outs are history records and stay."""
+        ...
+
     def sweep_inputs(self, older_than: float) -> int:
         """Delete the input photos stored before *older_than* (epoch seconds) that no item
         names: those of submissions cut short by a crash between storing their photos and

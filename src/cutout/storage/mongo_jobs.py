@@ -92,6 +92,27 @@ class MongoJobStore:
         with _storage_errors("delete the photo"), contextlib.suppress(NoFile):
             self._bucket().delete(_oid(ref))
 
+    def purge_finished(self, before: float, limit: int = 1000) -> int:
+        with _storage_errors("remove old jobs"):
+            jobs = self._db()[JOBS]
+            ended = {"status": {"$in": ["done", "cancelled"]}, "finished_at": {"$lt": before}}
+            purged = 0
+            for job in jobs.find(ended, {"_id": 1}).limit(limit):
+                job_id = job["_id"]
+                live = {"job_id": job_id, "status": {"$in": ["queued", "running"]}}
+                if self._items().find_one(live, {"_id": 1}) is not None:
+                    continue
+                items = self._items().find({"job_id": job_id, "input": {"$ne": None}})
+                inputs = [doc["input"] for doc in items]
+                # items first: a crash between the two leaves a job with no item to run,
+                # which the next purge finds again
+                self._items().delete_many({"job_id": job_id})
+                jobs.delete_one({"_id": job_id})
+                for ref in inputs:
+                    self.delete_input(ref)
+                purged += 1
+            return purged
+
     def sweep_inputs(self, older_than: float) -> int:
         with _storage_errors("remove orphaned job photos"):
             since = datetime.fromtimestamp(older_than, UTC)

@@ -91,6 +91,23 @@ class SQLiteJobStore:
                 self.delete_input(ref)
             return len(orphans)
 
+    def purge_finished(self, before: float, limit: int = 1000) -> int:
+        with self._images._connection("remove old jobs") as conn, _immediate(conn):
+            ids = [row[0] for row in conn.execute(
+                "SELECT id FROM jobs WHERE status IN ('done', 'cancelled') AND finished_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM job_items WHERE job_id = jobs.id "
+                "AND status IN ('queued', 'running')) LIMIT ?", (before, limit))]  # fmt: skip
+            inputs: list[str] = []
+            for job_id in ids:
+                inputs += [row[0] for row in conn.execute(
+                    "SELECT input FROM job_items WHERE job_id = ? AND input IS NOT NULL",
+                    (job_id,))]  # fmt: skip
+                conn.execute("DELETE FROM job_items WHERE job_id = ?", (job_id,))
+                conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        for ref in inputs:  # after the commit: a crash here leaves files the sweep removes
+            self.delete_input(ref)
+        return len(ids)
+
     def _input_path(self, ref: str) -> Path:
         if not ref.isalnum():
             raise NotFound("No such photo.")
