@@ -54,6 +54,8 @@ class MongoJobStore:
             database[ITEMS].create_index(
                 [("user_id", 1), ("sha256", 1), ("options_key", 1), ("status", 1)], name="dedup"
             )
+            # the reaper's hourly sweep looks orphaned inputs up by name (migration 0007)
+            database[ITEMS].create_index([("input", 1)], name="input")
             self._indexed = True
         return database
 
