@@ -53,7 +53,12 @@ class LiveServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:  # no server left behind to fail the next tests (a ResourceWarning)
+            if self.process.poll() is None:
+                self.kill()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 90.0) -> None:

@@ -131,28 +131,25 @@ class FusedEngine:
         return Parts(main, soft, fused, confidence(main, soft, fused), mirrored=mirrored)
 
     def warm_up(self, slots: int = 1) -> None:
-        """Run each model this mode uses once per slot, the slots' passes at the same time.
-        The runtime allocates a compiled model's buffers on its first pass (ISNet 91 MB,
-        MODNet 9 MB on a Zen 4), which would otherwise land in the first real request's peak,
-        beside what admission reserved for it; when the first photos needed no MODNet, in a
-        later request's (a burst of 20 MP uploads peaked at 637-716 MB against a 600 MB budget
-        on an Intel Xeon with a bf16 MODNet). With ``CUTOUT_MAX_CONCURRENT`` at 2 and one
-        thread per pass (a stream per slot) the first pair of photos after a one-pass warm-up
-        grew the process by 128 MB, then by nothing more: passes at the same time reach every
-        stream (one after the other they may all run on the first)."""
+        """Run each model this mode uses once per slot. The runtime allocates a compiled
+        model's buffers on its first pass (ISNet 91 MB, MODNet 9 MB on a Zen 4), which would
+        otherwise land in the first real request's peak, beside what admission reserved for it;
+        when the first photos needed no MODNet, in a later request's (a burst of 20 MP uploads
+        peaked at 637-716 MB against a 600 MB budget on an Intel Xeon with a bf16 MODNet).
+        The slots' infer requests take turns, so a pass per slot reaches each: with a stream
+        per slot (``CUTOUT_MAX_CONCURRENT`` 2, one thread per pass) the first pair of photos
+        after a one-pass warm-up grew the process by 128 MB, after this one by 17 MB. Slots
+        sharing one stream still grow it by 50-60 MB at their first passes *at the same time*,
+        which only concurrent warm-up passes would cover. Those are not run: with them, one CI
+        run's server never became ready (cause not found, not reproduced in 21 tries)."""
         blank = Image.new("RGB", (384, 288))  # a 4:3 photo's shape at MODNet's input size
         # MODNet first (directly: parts() would skip it on a blank photo). In the other order
         # ISNet's second pass still grew the process by 23 MB; in this one the next passes
         # add 2 MB and then nothing.
         models = [self.primary] if self.quality == "fast" else [self.secondary, self.primary]
-        if slots <= 1:  # on this thread: a pool's thread would allocate in another arena
-            for model in models:
+        for model in models:
+            for _ in range(max(1, slots)):
                 model.predict_mask(blank)
-            return
-        with ThreadPoolExecutor(max_workers=slots) as pool:
-            for model in models:
-                for _ in pool.map(model.predict_mask, [blank] * slots):
-                    pass
 
     @staticmethod
     def _alone(main: np.ndarray) -> Parts:
