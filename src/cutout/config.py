@@ -409,6 +409,10 @@ class Settings:
         )
 
     @property
+    def job_retention_seconds(self) -> float:
+        return self.job_retention_days * 86400
+
+    @property
     def memory_budget_bytes(self) -> int:
         return int(self.memory_budget_mb * 1024 * 1024)
 

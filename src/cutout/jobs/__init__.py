@@ -128,7 +128,7 @@ def for_web(settings: Settings, images: ImageService, keys: KeyService) -> Jobs:
     """The web process's job system: sends items to Redis, or runs them on its own threads
     (``CUTOUT_WEB_RUNS_JOBS``, by default when there is no queue)."""
     store = open_job_store(images.store)
-    keep = settings.job_retention_days * 86400  # seconds a finished job is kept (0: forever)
+    keep = settings.job_retention_seconds  # how long a finished job is kept (0: forever)
     starts: list[Callable[[], Callable[[], None]]] = []
     dispatcher: Dispatcher
     workers: Callable[[], int | None]

@@ -82,9 +82,10 @@ class EmbeddedQueue:
 
 
 #: An input photo no item names, this old, belongs to a submission that died before its job
-#: was saved (a request cannot take a day); swept every ``INPUT_SWEEP_EVERY`` seconds.
+#: was saved (a request cannot take a day); swept every ``HOUSEKEEP_EVERY`` seconds, with the
+#: jobs past their retention.
 ORPHAN_INPUT_AGE = 24 * 3600.0
-INPUT_SWEEP_EVERY = 3600.0
+HOUSEKEEP_EVERY = 3600.0
 
 
 class Reaper:
@@ -112,7 +113,7 @@ class Reaper:
         self._on_tick = on_tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="job-reaper", daemon=True)
-        self._inputs_swept = -INPUT_SWEEP_EVERY
+        self._housekept_at = -HOUSEKEEP_EVERY
 
     def start(self) -> Reaper:
         self._thread.start()
@@ -133,10 +134,9 @@ class Reaper:
 
     def tick(self) -> list[str]:
         self._on_tick()
-        if time.monotonic() - self._inputs_swept >= INPUT_SWEEP_EVERY:
-            self._inputs_swept = time.monotonic()
-            self.sweep_inputs()
-            self.purge_finished()
+        if time.monotonic() - self._housekept_at >= HOUSEKEEP_EVERY:
+            self._housekept_at = time.monotonic()
+            self.housekeep()
         try:
             depth = self._dispatcher.depth()
         except Exception as exc:  # the broker is down: wait for it
@@ -152,26 +152,30 @@ class Reaper:
             self._dispatcher.send(due)
         return due
 
-    def purge_finished(self) -> int:
-        """Remove the jobs that ended more than the retention ago; errors are logged."""
-        if not self._retention:
-            return 0
-        try:
-            purged = self._jobs.purge_finished(time.time() - self._retention)
-        except CutoutError as exc:
-            log.warning("job retention: %s", exc)
-            return 0
-        if purged:
-            log.info("removed %d jobs past their retention", purged)
-        return purged
+    def housekeep(self) -> None:
+        """Remove orphaned input photos (:data:`ORPHAN_INPUT_AGE`) and, with a retention, the
+        jobs that ended longer ago; errors are logged, never raised."""
+        now = time.time()
+        _counted(
+            "job photo sweep",
+            "removed %d photos of job submissions cut short",
+            lambda: self._jobs.sweep_inputs(now - ORPHAN_INPUT_AGE),
+        )
+        if self._retention:
+            _counted(
+                "job retention",
+                "removed %d jobs past their retention",
+                lambda: self._jobs.purge_finished(now - self._retention),
+            )
 
-    def sweep_inputs(self) -> int:
-        """Remove orphaned input photos (see :data:`ORPHAN_INPUT_AGE`); errors are logged."""
-        try:
-            removed = self._jobs.sweep_inputs(time.time() - ORPHAN_INPUT_AGE)
-        except CutoutError as exc:
-            log.warning("job photo sweep: %s", exc)
-            return 0
-        if removed:
-            log.info("removed %d photos of job submissions cut short", removed)
-        return removed
+
+def _counted(what: str, done: str, work: Callable[[], int]) -> None:
+    """Run *work*, which removes things and says how many: a count is logged with *done*, a
+    storage error as a warning naming *what* (the next round retries)."""
+    try:
+        count = work()
+    except CutoutError as exc:
+        log.warning("%s: %s", what, exc)
+        return
+    if count:
+        log.info(done, count)

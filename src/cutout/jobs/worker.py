@@ -47,7 +47,7 @@ def run(settings: Settings, concurrency: int | None = None) -> None:
         dispatcher,
         lease,
         on_tick=lambda: dispatcher.announce(lease),
-        retention=settings.job_retention_days * 86400,
+        retention=settings.job_retention_seconds,
     ).start()
     if settings.metrics_port:
         from prometheus_client import start_http_server
