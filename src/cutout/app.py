@@ -16,6 +16,7 @@ from cutout.engine.base import Admission, Engine
 from cutout.engine.files import model_path
 from cutout.engine.fused import FusedEngine
 from cutout.engine.loader import EngineLoader
+from cutout.engine.runtimes import stream_count
 from cutout.errors import ConfigError
 from cutout.imaging.compose import OutputOptions
 from cutout.imaging.decode import Limits
@@ -94,7 +95,7 @@ def memory_budget(settings: Settings, processes: int) -> int:
         settings.memory_budget_bytes,
         chosen="CUTOUT_MEMORY_BUDGET_MB" in settings.chosen,
         processes=processes,
-        streams=settings.max_concurrent if settings.inference_threads else 1,
+        streams=stream_count(settings.inference_threads, settings.max_concurrent),
         limit=memory_limit(),
     )
     if warning:

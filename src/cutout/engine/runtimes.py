@@ -99,6 +99,18 @@ def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return any("amx_tile" in line.split() for line in text.splitlines() if line.startswith("flags"))
 
 
+def stream_count(threads: int, slots: int) -> int:
+    """OpenVINO streams for *slots* passes at once of *threads* threads each (0: all cores).
+
+    One stream per slot when each pass has its own threads. One stream would take the slots'
+    passes one at a time on *threads* cores (one core for a folder run with a thread per
+    pass); two one-thread streams also skip the per-layer barrier of a two-thread pass:
+    ISNet's throughput was 1.10x on 2 Zen 4 cores. With threads left to OpenVINO, the slots
+    share one stream on all cores.
+    """
+    return slots if threads else 1
+
+
 class OpenVINORuntime:
     """A model compiled by OpenVINO for the CPU, pruned to the one output we read."""
 
@@ -133,12 +145,8 @@ class OpenVINORuntime:
             # OpenVINO counts the cores it may run on, not the CPU quota: with `--cpus 1` on 2
             # cores it ran 2 threads, 0.853 s a pass against 0.787 s on 1 (see cutout.machine).
             config["INFERENCE_NUM_THREADS"] = limit
-        if threads and slots > 1:
-            # One stream per slot, each with its own *threads*. One stream would take the
-            # slots' passes one at a time on *threads* cores (one core for a folder run with
-            # a thread per pass); two one-thread streams also skip the per-layer barrier of a
-            # two-thread pass: ISNet's throughput was 1.10x on 2 Zen 4 cores.
-            config["NUM_STREAMS"] = slots
+        if (streams := stream_count(threads, slots)) > 1:
+            config["NUM_STREAMS"] = streams
         # MODNet's input follows the photo's aspect, and the CPU plugin kept what it prepared
         # for every input shape it had seen (up to 5000): 80 photos of distinct aspects grew a
         # process by 560 MB. Without that cache it grows by the largest shape's buffers once
