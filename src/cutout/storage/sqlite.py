@@ -477,14 +477,8 @@ class SQLiteStore:
 
     def _unclaimed(self, conn: sqlite3.Connection, min_age: float) -> builtins.list[str]:
         """Ids with files (older than *min_age*) that no row names: candidates to sweep."""
-        cutoff = time.time() - min_age
         by_id: dict[str, builtins.list[Path]] = {}
-        for path in self.images_dir.iterdir():
-            try:
-                if not path.is_file() or path.stat().st_mtime > cutoff:
-                    continue
-            except FileNotFoundError:  # removed meanwhile (a writer's temp file, a delete)
-                continue
+        for path in files_written_by(self.images_dir, time.time() - min_age):
             by_id.setdefault(_id_of(path), []).append(path)
         if not by_id:
             return []
@@ -661,6 +655,23 @@ def _found(row: sqlite3.Row | None) -> sqlite3.Row:
 
 def _image(record: NewRecord, kind: Kind) -> NewImage:
     return record.original if kind == "original" else record.processed
+
+
+def files_written_by(folder: Path, cutoff: float) -> list[Path]:
+    """The files in *folder* last written at or before *cutoff* (epoch seconds). A file
+    removed meanwhile (a writer's temp file, a delete) is skipped; a missing folder has none."""
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return []
+    found = []
+    for path in entries:
+        try:
+            if path.is_file() and path.stat().st_mtime <= cutoff:
+                found.append(path)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _remove_files(paths: list[Path]) -> None:

@@ -26,7 +26,7 @@ from cutout.storage.jobs import (
     NewJob,
     StoredInput,
 )
-from cutout.storage.sqlite import SQLiteStore, _immediate, _storage_errors
+from cutout.storage.sqlite import SQLiteStore, _immediate, _storage_errors, files_written_by
 
 _JOB = (
     "id, user_id, key_id, status, options, options_key, webhook_url, webhook_secret, total, "
@@ -78,7 +78,8 @@ class SQLiteJobStore:
 
     def sweep_inputs(self, older_than: float) -> int:
         with _storage_errors("remove orphaned job photos"):
-            old = [p.name for p in _files(self.inputs_dir) if _mtime(p) < older_than]
+            written = files_written_by(self.inputs_dir, older_than)
+            old = [p.name for p in written if p.name.isalnum()]  # only refs put_input names
             named: set[str] = set()
             with self._images._connection("remove orphaned job photos") as conn:
                 for start in range(0, len(old), 500):  # SQLite's limit on parameters
@@ -374,18 +375,3 @@ def _item(row: sqlite3.Row) -> JobItem:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
-
-
-def _files(folder: Path) -> list[Path]:
-    try:
-        return [p for p in folder.iterdir() if p.name.isalnum()]
-    except FileNotFoundError:
-        return []
-
-
-def _mtime(path: Path) -> float:
-    """When the file was written; infinitely recent if it is already gone."""
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")
