@@ -249,7 +249,8 @@ def test_int8_asked_for_but_not_built_names_the_fix(
 def test_a_build_off_a_terminal_says_how_far_it_is(
     model_dir: Path, spec: ModelSpec, tmp_path: Path
 ) -> None:
-    """NNCF's bars draw only on a terminal; `progress` hears lines with percent and time."""
+    """NNCF's bars draw only on a terminal; `progress` hears lines with percent and time, for
+    the dead-channel pass and NNCF's statistics."""
     fresh = tmp_path / "models"
     fresh.mkdir()
     shutil.copy(model_dir / spec.filename, fresh / spec.filename)
@@ -260,7 +261,8 @@ def test_a_build_off_a_terminal_says_how_far_it_is(
         patch.setattr(q, "CALIBRATION_PHOTOS", members)
         q.quantize_model(spec, fresh, pypi=server.url, progress=heard.append, every=0.02)
     assert heard, "no progress line"
-    assert all(line.startswith(f"Quantizing {spec.name}: statistics ") for line in heard)
+    steps = (f"Quantizing {spec.name}: dead channels ", f"Quantizing {spec.name}: statistics ")
+    assert all(line.startswith(steps) for line in heard), heard
     assert all(re.search(r"\(\d+%\), (\d+ min )?\d+ s so far", line) for line in heard), heard
 
 
