@@ -105,7 +105,7 @@ photos: $(STAMP)
 
 test: install dev browser redis container-setup axe node-clients photos lint typecheck docs-build package
 	CUTOUT_TESTDATA=$(TESTDATA) CUTOUT_AXE_JS=$(abspath $(AXE_JS)) \
-		CUTOUT_WHEEL_DIR=$(abspath $(DIST)) $(BIN)/pytest
+		CUTOUT_WHEEL_DIR=$(abspath $(DIST)) $(BIN)/pytest --durations=40
 
 # The documentation site, from docs/ (MkDocs, Material): `make docs` serves it at :8000.
 docs: dev

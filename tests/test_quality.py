@@ -20,7 +20,7 @@ from cutout.engine.fused import FusedEngine
 from cutout.imaging.decode import Photo
 from cutout.pipeline import full_alpha, model_input
 from cutout.quality import Score, mean_score, score
-from tests.conftest import Evaluated
+from tests.conftest import Evaluated, precision
 
 pytestmark = pytest.mark.model
 
@@ -31,7 +31,13 @@ pytestmark = pytest.mark.model
 # ISNet's last upsampling rewired: 0.0285 / 0.9082 and 0.0231 / 0.9640); today's
 # pipeline (INT8 ISNet alone) binary 0.0310 / 0.9041, soft 0.0438 / 0.9275; bare INT8 ISNet
 # 0.0341 / 0.9040 and 0.0469 / 0.9190.
-THRESHOLDS = {"binary": (0.0291, 0.9067), "alpha": (0.0235, 0.9634)}
+# Where the float layers run in f32 (an AVX2-only Zen 3, stop 29; tests/conftest.py,
+# precision()), the models built there: ours binary 0.0289 / 0.9072, soft 0.0230 / 0.9641;
+# today's 0.0318 / 0.9035 and 0.0432 / 0.9278; bare 0.0348 / 0.9031 and 0.0463 / 0.9270.
+THRESHOLDS = {
+    "bf16": {"binary": (0.0291, 0.9067), "alpha": (0.0235, 0.9634)},
+    "f32": {"binary": (0.0293, 0.9065), "alpha": (0.0234, 0.9636)},
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,7 @@ def scores(evaluated: list[Evaluated]) -> dict[str, dict[str, Score]]:
 
 @pytest.mark.parametrize("kind", ["binary", "alpha"])
 def test_quality_meets_thresholds(scores: dict[str, dict[str, Score]], kind: str) -> None:
-    max_mae, min_iou = THRESHOLDS[kind]
+    max_mae, min_iou = THRESHOLDS[precision()][kind]
     ours = scores[kind]["ours"]
     assert ours.mae <= max_mae, f"{kind} MAE {ours.mae:.4f} > {max_mae}"
     assert ours.iou >= min_iou, f"{kind} IoU {ours.iou:.4f} < {min_iou}"
