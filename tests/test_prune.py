@@ -200,7 +200,7 @@ def test_isnet_without_its_dead_channels_is_isnet_on_photos_it_never_saw(
         "ISNet had 523 prunable dead channels when this was written"
     )
     assert p.multiply_adds(model) < 0.96 * before
-    names = sorted((testdata / "images").iterdir())[::5]  # 6 of the 29, every kind of source
+    names = sorted((testdata / "images").iterdir())[::10]  # 3 of the 29, 3 sources
     photos = [preprocess(Image.open(path).convert("RGB"), spec) for path in names]
     for path, got, want in zip(names, run(model, photos), run(reference, photos), strict=True):
         assert np.abs(got - want).max() < 1e-4, path.name

@@ -1,6 +1,6 @@
 """Reliability through the real image (issue 15 §4): the in-process checks, now in podman.
 
-A soak of 100 upload/delete cycles (resident memory flat), 20 uploads at once (none lost,
+A soak of 60 upload/delete cycles (resident memory flat), 20 uploads at once (none lost,
 503 + Retry-After beyond admission), and ``podman kill -s KILL`` in the middle of an upload
 followed by a restart on the same volume (no half record, no orphan file). Small photos keep
 it fast; the data folder is a host folder so the files themselves are checked.
@@ -23,9 +23,10 @@ from tests.container.test_image import JSON, browser, records
 from tests.web.test_crash import assert_consistent, upload_in_background, wait_for
 
 MB = 1024 * 1024
-#: 100 in `make test`; CONTAINER_SOAK_CYCLES sets another count (e.g. 300 for a longer look).
-CYCLES = int(os.environ.get("CONTAINER_SOAK_CYCLES", "100"))
-WARM_UP = 20
+#: 60 in `make test` (100 until stop 29, when CI outgrew 30 minutes on an AVX2-only machine);
+#: CONTAINER_SOAK_CYCLES sets another count (e.g. 300 for a longer look).
+CYCLES = int(os.environ.get("CONTAINER_SOAK_CYCLES", "60"))
+WARM_UP = 10
 SAMPLE_EVERY = 5
 
 
@@ -47,7 +48,7 @@ def post(url: str, session: requests.Session, token: str, data: bytes) -> reques
     )
 
 
-def test_a_100_upload_soak_keeps_resident_memory_flat(
+def test_an_upload_soak_keeps_resident_memory_flat(
     image: str, small_photo: bytes, tmp_path: Path
 ) -> None:
     with Container(image, data_dir(tmp_path / "data")) as container:
