@@ -22,14 +22,11 @@ from typing import Any
 
 import numpy as np
 
-#: Operations that carry each channel through on its own, so a zero channel stays zero.
-CHANNEL_WISE = ("MaxPool", "Convert", "Concat", "Interpolate")
-
 
 def prunable(model: Any) -> list[Any]:
     """The ReLUs of *model* whose channels can be cut: each follows a convolution plus a
-    constant bias, and its output reaches only convolutions, through :data:`CHANNEL_WISE`
-    operations."""
+    constant bias, and its output reaches only convolutions, through operations that carry
+    each channel on its own (:func:`_walk`), so a zero channel stays zero."""
     return [op for op in model.get_ordered_ops() if _producer(op) and _readers(op) is not None]
 
 
@@ -170,7 +167,7 @@ def _weights(conv: Any) -> tuple[Any, Any | None] | None:
         return None
     weights = convert.input_value(0).get_node()
     shape = list(scale.get_output_shape(0))
-    if shape != [weights.get_output_shape(0)[0], 1, 1, 1] or len(shape) != 4:
+    if shape != [weights.get_output_shape(0)[0], 1, 1, 1]:
         return None
     return weights, scale
 
