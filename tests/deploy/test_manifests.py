@@ -494,6 +494,29 @@ def test_dockerignore_keeps_secrets_and_the_venv_out_of_the_context() -> None:
     assert not allowed & {".env", ".venv", ".git", "tests", "artifacts"}
 
 
+def test_the_image_inputs_are_those_of_a_clean_clone() -> None:
+    """What `pip install -e .` writes into a working copy (src/*.egg-info) is neither in the
+    build context nor in the digest that tags the test image: a working copy's tag is a clean
+    clone's, and no host's metadata lands in the image (stop 30)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "container_build", ROOT / "scripts/container_build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    stray = ROOT / "src" / "stray-0.egg-info"  # as an editable install of another name would
+    stray.mkdir(exist_ok=True)
+    try:
+        (stray / "PKG-INFO").write_text("Name: stray\n")
+        files = [f.relative_to(ROOT).as_posix() for f in build.context_files()]
+    finally:
+        shutil.rmtree(stray)
+    assert "src/cutout/__init__.py" in files and "pyproject.toml" in files
+    assert not [f for f in files if ".egg-info" in f or "__pycache__" in f]
+
+
 def test_compose_runs_web_worker_and_redis_on_one_store_with_mongodb_behind_a_profile() -> None:
     compose = one(ROOT / "docker-compose.yml")
     services = compose["services"]
