@@ -91,8 +91,24 @@ def _skip(previous: str) -> str | None:
 
 
 ALL = [example for page in pages() for example in examples(page)]
-RUN = sorted({e.page for e in ALL if e.skip is None})
 NOT_RUN = [e for e in ALL if e.skip is not None]
+
+
+def _runnable(page: Path) -> tuple[tuple[str, str], ...]:
+    return tuple((e.language, e.code) for e in examples(page) if e.skip is None)
+
+
+def _alike() -> list[list[Path]]:
+    """The pages with examples to run, those whose runnable examples are the very same blocks
+    in the same order (the README and the site's home page) together: one run covers them."""
+    groups: dict[tuple[tuple[str, str], ...], list[Path]] = {}
+    for page in pages():
+        if blocks := _runnable(page):
+            groups.setdefault(blocks, []).append(page)
+    return sorted(groups.values())
+
+
+RUN = _alike()
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +160,13 @@ def environment(workdir: Path) -> dict[str, str]:
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("page", RUN, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "alike", RUN, ids=lambda ps: " = ".join(str(p.relative_to(ROOT)) for p in ps)
+)
 def test_the_examples_of_a_page_run_as_written(
-    page: Path, workdir: Path, request: pytest.FixtureRequest, tmp_path: Path
+    alike: list[Path], workdir: Path, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    page = alike[0]
     runnable = [e for e in examples(page) if e.skip is None]
     env = environment(workdir)
     if any(LOCAL in e.code for e in runnable):

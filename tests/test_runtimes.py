@@ -220,7 +220,7 @@ def test_openvino_and_onnxruntime_agree_on_real_photos(
 
     Measured on all 29 photos: mean 0.00023; the worst, a soft matte of hair (GT01), 0.0011
     (AMD Zen 4, AVX-512 BF16). On an Intel Xeon with AMX (family 6, model 207) bf16 runs on
-    AMX tiles and GT01 differs by 0.0019, the other five sampled photos by 0.0003 at most.
+    AMX tiles and GT01 differs by 0.0019, five other photos by 0.0003 at most.
     (The INT8 build is judged against the ground truth instead, in test_quality.py.)
     """
     spec = get_spec(model_settings.model)
@@ -228,7 +228,8 @@ def test_openvino_and_onnxruntime_agree_on_real_photos(
     reference = model_engine(spec, model_settings.replace(runtime="onnxruntime"))
     assert fast.runtime == "openvino/bf16" if cpu_has_bf16() else "openvino/f32"
     diffs = {}
-    for sample in samples[::5]:  # six photos, GT01 among them: onnxruntime is slow
+    # three photos, GT01 (the worst) among them: onnxruntime is slow (six until stop 30)
+    for sample in samples[::10]:
         with Image.open(sample.image) as image:
             rgb = image.convert("RGB")
         diffs[sample.name] = float(

@@ -17,9 +17,12 @@ from tests.jobs.conftest import Redis, Worker, small_photos, wait_for
 from tests.live import LiveServer
 
 LEASE = 3  # seconds: a killed worker's item is taken again ~2 leases later
+#: photos in the job: enough that it still runs after the faults on a machine twice as fast as
+#: a Zen 3 (30 until stop 30; 20 saved about 20 s of CI there)
+PHOTOS = 20
 
 
-def test_30_photos_survive_a_killed_worker_and_a_restarted_redis(
+def test_20_photos_survive_a_killed_worker_and_a_restarted_redis(
     tmp_path: Path, photos: Photos, redis_server: Redis
 ) -> None:
     data = tmp_path / "data"
@@ -34,11 +37,11 @@ def test_30_photos_survive_a_killed_worker_and_a_restarted_redis(
     session = requests.Session()
     session.headers["X-Api-Key"] = secret
     with LiveServer(data, env) as server, Worker(data, env, "a") as first:
-        files = [("images", (n, b, "image/jpeg")) for n, b in small_photos(photos, 30)]
+        files = [("images", (n, b, "image/jpeg")) for n, b in small_photos(photos, PHOTOS)]
         answer = session.post(server.url + "/api/v1/jobs", files=files, timeout=60)
         assert answer.status_code == 202, answer.text
         job_url = server.url + answer.json()["links"]["self"]
-        assert answer.json()["status"] == "queued" and answer.json()["total"] == 30
+        assert answer.json()["status"] == "queued" and answer.json()["total"] == PHOTOS
 
         # SIGKILL the only worker while it runs an item: that item must run again elsewhere.
         victim = _running_item(session, job_url)
@@ -50,7 +53,7 @@ def test_30_photos_survive_a_killed_worker_and_a_restarted_redis(
             zipped = session.get(job_url + "/results.zip", timeout=60)
             assert zipped.status_code == 200
             names = zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()
-            assert 3 <= len(names) < 30 and all(n.endswith(".png") for n in names)
+            assert 3 <= len(names) < PHOTOS and all(n.endswith(".png") for n in names)
 
             # Redis killed (its messages lost) and started again on the same port mid-job.
             redis_server.kill()
@@ -67,16 +70,16 @@ def test_30_photos_survive_a_killed_worker_and_a_restarted_redis(
             )
             body = wait_for(session, job_url + "?per_page=100", timeout=240)
             final = session.get(job_url + "/results.zip", timeout=60).content
-            assert len(zipfile.ZipFile(io.BytesIO(final)).namelist()) == 30
+            assert len(zipfile.ZipFile(io.BytesIO(final)).namelist()) == PHOTOS
 
-    assert body["succeeded"] == 30 and body["failed"] == 0, body
+    assert body["succeeded"] == PHOTOS and body["failed"] == 0, body
     items = body["items"]
     assert isinstance(items, list) and all(i["status"] == "done" for i in items)
     assert next(i for i in items if i["index"] == victim)["attempts"] >= 2
-    assert len({i["image_id"] for i in items}) == 30
+    assert len({i["image_id"] for i in items}) == PHOTOS
     # Exactly once: one record and one credit per item, whatever ran twice.
-    assert store.count("shop") == 30
-    assert keys.store.get_key(key.id).credits_used == 30
+    assert store.count("shop") == PHOTOS
+    assert keys.store.get_key(key.id).credits_used == PHOTOS
     job = open_job_store(store).get_job("shop", str(body["id"]))
     assert job.status == "done" and job.finished_at is not None
 
