@@ -419,11 +419,45 @@ class GatedEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.gate = threading.Event()
+        self.entered = threading.Event()  # a removal has reached the model
+        self.calls = 0
         self.name, self.model, self.runtime = inner.name, inner.model, inner.runtime
 
     def predict_mask(self, image: Image.Image) -> np.ndarray:
+        self.calls += 1
+        self.entered.set()
         self.gate.wait(60)
         return self.inner.predict_mask(image)
+
+
+def test_an_upload_in_progress_holds_its_place_under_the_limit(
+    web_settings: Settings, shared_engine: Engine, photo: Path
+) -> None:
+    """With room for one more photo and that upload in the model, the user's next upload is
+    refused at once: it could not be stored, so it must not run the model. Before stop 30 it
+    did (20 uploads at once with room for 5 ran the model 20 times)."""
+    settings = web_settings.replace(max_concurrent=2, max_queue=4, user_limit=1)
+    gated = GatedEngine(shared_engine)
+    app = create_app(settings, engine=gated)
+    user = Actions(app.test_client())
+    token = user.token()
+    first: list[int] = []
+    data = photo.read_bytes()
+    # a failed upload gives its place back (a photo that does not decode fails in processing)
+    assert user.upload("x", data[: len(data) // 3], json=True, token=token).status_code == 400
+    running = threading.Thread(
+        target=lambda: first.append(user.upload("a", data, json=True, token=token).status_code)
+    )
+    running.start()
+    assert gated.entered.wait(30)
+    second = user.upload("b", data, json=True, token=token)
+    assert second.status_code == 409, second.get_json()
+    assert running.is_alive() and gated.calls == 1  # refused without waiting for the model
+    gated.gate.set()
+    running.join(60)
+    assert first == [201] and gated.calls == 1
+    assert user.upload("c", data, json=True, token=token).status_code == 409
+    close_app(app)
 
 
 def test_full_queue_is_refused_at_once(
