@@ -1,6 +1,6 @@
 """The page sends a large drop as one batch job: real Chromium, real server, real model.
 
-With ``CUTOUT_PAGE_JOB_THRESHOLD=3``, fifteen photos go as one job; the queue shows each photo's
+With ``CUTOUT_PAGE_JOB_THRESHOLD=3``, ten photos go as one job; the queue shows each photo's
 state and the overall progress; the tab is closed while the job runs, and a new tab shows the
 queue again and then every result in the history.
 """
@@ -25,7 +25,7 @@ from tests.web.walkthrough import chromium as launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 STEMS = ("astronaut", "chelsea", "coffee", "rocket", "camera")
-COPIES = 3
+COPIES = 2  # ten photos (fifteen until stop 30: CI time on a Zen 3)
 
 
 def test_a_drop_over_the_threshold_goes_as_one_job_that_survives_the_tab(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_a_drop_over_the_threshold_goes_as_one_job_that_survives_the_tab(tmp_pat
         queue = page.locator("#queue-list .queue-item")
         expect(queue).to_have_count(len(photos))
         expect(page.locator("#queue-job-note")).to_be_visible()
-        # One request for the fifteen photos, not fifteen.
+        # One request for the ten photos, not ten.
         expect(page.locator('#queue-list .queue-item[data-state="done"]').first).to_be_visible(
             timeout=60_000
         )
