@@ -124,8 +124,10 @@ class ImageService:
 
         The uploads this process is running count as stored: 20 uploads at once from a user
         with room for 5 all ran the model, and the store refused 15 of them afterwards (a
-        visitor's burst cost 20 removals of CPU; 48 s of a test on a Zen 3). Two such
-        processes may still run one too many each; the store's atomic check keeps the limit.
+        visitor's burst cost 20 removals of CPU; 48 s of a test on a Zen 3). Each process
+        counts only its own uploads: a burst spread over several processes (gunicorn workers,
+        pods) can still run the model for uploads the store then refuses, and the store's
+        atomic check keeps the limit.
         A job's item (*record_id*) keeps the plain check: a retried item whose record is
         stored must reach the store, which returns that record.
         """
