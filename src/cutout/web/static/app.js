@@ -143,9 +143,10 @@ setupQueue({
     updateQuota(1);
     await renderCard(record._id);
   },
-  onLimit: () => {
-    // The server knows best: a 409 means the page's count was behind (another tab, say).
-    updateQuota(Math.max(0, quota.limit - quota.used));
+  onLimit: (running) => {
+    // The server knows best: a 409 means the page's count was behind (another tab, say), or
+    // that this page's uploads still running take the last places: they count when stored.
+    updateQuota(Math.max(0, quota.limit - running - quota.used));
   },
   studioOpen: () => studio.isOpen(),
   hasRecord: (id) => counted.has(id),

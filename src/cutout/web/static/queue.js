@@ -283,7 +283,8 @@ export function setupQueue({ quota, onStored, onLimit, studioOpen, hasRecord }) 
           await sleep(1000 * (err.retryAfter || 3));
           continue;
         }
-        if (err instanceof RequestError && err.status === 409) onLimit();
+        // the page's other uploads still running hold places too (the server counts them)
+        if (err instanceof RequestError && err.status === 409) onLimit(running - 1);
         setState(item, "failed", err.message);
         return;
       }
