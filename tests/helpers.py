@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import shutil
 from collections.abc import Callable, Iterable
@@ -11,6 +12,17 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> Any:
+    """The module ``scripts/NAME.py`` (scripts are not a package: loaded by path)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def photo_folder(folder: Path, photos: Iterable[Path]) -> Path:

@@ -11,6 +11,7 @@ from cutout.app import create_app, secret_key
 from cutout.config import DEFAULTS, ENV_FIELDS, Settings
 from cutout.errors import ConfigError, ModelNotFetched
 from tests.conftest import ROOT
+from tests.helpers import load_script
 
 
 def test_defaults_match_the_seed() -> None:
@@ -102,13 +103,7 @@ def test_missing_model_fails_at_start_naming_the_command(tmp_path: Path) -> None
 
 def test_every_setting_is_in_env_example_and_the_docs() -> None:
     """.env.example by hand; the docs' table is generated from the same metadata."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hooks", ROOT / "scripts" / "mkdocs_hooks.py")
-    assert spec is not None and spec.loader is not None
-    hooks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hooks)
-    settings_table = hooks.settings_table
+    settings_table = load_script("mkdocs_hooks").settings_table
 
     example = (ROOT / ".env.example").read_text()
     table = settings_table()

@@ -24,6 +24,7 @@ import yaml
 from cutout.config import ENV_FIELDS, Settings
 from tests.conftest import missing
 from tests.deploy import dockerfile
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -498,14 +499,7 @@ def test_the_image_inputs_are_those_of_a_clean_clone() -> None:
     """What `pip install -e .` writes into a working copy (src/*.egg-info) is neither in the
     build context nor in the digest that tags the test image: a working copy's tag is a clean
     clone's, and no host's metadata lands in the image (stop 30)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "container_build", ROOT / "scripts/container_build.py"
-    )
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = load_script("container_build")
     stray = ROOT / "src" / "stray-0.egg-info"  # as an editable install of another name would
     stray.mkdir(exist_ok=True)
     try:
