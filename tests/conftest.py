@@ -22,6 +22,7 @@ from cutout.imaging.decode import Limits, load_image
 from cutout.pipeline import full_alpha, model_input
 from cutout.quality import Score, bare_alpha, score
 from tests import photos as fetch_photos
+from tests.remembered import remembering
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The research-licensed data beside the repository (never copied into it): test photos with
@@ -210,14 +211,21 @@ class Evaluated:
 
 
 @pytest.fixture(scope="session")
-def evaluated(real_engine: FusedEngine, samples: list[Sample]) -> list[Evaluated]:
+def remembering_engine(real_engine: FusedEngine) -> FusedEngine:
+    """The real engine, each forward pass run once per distinct input (tests/remembered.py):
+    for the checks that score the same photos in several quality modes."""
+    return remembering(real_engine)
+
+
+@pytest.fixture(scope="session")
+def evaluated(remembering_engine: FusedEngine, samples: list[Sample]) -> list[Evaluated]:
     """Every test photo through the real engine (computed once, for quality and confidence)."""
     limits = Limits(max_bytes=50 * 2**20, max_pixels=50_000_000)
     results = []
     for sample in samples:
         photo = load_image(sample.image.read_bytes(), limits)
         image = model_input(photo)
-        parts = real_engine.parts(image)
+        parts = remembering_engine.parts(image)
         alpha = full_alpha(photo, parts.fused)
         a = np.asarray(alpha, np.float32) / 255.0
         with Image.open(sample.mask) as truth:

@@ -28,6 +28,7 @@ from cutout.pipeline import full_alpha, model_input
 from cutout.quality import Score, mean_score, score
 from tests.conftest import Evaluated, Sample, precision
 from tests.live import proc_status
+from tests.remembered import Remembering
 
 pytestmark = pytest.mark.model
 
@@ -66,8 +67,16 @@ class Best:
 
 
 @pytest.fixture(scope="module")
-def best(real_engine: FusedEngine, samples: list[Sample]) -> Best:
-    engine = real_engine.with_quality("best")
+def best(
+    remembering_engine: FusedEngine, samples: list[Sample], evaluated: list[Evaluated]
+) -> Best:
+    """Every test photo in ``best``, after ``evaluated`` ran them in ``balanced`` through the
+    same remembering engine (tests/remembered.py): best's first ISNet and MODNet passes are
+    balanced's own, so only the mirrored passes run here."""
+    engine = remembering_engine.with_quality("best")
+    isnet, modnet = engine.primary, engine.secondary
+    assert isinstance(isnet, Remembering) and isinstance(modnet, Remembering)
+    before = isnet.passes, modnet.passes
     found = Best()
     for sample in samples:
         photo = load_image(sample.image.read_bytes(), LIMITS)
@@ -81,6 +90,8 @@ def best(real_engine: FusedEngine, samples: list[Sample]) -> Best:
             found.added[sample.name] = (added, modnet_bound(parts.main))
         with Image.open(sample.mask) as truth:
             found.scores[sample.name] = score(full_alpha(photo, parts.fused), truth)
+    # the product decided the same passes as balanced's, and only the mirrored ones are new
+    assert (isnet.passes - before[0], modnet.passes - before[1]) == (len(found.mirrored), 0)
     return found
 
 
