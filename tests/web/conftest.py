@@ -22,6 +22,7 @@ from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.fused import FusedEngine
 from cutout.extensions import close_app
 from tests.conftest import Photos
+from tests.remembered import remembering
 
 
 @pytest.fixture
@@ -29,10 +30,17 @@ def web_settings(settings: Settings) -> Settings:
     return settings.replace(user_limit=3)
 
 
+@pytest.fixture(scope="session")
+def web_engine(real_engine: FusedEngine) -> FusedEngine:
+    """The real engine, each distinct photo's passes run once per session (tests/remembered.py):
+    these tests check views, storage and errors on the same few photos, not the model."""
+    return remembering(real_engine, keep=32)
+
+
 @pytest.fixture
-def shared_engine(real_engine: FusedEngine) -> Engine:
+def shared_engine(web_engine: FusedEngine) -> Engine:
     """The real model behind the same admission control the app builds."""
-    return BoundedEngine(real_engine, slots=1, max_waiting=4, timeout=60)
+    return BoundedEngine(web_engine, slots=1, max_waiting=4, timeout=60)
 
 
 @pytest.fixture
