@@ -218,6 +218,14 @@ def remembering_engine(real_engine: FusedEngine) -> FusedEngine:
 
 
 @pytest.fixture(scope="session")
+def web_engine(real_engine: FusedEngine) -> FusedEngine:
+    """The real engine, each distinct photo's passes run once per session (tests/remembered.py),
+    for the in-process web and API tests: they check views, storage and errors on the same few
+    photos, not the model. Its own memory, so that they do not push out the quality photos'."""
+    return remembering(real_engine, keep=32)
+
+
+@pytest.fixture(scope="session")
 def evaluated(remembering_engine: FusedEngine, samples: list[Sample]) -> list[Evaluated]:
     """Every test photo through the real engine (computed once, for quality and confidence)."""
     limits = Limits(max_bytes=50 * 2**20, max_pixels=50_000_000)

@@ -14,9 +14,9 @@ from cutout.app import create_app
 from cutout.config import Settings
 from cutout.engine.base import Engine
 from cutout.extensions import close_app
-from tests.web.conftest import photo, shared_engine, web_engine
+from tests.web.conftest import photo, shared_engine
 
-__all__ = ["photo", "shared_engine", "web_engine"]
+__all__ = ["photo", "shared_engine"]
 
 
 @pytest.fixture

@@ -22,19 +22,11 @@ from cutout.engine.base import BoundedEngine, Engine
 from cutout.engine.fused import FusedEngine
 from cutout.extensions import close_app
 from tests.conftest import Photos
-from tests.remembered import remembering
 
 
 @pytest.fixture
 def web_settings(settings: Settings) -> Settings:
     return settings.replace(user_limit=3)
-
-
-@pytest.fixture(scope="session")
-def web_engine(real_engine: FusedEngine) -> FusedEngine:
-    """The real engine, each distinct photo's passes run once per session (tests/remembered.py):
-    these tests check views, storage and errors on the same few photos, not the model."""
-    return remembering(real_engine, keep=32)
 
 
 @pytest.fixture
