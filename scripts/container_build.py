@@ -19,6 +19,7 @@ import argparse
 import fnmatch
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,23 @@ def forget_old_builds(tag: str, keep: int = 3) -> None:
     builds = [t for t in listed if t.startswith(repository + ":test-") and t != tag]
     for old in builds[keep - 1 :]:
         subprocess.run(["podman", "rmi", old], capture_output=True)
+    prune_when_short_of_disk()
+
+
+#: Below this much free space where podman keeps its images, the untagged images go too.
+PRUNE_BELOW = 20 * 2**30
+
+
+def prune_when_short_of_disk() -> None:
+    """Remove the untagged images (each build leaves its 2 GB builder stage) once the disk
+    runs short. Not on every build: the newest builder stage is the cache of the dependency
+    layer, and without it the next build installs every dependency again (minutes)."""
+    root = subprocess.run(
+        ["podman", "info", "--format", "{{.Store.GraphRoot}}"], capture_output=True, text=True
+    ).stdout.strip()
+    if root and shutil.disk_usage(root).free < PRUNE_BELOW:
+        log(f"less than {PRUNE_BELOW >> 30} GiB free under {root}: pruning untagged images")
+        subprocess.run(["podman", "image", "prune", "--force"], capture_output=True)
 
 
 def main() -> None:
