@@ -252,6 +252,35 @@ def test_a_large_folder_runs_a_forward_pass_per_core_with_the_same_cutouts(
         assert np.abs(alphas[0] - alphas[1]).mean() < 0.002, path.name
 
 
+@pytest.mark.model
+def test_a_forward_pass_that_never_returns_ends_the_run_and_writes_nothing(
+    tmp_path: Path, photos: Photos, model_settings: Settings
+) -> None:
+    """CUTOUT_PASS_TIMEOUT: the stuck pass (the ``hang`` fault, which holds the GIL as a
+    deadlocked native call may) ends the process with status 1 and every thread's stack,
+    instead of a run that never ends; the next run, not armed, does the folder."""
+    folder = photo_folder(tmp_path / "in", photos[:2])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "arm-engine.pass").touch()
+    env = {
+        "CUTOUT_MODEL_DIR": str(model_settings.model_dir),
+        "CUTOUT_DATA_DIR": str(data),
+        "CUTOUT_ENV": "testing",
+        "CUTOUT_TEST_FAULTS": "engine.pass=hang",
+        "CUTOUT_PASS_TIMEOUT": "3",
+    }
+    stuck = run("remove", folder, "-o", tmp_path / "out", "-j", "1", env=env)
+    assert stuck.returncode == 1, stuck.stderr
+    assert "\nTimeout (0:00:0" in stuck.stderr and "cutout/engine/local.py" in stuck.stderr
+    assert (data / "fault-engine.pass").exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    env["CUTOUT_PASS_TIMEOUT"] = "300"  # the default: a loaded machine's passes take seconds
+    again = run("remove", folder, "-o", tmp_path / "out", "-j", "1", "-q", env=env)
+    assert again.returncode == 0, again.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 2
+
+
 def test_folder_settings_give_each_worker_a_stream_only_for_large_local_folders() -> None:
     defaults = Settings.from_env(environ={}, dotenv_path=None)
     cores = usable_cores()

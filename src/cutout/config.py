@@ -299,6 +299,13 @@ class Settings:
         "its CPU quota: a container's `--cpus` or a Kubernetes CPU limit, rounded up).",
         0,
     )
+    pass_timeout: float = _setting(
+        "CUTOUT_PASS_TIMEOUT",
+        "Seconds a forward pass may run before the process writes its threads' stacks to "
+        "stderr and exits with status 1, for its supervisor to restart it (a pass that never "
+        "returns would hold its slot for ever). 0 = never. A pass takes 0.1-3 s on 2 cores.",
+        300.0,
+    )
     max_concurrent: int = _setting(
         "CUTOUT_MAX_CONCURRENT",
         "Forward passes run at the same time per process. With CUTOUT_INFERENCE_THREADS set, "
@@ -561,6 +568,8 @@ class Settings:
             raise ConfigError("CUTOUT_SWEEP_INTERVAL cannot be negative.")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError("CUTOUT_METRICS_PORT must be between 0 and 65535.")
+        if self.pass_timeout < 0:
+            raise ConfigError("CUTOUT_PASS_TIMEOUT cannot be negative (0 turns it off).")
         if self.test_faults and self.env != "testing":
             # Fault points stop or fail uploads on purpose: never in a real deployment.
             raise ConfigError("CUTOUT_TEST_FAULTS is for tests only: it needs CUTOUT_ENV=testing.")

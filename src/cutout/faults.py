@@ -12,11 +12,19 @@ never use). Tests that run in-process build :class:`Faults` with their own calla
 * ``pause``: create ``<marker_dir>/fault-<point>`` (so the test knows the process got there)
   and sleep until the process is killed;
 * ``fail``: raise ``OSError(EIO)``, as a failing disk would;
-* ``bug``: raise ``RuntimeError``, as a bug of ours would (the app answers 500 and logs it).
+* ``bug``: raise ``RuntimeError``, as a bug of ours would (the app answers 500 and logs it);
+* ``hang``: armed by the test creating ``<marker_dir>/arm-<point>``, so it strikes when the
+  test chooses (a server's warm-up passes come first): the first arrival after that renames
+  it to ``fault-<point>`` and blocks for ever *holding the GIL*, as a native call that never
+  returns may (``engine.pass``: a forward pass; see :mod:`cutout.engine.watchdog`). Every
+  other arrival goes on.
+
+``engine.pass`` is reached as each forward pass of a local model starts.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +34,7 @@ from types import MappingProxyType
 from cutout.errors import ConfigError
 
 Action = Callable[[], None]
-ACTIONS = ("pause", "fail", "bug")
+ACTIONS = ("pause", "fail", "bug", "hang")
 
 
 class Faults:
@@ -56,6 +64,8 @@ class Faults:
                 actions[point] = _fail(point)
             elif action == "bug":
                 actions[point] = _bug(point)
+            elif action == "hang":
+                actions[point] = _hang(marker_dir / f"arm-{point}", marker_dir / f"fault-{point}")
             else:
                 raise ConfigError(
                     f"CUTOUT_TEST_FAULTS: {item!r} is not point=action ({', '.join(ACTIONS)})."
@@ -64,6 +74,12 @@ class Faults:
 
 
 NO_FAULTS = Faults()
+
+
+def configured(spec: str | None, env: str, marker_dir: Path) -> Faults:
+    """The faults of ``CUTOUT_TEST_FAULTS`` (*spec*), or none outside ``CUTOUT_ENV=testing``
+    (where the settings refuse to start with any)."""
+    return Faults.from_spec(spec, marker_dir) if spec and env == "testing" else NO_FAULTS
 
 
 def _pause(marker: Path) -> Action:
@@ -88,3 +104,18 @@ def _bug(point: str) -> Action:
         raise RuntimeError(f"a bug (fault injected at {point})")
 
     return bug
+
+
+def _hang(armed: Path, marker: Path) -> Action:
+    def hang() -> None:
+        try:
+            armed.rename(marker)  # atomic: one arrival wins, in whatever process
+        except FileNotFoundError:
+            return  # not armed, or armed and taken already
+        # ctypes.PyDLL keeps the GIL through the call, so no Python thread of this process
+        # runs again: the worst a stuck native call can do.
+        libc = ctypes.PyDLL(None)
+        while True:
+            libc.pause()
+
+    return hang

@@ -52,6 +52,42 @@ def test_a_job_survives_a_killed_web_server(tmp_path: Path, photos: Photos) -> N
     assert keys.store.get_key(key.id).credits_used == 6
 
 
+def test_a_job_survives_a_forward_pass_that_never_returns(tmp_path: Path, photos: Photos) -> None:
+    """CUTOUT_PASS_TIMEOUT ends the worker whose pass is stuck (the ``hang`` fault), so its
+    item's lease is no longer renewed: gunicorn's next worker takes the item up again."""
+    data = tmp_path / "data"
+    env = {
+        "CUTOUT_ENV": "testing",
+        "CUTOUT_TEST_FAULTS": "engine.pass=hang",
+        "CUTOUT_PASS_TIMEOUT": "5",
+        "CUTOUT_JOB_LEASE_SECONDS": "3",
+        "USER_LIMIT": "100",
+    }
+    store = SQLiteStore(data)
+    keys = KeyService(open_key_store(store))
+    key, secret = keys.create("agency", "portraits", credits=50)
+    session = requests.Session()
+    session.headers["X-Api-Key"] = secret
+    files = [("images", (n, b, "image/jpeg")) for n, b in small_photos(photos, 3, side=256)]
+    with LiveServer(data, env) as server:
+        before = server.workers()
+        (data / "arm-engine.pass").touch()
+        answer = session.post(server.url + "/api/v1/jobs", files=files, timeout=60)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 120
+        while not (data / "fault-engine.pass").exists():  # an item's pass is stuck
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        server.wait_ready()  # a new worker: the stuck one answers nothing, then is gone
+        assert server.workers() != before
+        done = wait_for(session, server.url + answer.json()["links"]["self"], timeout=180)
+    assert done["succeeded"] == 3 and done["failed"] == 0, done
+    assert [int(i["attempts"]) for i in done["items"]].count(2) == 1  # type: ignore[attr-defined]
+    assert store.count("agency") == 3
+    assert keys.store.get_key(key.id).credits_used == 3
+    assert "exited with code 1" in server.log.read_text()
+
+
 def finished_job(jobs: SQLiteJobStore, ended: float) -> str:
     """A one-photo job of alice's, done at *ended* (epoch seconds)."""
     item = NewItem("a.jpg", secrets.token_hex(12), jobs.put_input(iter([b"photo bytes"])))

@@ -14,7 +14,9 @@ from cutout.engine.local import LocalEngine
 from cutout.engine.quantize import CACHE_FOLDER, blob_folder, int8_path
 from cutout.engine.registry import FUSION_MODEL, ModelSpec, get_spec
 from cutout.engine.runtimes import Runtime, load_runtime, resolve_runtime
+from cutout.engine.watchdog import WATCHDOG
 from cutout.errors import ModelNotFetched
+from cutout.faults import configured
 
 __all__ = ["BoundedEngine", "Engine", "build_engine", "local_engine", "model_engine"]
 
@@ -91,7 +93,10 @@ def model_engine(spec: ModelSpec, settings: Settings) -> LocalEngine:
         spec.input_name,
         spec.output_name,
     )
-    return LocalEngine(spec, runtime)
+    WATCHDOG.set_limit(settings.pass_timeout)
+    return LocalEngine(
+        spec, runtime, faults=configured(settings.test_faults, settings.env, settings.data_dir)
+    )
 
 
 def model_file(spec: ModelSpec, settings: Settings) -> tuple[Path, str]:

@@ -7,6 +7,8 @@ from PIL import Image
 
 from cutout.engine.registry import ModelSpec
 from cutout.engine.runtimes import Runtime
+from cutout.engine.watchdog import WATCHDOG
+from cutout.faults import NO_FAULTS, Faults
 
 
 def preprocess(image: Image.Image, spec: ModelSpec) -> np.ndarray:
@@ -66,11 +68,14 @@ def postprocess(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
 
 
 class LocalEngine:
-    """Runs *spec* on *runtime*; thread-safe as long as the runtime is."""
+    """Runs *spec* on *runtime*; thread-safe as long as the runtime is. Every forward pass
+    runs under the process's :data:`~cutout.engine.watchdog.WATCHDOG`; *faults* is for tests
+    (``engine.pass``, reached as the pass starts)."""
 
-    def __init__(self, spec: ModelSpec, runtime: Runtime) -> None:
+    def __init__(self, spec: ModelSpec, runtime: Runtime, *, faults: Faults = NO_FAULTS) -> None:
         self.spec = spec
         self._runtime = runtime
+        self._faults = faults
 
     @property
     def name(self) -> str:
@@ -89,4 +94,7 @@ class LocalEngine:
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """The mask for an already preprocessed *tensor* (see :func:`preprocess`)."""
-        return postprocess(self._runtime.run(tensor), self.spec)
+        with WATCHDOG.watching():
+            self._faults.reached("engine.pass")
+            output = self._runtime.run(tensor)
+        return postprocess(output, self.spec)

@@ -10,7 +10,7 @@ its first call, so building one at app start never fails for an unreachable back
 from __future__ import annotations
 
 from cutout.config import Settings
-from cutout.faults import NO_FAULTS, Faults
+from cutout.faults import configured
 from cutout.storage.base import (
     KINDS,
     ImageInfo,
@@ -57,9 +57,7 @@ __all__ = [
 
 def open_store(settings: Settings) -> ImageStore:
     """The store *settings* ask for: MongoDB when ``mongo_uri`` is set, else SQLite."""
-    faults = NO_FAULTS
-    if settings.test_faults and settings.env == "testing":  # validated: testing only
-        faults = Faults.from_spec(settings.test_faults, settings.data_dir)
+    faults = configured(settings.test_faults, settings.env, settings.data_dir)
     if settings.mongo_uri:
         return MongoStore(settings.mongo_uri, faults=faults)
     return SQLiteStore(settings.data_dir, faults=faults)
