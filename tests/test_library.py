@@ -282,6 +282,24 @@ def test_a_session_is_shared_by_threads(photos: Photos) -> None:
     assert outputs == [expected] * 4
 
 
+def test_a_session_runs_the_pass_watchdog_only_when_asked(model_settings: Settings) -> None:
+    """The watchdog ends the whole process (cutout.engine.watchdog): in someone else's
+    program only when they set CUTOUT_PASS_TIMEOUT; our commands and servers default to 300 s."""
+    from cutout.engine.watchdog import WATCHDOG
+
+    assert model_settings.pass_timeout == 300 and "CUTOUT_PASS_TIMEOUT" not in model_settings.chosen
+    before = WATCHDOG.limit
+    try:
+        assert new_session(settings=model_settings).settings.pass_timeout == 0
+        assert WATCHDOG.limit == 0
+        environ = {"CUTOUT_MODEL_DIR": str(model_settings.model_dir), "CUTOUT_PASS_TIMEOUT": "120"}
+        asked = Settings.from_env(environ=environ, dotenv_path=None)
+        assert new_session(settings=asked).settings.pass_timeout == 120
+        assert WATCHDOG.limit == 120
+    finally:
+        WATCHDOG.set_limit(before)
+
+
 def test_the_default_session_is_made_once_even_when_threads_race(photos: Photos) -> None:
     from cutout import library
 

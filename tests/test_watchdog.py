@@ -123,3 +123,24 @@ def test_a_limit_of_zero_never_ends_the_process(tmp_path: Path) -> None:
         tmp_path,
     )
     assert done.returncode == 0 and done.stdout.split() == ["done"], done.stderr
+
+
+def test_with_no_limit_the_hosts_own_faulthandler_timer_is_left_alone(tmp_path: Path) -> None:
+    """A program that uses the library arms faulthandler for itself: passes under a limit of
+    zero (the library's default) neither cancel nor move its timer."""
+    done, took = run(
+        """
+        import faulthandler
+        faulthandler.dump_traceback_later(1.5, exit=True)
+        for _ in range(5):
+            with WATCHDOG.watching():
+                time.sleep(0.05)
+        def the_hosts_wait():
+            time.sleep(30)
+        the_hosts_wait()
+        """,
+        0.0,
+        tmp_path,
+    )
+    assert done.returncode == 1 and "in the_hosts_wait" in done.stderr, done.stderr
+    assert took < 15

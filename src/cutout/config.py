@@ -303,7 +303,8 @@ class Settings:
         "CUTOUT_PASS_TIMEOUT",
         "Seconds a forward pass may run before the process writes its threads' stacks to "
         "stderr and exits with status 1, for its supervisor to restart it (a pass that never "
-        "returns would hold its slot for ever). 0 = never. A pass takes 0.1-3 s on 2 cores.",
+        "returns would hold its slot for ever). 0 = never; the Python library leaves it off "
+        "unless this is set. A pass takes 0.1-3 s on 2 cores.",
         300.0,
     )
     max_concurrent: int = _setting(

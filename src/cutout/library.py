@@ -108,6 +108,11 @@ class Session:
     def __init__(self, settings: Settings, *, quality: str = DEFAULT_QUALITY) -> None:
         from cutout.engine import local_engine
 
+        if "CUTOUT_PASS_TIMEOUT" not in settings.chosen:
+            # The watchdog ends the whole process (cutout.engine.watchdog): right for our
+            # commands and servers, not for someone else's program (a notebook, their web app)
+            # unless they ask for it; nor may we take over their faulthandler timer.
+            settings = settings.replace(pass_timeout=0.0)
         self.settings = settings
         self.quality = quality
         self.limits = Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)

@@ -43,6 +43,7 @@ class PassWatchdog:
         self._lock = threading.Lock()
         self._started: dict[int, float] = {}
         self._ids = itertools.count()
+        self._armed = False  # the timer is ours to cancel only when we set it
 
     def set_limit(self, seconds: float) -> None:
         with self._lock:
@@ -67,10 +68,13 @@ class PassWatchdog:
         """Point the timer at the oldest pass in flight (caller holds the lock)."""
         stream = _stderr()
         if not self._started or not self.limit or stream is None:
-            faulthandler.cancel_dump_traceback_later()
+            if self._armed:
+                faulthandler.cancel_dump_traceback_later()
+                self._armed = False
             return
         left = min(self._started.values()) + self.limit - time.monotonic()
         faulthandler.dump_traceback_later(max(left, 0.001), exit=True, file=stream)
+        self._armed = True
 
 
 def _stderr() -> TextIO | None:
