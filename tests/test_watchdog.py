@@ -83,13 +83,13 @@ def test_passes_that_finish_never_end_the_process_however_long_it_runs(
 ) -> None:
     done, _ = run(
         """
-        for _ in range(30):  # 3 s of passes under a 1 s limit
+        for _ in range(30):  # 1.5 s of passes under a 0.5 s limit
             with WATCHDOG.watching():
-                time.sleep(0.1)
-        time.sleep(1.5)  # and idle past the limit: no pass in flight
+                time.sleep(0.05)
+        time.sleep(0.8)  # and idle past the limit: no pass in flight
         print("done")
         """,
-        1.0,
+        0.5,
         tmp_path,
     )
     assert done.returncode == 0 and done.stdout.split() == ["done"], done.stderr

@@ -53,8 +53,10 @@ def test_a_job_survives_a_killed_web_server(tmp_path: Path, photos: Photos) -> N
 
 
 def test_a_job_survives_a_forward_pass_that_never_returns(tmp_path: Path, photos: Photos) -> None:
-    """CUTOUT_PASS_TIMEOUT ends the worker whose pass is stuck (the ``hang`` fault), so its
-    item's lease is no longer renewed: gunicorn's next worker takes the item up again."""
+    """CUTOUT_PASS_TIMEOUT ends the web worker whose pass is stuck (the ``hang`` fault holds
+    the GIL, so the worker answers nothing meanwhile): its stacks are in the log, gunicorn
+    starts another worker, and with the item's lease no longer renewed that worker runs the
+    item again. The job ends whole, each photo stored and charged once."""
     data = tmp_path / "data"
     env = {
         "CUTOUT_ENV": "testing",
@@ -85,7 +87,9 @@ def test_a_job_survives_a_forward_pass_that_never_returns(tmp_path: Path, photos
     assert [int(i["attempts"]) for i in done["items"]].count(2) == 1  # type: ignore[attr-defined]
     assert store.count("agency") == 3
     assert keys.store.get_key(key.id).credits_used == 3
-    assert "exited with code 1" in server.log.read_text()
+    log = server.log.read_text()
+    assert "Timeout (0:00:0" in log and "cutout/engine/local.py" in log
+    assert "exited with code 1" in log  # gunicorn's line, before it starts the next worker
 
 
 def finished_job(jobs: SQLiteJobStore, ended: float) -> str:

@@ -142,38 +142,3 @@ def test_a_storage_fault_between_the_two_image_writes_leaves_nothing(
         assert response.json()["error"] == "storage_failed"
         assert assert_consistent(running.url, session, data_dir) == []  # no restart, no sweep
         assert requests.get(running.url + "/ready", timeout=10).status_code == 200
-
-
-def test_a_forward_pass_that_never_returns_costs_its_worker_not_the_server(
-    tmp_path: Path, photo: Path
-) -> None:
-    """CUTOUT_PASS_TIMEOUT: a pass stuck for good (the ``hang`` fault holds the GIL, so the
-    worker's own threads are stuck too) ends that gunicorn worker; the master starts another,
-    the upload left nothing behind, and the next one is stored."""
-    data_dir = tmp_path / "data"
-    running = server(data_dir, "engine.pass=hang")
-    running.env["CUTOUT_PASS_TIMEOUT"] = "5"
-    with running:
-        session, token = browser_session(running.url)
-        before = running.workers()
-        (data_dir / "arm-engine.pass").touch()
-        form = {"name": "stuck", "csrf_token": token}
-        image = {"image": ("photo.jpg", photo.read_bytes(), "image/jpeg")}
-        with contextlib.suppress(requests.ConnectionError):
-            stuck = session.post(running.url + "/", data=form, files=image, timeout=60)
-            raise AssertionError(f"answered {stuck.status_code}: the worker should have ended")
-        assert (data_dir / "fault-engine.pass").exists()
-        running.wait_ready()
-        assert running.workers() and running.workers() != before
-        upload = session.post(
-            running.url + "/",
-            headers={"Accept": "application/json"},
-            data={"name": "after", "csrf_token": token},
-            files=image,
-            timeout=120,
-        )
-        assert upload.status_code == 201, upload.text
-        assert len(assert_consistent(running.url, session, data_dir)) == 1
-    log = running.log.read_text()
-    assert "Timeout (0:00:0" in log and "cutout/engine/local.py" in log
-    assert "exited with code 1" in log  # gunicorn's line, before it starts the next worker
