@@ -1,8 +1,8 @@
 """The forward-pass watchdog, in processes of its own (it ends the process it watches).
 
 The passes here are stand-ins (a sleep, or the ``hang`` fault, which holds the GIL as a stuck
-native call may); the real model under the watchdog is in test_cli.py, the web server in
-tests/web/test_live_faults.py, a job in tests/jobs/test_embedded.py.
+native call may); the real model under the watchdog is in test_cli.py (``cutout remove``) and
+tests/jobs/test_embedded.py (a live server's worker running a job item).
 """
 
 from __future__ import annotations
