@@ -16,20 +16,28 @@ from cutout.errors import NotFound
 from cutout.jobs.engine import ORPHAN_INPUT_AGE
 from cutout.storage import SQLiteStore, open_key_store
 from cutout.storage.jobs import NewItem, NewJob
+from cutout.storage.keys import ApiKey
 from cutout.storage.sqlite_jobs import SQLiteJobStore
 from tests.conftest import Photos
 from tests.jobs.conftest import small_photos, wait_for
 from tests.live import LiveServer
 
 
-def test_a_job_survives_a_killed_web_server(tmp_path: Path, photos: Photos) -> None:
-    data = tmp_path / "data"
-    env = {"CUTOUT_JOB_LEASE_SECONDS": "3", "USER_LIMIT": "100"}
+def agency_key(data: Path) -> tuple[SQLiteStore, KeyService, ApiKey, requests.Session]:
+    """The store in *data*, its key service, an API key with 50 credits, and a session
+    sending it."""
     store = SQLiteStore(data)
     keys = KeyService(open_key_store(store))
     key, secret = keys.create("agency", "portraits", credits=50)
     session = requests.Session()
     session.headers["X-Api-Key"] = secret
+    return store, keys, key, session
+
+
+def test_a_job_survives_a_killed_web_server(tmp_path: Path, photos: Photos) -> None:
+    data = tmp_path / "data"
+    env = {"CUTOUT_JOB_LEASE_SECONDS": "3", "USER_LIMIT": "100"}
+    store, keys, key, session = agency_key(data)
     files = [("images", (n, b, "image/jpeg")) for n, b in small_photos(photos, 6, side=256)]
     with LiveServer(data, env) as server:
         answer = session.post(server.url + "/api/v1/jobs", files=files, timeout=60)
@@ -65,11 +73,7 @@ def test_a_job_survives_a_forward_pass_that_never_returns(tmp_path: Path, photos
         "CUTOUT_JOB_LEASE_SECONDS": "3",
         "USER_LIMIT": "100",
     }
-    store = SQLiteStore(data)
-    keys = KeyService(open_key_store(store))
-    key, secret = keys.create("agency", "portraits", credits=50)
-    session = requests.Session()
-    session.headers["X-Api-Key"] = secret
+    store, keys, key, session = agency_key(data)
     files = [("images", (n, b, "image/jpeg")) for n, b in small_photos(photos, 3, side=256)]
     with LiveServer(data, env) as server:
         before = server.workers()
